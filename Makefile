@@ -1,0 +1,67 @@
+# FlexGrid: every target installs what it needs. `make demo` and `make test` are the two
+# commands a fresh clone needs (Python 3.11+ and Node 20+ on PATH).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+NPX := npx --no-install
+export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(BIN):$(PATH)
+FUZZ_RUNS ?= 10000
+
+.PHONY: all install venv node contracts artifacts demo test test-contracts test-python lint fuzz gas bench brownie clean
+
+all: test
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: requirements.lock pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=24"
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+node: node_modules/.installed
+node_modules/.installed: package-lock.json package.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+install: venv node
+
+# Compile the contracts with forge through the project's solc shim (tools/solc).
+contracts: node
+	forge build --build-info
+
+# Refresh the ABIs and bytecode the Python package ships (flexgrid/chain/artifacts).
+artifacts: contracts venv
+	$(PY) scripts/export_artifacts.py
+
+demo: install
+	$(BIN)/flexgrid demo
+
+test: install contracts
+	FOUNDRY_PROFILE=ci forge test
+	$(PY) -m pytest -n 2 --dist loadgroup
+
+test-contracts: node
+	FOUNDRY_PROFILE=ci forge test
+
+test-python: venv
+	$(PY) -m pytest -n 2 --dist loadgroup
+
+fuzz: node
+	FOUNDRY_PROFILE=fuzz forge test
+
+gas: node
+	FOUNDRY_PROFILE=gas forge snapshot --snap contracts/.gas-snapshot
+
+lint: install contracts
+	$(BIN)/ruff check flexgrid frontend_api tests scripts benchmarks
+	$(BIN)/mypy
+	$(BIN)/slither . --ignore-compile --config-file slither.config.json
+
+bench: install
+	$(PY) benchmarks/clearing.py
+
+clean:
+	rm -rf contracts/out contracts/cache .pytest_cache .mypy_cache .ruff_cache

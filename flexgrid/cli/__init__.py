@@ -1,0 +1,1 @@
+"""FlexGrid's command line (Typer)."""
