@@ -1,0 +1,752 @@
+"""The typed order model of FlexGrid (docs/trading-language.md, "Python models").
+
+Every model is a frozen pydantic v2 model validated on construction. Bad input raises
+`flexgrid.errors.InputError` naming the field, the reason and, where known, the order id; never
+a bare pydantic `ValidationError`. Fields are in user units (kW, EUR/MWh, EUR, seconds); the
+on-chain integer encoding comes from properties and methods (`*_w`, `*_micro*`, `*_bps`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from enum import IntEnum
+from typing import Annotated, Any, Self
+
+from eth_utils import is_address, to_checksum_address
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, ValidationInfo, model_validator
+
+from flexgrid.errors import InputError
+from flexgrid.trading.units import (
+    INT256_MAX,
+    UINT16_MAX,
+    UINT32_MAX,
+    UINT64_MAX,
+    UINT256_MAX,
+    bps_to_fraction,
+    eur_per_mwh_to_micro,
+    eur_to_micro,
+    fraction_to_bps,
+    kw_to_w,
+    scale_exact,
+)
+
+ZERO_BYTES32 = "0x" + "00" * 32
+BPS = 10_000
+
+
+class Direction(IntEnum):
+    """Direction of flexibility at a bus."""
+
+    UP = 0  # more injection / less consumption
+    DOWN = 1  # less injection / more consumption
+
+
+class Side(IntEnum):
+    """Side of a P2P energy order."""
+
+    BUY = 0
+    SELL = 1
+
+
+class PricingRule(IntEnum):
+    """How the clearing prices accepted trades."""
+
+    PAY_AS_BID = 0
+    UNIFORM = 1
+    DLMP = 2
+    VCG = 3
+
+
+class SealMode(IntEnum):
+    """How offers are kept confidential before gate closure."""
+
+    OPEN = 0
+    COMMIT_REVEAL = 1
+    ENCRYPTED = 2
+
+
+class RoundState(IntEnum):
+    """State of a market round on chain (CLOSED is derived from time)."""
+
+    NONE = 0
+    OPEN = 1
+    CLOSED = 2
+    COMMITTED = 3
+    DISPUTED = 4
+    FINAL = 5
+    SETTLED = 6
+    CANCELLED = 7
+
+
+# ---------------------------------------------------------------------------------------------
+# Field validators. Each raises InputError naming the field; the model fills in the order id.
+
+
+def _field(info: ValidationInfo) -> str:
+    return info.field_name or "?"
+
+
+def _address(value: str, info: ValidationInfo) -> str:
+    """Any-case hex address -> checksummed; a mixed-case address must have a valid checksum."""
+    if not isinstance(value, str) or not is_address(value) or not value.startswith("0x"):
+        raise InputError(
+            _field(info),
+            f"{value!r} is not an Ethereum address (0x + 40 hex digits, valid EIP-55 checksum if mixed case)",
+        )
+    return str(to_checksum_address(value))
+
+
+def _optional_address(value: str | None, info: ValidationInfo) -> str | None:
+    return None if value is None else _address(value, info)
+
+
+def _bytes32(value: str, info: ValidationInfo) -> str:
+    """0x + 64 hex digits, normalised to lower case."""
+    if isinstance(value, bytes | bytearray) and len(value) == 32:
+        return "0x" + bytes(value).hex()
+    if not isinstance(value, str) or len(value) != 66 or not value.startswith("0x"):
+        raise InputError(_field(info), f"{value!r} is not a bytes32 (0x + 64 hex digits)")
+    try:
+        bytes.fromhex(value[2:])
+    except ValueError as exc:
+        raise InputError(_field(info), f"{value!r} is not a bytes32 (non-hex digits)") from exc
+    return value.lower()
+
+
+def _uint(max_value: int) -> Any:
+    def check(value: int, info: ValidationInfo) -> int:
+        if not 0 <= value <= max_value:
+            raise InputError(_field(info), f"{value} is outside 0..{max_value}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _slots(value: tuple[int, ...], info: ValidationInfo) -> tuple[int, ...]:
+    field = _field(info)
+    if len(value) == 0:
+        raise InputError(field, "needs at least one slot")
+    for i, slot in enumerate(value):
+        if not 0 <= slot <= UINT16_MAX:
+            raise InputError(field, f"slot {slot} at position {i} is outside 0..{UINT16_MAX}")
+        if i > 0 and slot <= value[i - 1]:
+            raise InputError(field, f"slots must be strictly increasing: {value[i - 1]} then {slot}")
+    return value
+
+
+def _finite(value: float, info: ValidationInfo) -> float:
+    if not math.isfinite(value):
+        raise InputError(_field(info), f"must be a finite number, got {value}")
+    return value
+
+
+Address = Annotated[str, AfterValidator(_address)]
+OptionalAddress = Annotated[str | None, AfterValidator(_optional_address)]
+Bytes32 = Annotated[str, AfterValidator(_bytes32)]
+Uint16 = Annotated[int, _uint(UINT16_MAX)]
+Uint32 = Annotated[int, _uint(UINT32_MAX)]
+Uint64 = Annotated[int, _uint(UINT64_MAX)]
+Uint256 = Annotated[int, _uint(UINT256_MAX)]
+Slots = Annotated[tuple[int, ...], AfterValidator(_slots)]
+Finite = Annotated[float, AfterValidator(_finite)]
+
+
+class FlexModel(BaseModel):
+    """Base of the trading models: frozen, no unknown fields, errors as `InputError`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise _to_input_error(exc, data) from None
+
+    @classmethod
+    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> Self:
+        try:
+            return super().model_validate(obj, *args, **kwargs)
+        except ValidationError as exc:
+            raise _to_input_error(exc, obj if isinstance(obj, Mapping) else {}) from None
+
+    @classmethod
+    def model_validate_json(cls, json_data: str | bytes | bytearray, *args: Any, **kwargs: Any) -> Self:
+        try:
+            return super().model_validate_json(json_data, *args, **kwargs)
+        except ValidationError as exc:
+            raise _to_input_error(exc, {}) from None
+
+
+def _to_input_error(exc: ValidationError, data: Mapping[str, Any]) -> InputError:
+    order_id = data.get("order_id")
+    order_id = order_id if isinstance(order_id, str) else None
+    first = exc.errors()[0]
+    cause = (first.get("ctx") or {}).get("error")
+    if isinstance(cause, InputError):
+        if cause.order_id is None and order_id is not None:
+            return type(cause)(cause.field, cause.reason, order_id=order_id)
+        return cause
+    loc = ".".join(str(p) for p in first["loc"]) or "?"
+    reason = first["msg"]
+    if first["type"] == "missing":
+        reason = "is required"
+    elif first["type"] == "extra_forbidden":
+        reason = "is not a field of this model"
+    return InputError(loc, reason, order_id=order_id)
+
+
+def _check_quantities(
+    values: Sequence[float], field: str, order_id: str | None, *, positive: bool
+) -> tuple[int, ...]:
+    out = []
+    for i, kw in enumerate(values):
+        name = f"{field}[{i}]"
+        power_w = kw_to_w(kw, field=name, order_id=order_id)
+        if positive and power_w == 0:
+            raise InputError(name, "must be greater than 0 kW", order_id=order_id)
+        out.append(power_w)
+    return tuple(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rounds and orders
+
+
+class RoundConfig(FlexModel):
+    """One market round as configured by the operator."""
+
+    round_id: Uint256
+    grid_id: str
+    grid_model_hash: Bytes32
+    slot_start_s: Uint64
+    slot_seconds: Uint64
+    slot_count: int
+    gate_closure_s: Uint64
+    pricing_rule: PricingRule
+    seal_mode: SealMode
+    oracle_quorum: int = 1
+    dispute_window_s: Uint64
+    price_cap_eur_per_mwh: Finite
+    tolerance_bps: int
+    penalty_bps: int
+    bid_deposit_eur: Finite
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if not self.grid_id:
+            raise InputError("grid_id", "must not be empty")
+        if self.slot_seconds <= 0:
+            raise InputError("slot_seconds", f"must be positive, got {self.slot_seconds}")
+        if not 1 <= self.slot_count <= UINT16_MAX + 1:
+            raise InputError("slot_count", f"must be 1..{UINT16_MAX + 1}, got {self.slot_count}")
+        if self.gate_closure_s > self.slot_start_s:
+            raise InputError(
+                "gate_closure_s",
+                f"gate closure {self.gate_closure_s} is after the first slot starts ({self.slot_start_s})",
+            )
+        if not 1 <= self.oracle_quorum <= 255:
+            raise InputError("oracle_quorum", f"must be 1..255, got {self.oracle_quorum}")
+        for name in ("tolerance_bps", "penalty_bps"):
+            value = getattr(self, name)
+            if not 0 <= value <= BPS:
+                raise InputError(name, f"must be 0..{BPS}, got {value}")
+        if self.price_cap_micro_per_mwh == 0:
+            raise InputError("price_cap_eur_per_mwh", "must be greater than 0")
+        _ = self.bid_deposit_micro
+        return self
+
+    @property
+    def slot_end_s(self) -> int:
+        """Unix second at which the last slot ends."""
+        return self.slot_start_s + self.slot_seconds * self.slot_count
+
+    @property
+    def price_cap_micro_per_mwh(self) -> int:
+        return eur_per_mwh_to_micro(self.price_cap_eur_per_mwh, field="price_cap_eur_per_mwh")
+
+    @property
+    def bid_deposit_micro(self) -> int:
+        return eur_to_micro(self.bid_deposit_eur, field="bid_deposit_eur")
+
+    def slot_start(self, slot: int) -> int:
+        """Unix second at which `slot` starts."""
+        return self.slot_start_s + slot * self.slot_seconds
+
+
+class FlexRequest(FlexModel):
+    """A DSO's need for flexibility at a bus over some slots, with a price cap."""
+
+    order_id: str | None = None
+    dso: OptionalAddress = None
+    round_id: Uint256
+    bus: Uint32
+    direction: Direction
+    slots: Slots
+    kw: tuple[float, ...]
+    price_cap_eur_per_mwh: float
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if len(self.kw) != len(self.slots):
+            raise InputError(
+                "kw",
+                f"has {len(self.kw)} values but there are {len(self.slots)} slots",
+                order_id=self.order_id,
+            )
+        _check_quantities(self.kw, "kw", self.order_id, positive=True)
+        _ = self.price_cap_micro_per_mwh
+        return self
+
+    @property
+    def power_w(self) -> tuple[int, ...]:
+        return _check_quantities(self.kw, "kw", self.order_id, positive=True)
+
+    @property
+    def price_cap_micro_per_mwh(self) -> int:
+        return eur_per_mwh_to_micro(
+            self.price_cap_eur_per_mwh, field="price_cap_eur_per_mwh", order_id=self.order_id
+        )
+
+    def budget_micro(self, slot_seconds: int) -> int:
+        """The budget the market escrows for this request (rounded up, in token base units)."""
+        from flexgrid.trading.units import WS_PER_MWH
+
+        total = sum(self.power_w) * slot_seconds * self.price_cap_micro_per_mwh
+        return -((-total) // WS_PER_MWH)
+
+
+class FlexOffer(FlexModel):
+    """A provider's signed flexibility offer (USEF UFTP FlexOffer with options and activation)."""
+
+    order_id: str | None = None
+    provider: Address
+    round_id: Uint256
+    bus: Uint32
+    asset_id: Bytes32
+    direction: Direction
+    slots: Slots
+    min_kw: tuple[float, ...]
+    max_kw: tuple[float, ...]
+    price_eur_per_mwh: float
+    exclusive_group: Bytes32 = ZERO_BYTES32
+    min_activation: float = 0.0
+    nonce: Uint256
+    expiry_s: Uint64
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        oid = self.order_id
+        for name in ("min_kw", "max_kw"):
+            values = getattr(self, name)
+            if len(values) != len(self.slots):
+                raise InputError(
+                    name, f"has {len(values)} values but there are {len(self.slots)} slots", order_id=oid
+                )
+        min_w = _check_quantities(self.min_kw, "min_kw", oid, positive=False)
+        max_w = _check_quantities(self.max_kw, "max_kw", oid, positive=True)
+        for i, (lo, hi) in enumerate(zip(min_w, max_w, strict=True)):
+            if lo > hi:
+                raise InputError(
+                    f"min_kw[{i}]",
+                    f"{self.min_kw[i]} kW is above max_kw[{i}] = {self.max_kw[i]} kW",
+                    order_id=oid,
+                )
+        _ = self.price_micro_per_mwh
+        if isinstance(self.min_activation, float) and not math.isfinite(self.min_activation):
+            raise InputError(
+                "min_activation", f"must be a finite number, got {self.min_activation}", order_id=oid
+            )
+        if not 0.0 <= self.min_activation <= 1.0:
+            raise InputError(
+                "min_activation", f"must be between 0 and 1, got {self.min_activation}", order_id=oid
+            )
+        _ = self.min_activation_bps
+        return self
+
+    @property
+    def min_power_w(self) -> tuple[int, ...]:
+        return _check_quantities(self.min_kw, "min_kw", self.order_id, positive=False)
+
+    @property
+    def max_power_w(self) -> tuple[int, ...]:
+        return _check_quantities(self.max_kw, "max_kw", self.order_id, positive=True)
+
+    @property
+    def price_micro_per_mwh(self) -> int:
+        return eur_per_mwh_to_micro(self.price_eur_per_mwh, field="price_eur_per_mwh", order_id=self.order_id)
+
+    @property
+    def min_activation_bps(self) -> int:
+        return fraction_to_bps(self.min_activation, field="min_activation", order_id=self.order_id)
+
+    def message(self) -> dict[str, Any]:
+        """The EIP-712 message (on-chain integer encoding, field names of the Solidity struct)."""
+        return {
+            "provider": self.provider,
+            "roundId": self.round_id,
+            "bus": self.bus,
+            "assetId": bytes.fromhex(self.asset_id[2:]),
+            "direction": int(self.direction),
+            "slots": list(self.slots),
+            "minPowerW": list(self.min_power_w),
+            "maxPowerW": list(self.max_power_w),
+            "priceMicroPerMwh": self.price_micro_per_mwh,
+            "exclusiveGroup": bytes.fromhex(self.exclusive_group[2:]),
+            "minActivationBps": self.min_activation_bps,
+            "nonce": self.nonce,
+            "expiry": self.expiry_s,
+        }
+
+    def typed_data(self, domain: Any) -> dict[str, Any]:
+        """Full EIP-712 typed data for `domain` (an `flexgrid.trading.eip712.Eip712Domain`)."""
+        from flexgrid.trading.eip712 import typed_data
+
+        return typed_data(self, domain)
+
+    def digest(self, domain: Any) -> str:
+        """The order hash: the EIP-712 digest, `0x` hex."""
+        from flexgrid.trading.eip712 import digest
+
+        return digest(self, domain)
+
+    def sign(self, account: Any, domain: Any) -> Any:
+        """Sign with an eth-account `LocalAccount`; returns a `SignedOrder`."""
+        from flexgrid.trading.eip712 import sign
+
+        return sign(self, account, domain)
+
+    @property
+    def signer(self) -> str:
+        return self.provider
+
+
+class P2POrder(FlexModel):
+    """A prosumer's signed order to buy or sell energy at a bus in one slot."""
+
+    order_id: str | None = None
+    trader: Address
+    round_id: Uint256
+    bus: Uint32
+    side: Side
+    slot: Uint16
+    kw: float
+    limit_price_eur_per_mwh: float
+    nonce: Uint256
+    expiry_s: Uint64
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        _ = self.power_w
+        _ = self.limit_price_micro_per_mwh
+        return self
+
+    @property
+    def power_w(self) -> int:
+        return _check_quantities((self.kw,), "kw", self.order_id, positive=True)[0]
+
+    @property
+    def limit_price_micro_per_mwh(self) -> int:
+        return eur_per_mwh_to_micro(
+            self.limit_price_eur_per_mwh, field="limit_price_eur_per_mwh", order_id=self.order_id
+        )
+
+    @property
+    def slots(self) -> tuple[int, ...]:
+        return (self.slot,)
+
+    def message(self) -> dict[str, Any]:
+        """The EIP-712 message (on-chain integer encoding, field names of the Solidity struct)."""
+        return {
+            "trader": self.trader,
+            "roundId": self.round_id,
+            "bus": self.bus,
+            "side": int(self.side),
+            "slot": self.slot,
+            "powerW": self.power_w,
+            "limitPriceMicroPerMwh": self.limit_price_micro_per_mwh,
+            "nonce": self.nonce,
+            "expiry": self.expiry_s,
+        }
+
+    def typed_data(self, domain: Any) -> dict[str, Any]:
+        from flexgrid.trading.eip712 import typed_data
+
+        return typed_data(self, domain)
+
+    def digest(self, domain: Any) -> str:
+        from flexgrid.trading.eip712 import digest
+
+        return digest(self, domain)
+
+    def sign(self, account: Any, domain: Any) -> Any:
+        from flexgrid.trading.eip712 import sign
+
+        return sign(self, account, domain)
+
+    @property
+    def signer(self) -> str:
+        return self.trader
+
+
+# ---------------------------------------------------------------------------------------------
+# Results and settlement
+
+TRADE_LEAF_TYPES = ["uint256", "address", "bytes32", "uint16", "uint64", "uint64", "int256"]
+METERING_LEAF_TYPES = ["uint256", "address", "bytes32", "uint16", "uint64"]
+
+
+def request_order_hash(request_id: int) -> str:
+    """The order hash of a FlexRequest in trade leaves: `bytes32(requestId)`."""
+    if not 0 <= request_id <= UINT256_MAX:
+        raise InputError("request_id", f"{request_id} is outside the uint256 range")
+    return "0x" + request_id.to_bytes(32, "big").hex()
+
+
+def _order_hash_bytes(order_id: str, field: str = "order_id") -> bytes:
+    if not (isinstance(order_id, str) and len(order_id) == 66 and order_id.startswith("0x")):
+        raise InputError(field, f"{order_id!r} is not an order hash (0x + 64 hex digits)", order_id=order_id)
+    try:
+        return bytes.fromhex(order_id[2:])
+    except ValueError as exc:
+        raise InputError(
+            field, f"{order_id!r} is not an order hash (non-hex digits)", order_id=order_id
+        ) from exc
+
+
+class Trade(FlexModel):
+    """One accepted quantity in one slot: one leaf of the clearing root."""
+
+    round_id: Uint256
+    participant: Address
+    order_id: str
+    slot: Uint16
+    kw: float
+    price_eur_per_mwh: float
+    payment_eur: float  # > 0 paid to the participant, < 0 paid by it
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if not self.order_id:
+            raise InputError("order_id", "must not be empty")
+        _ = self.power_w
+        _ = self.price_micro_per_mwh
+        _ = self.payment_micro
+        return self
+
+    @property
+    def power_w(self) -> int:
+        return _check_quantities((self.kw,), "kw", self.order_id, positive=False)[0]
+
+    @property
+    def price_micro_per_mwh(self) -> int:
+        return eur_per_mwh_to_micro(self.price_eur_per_mwh, field="price_eur_per_mwh", order_id=self.order_id)
+
+    @property
+    def payment_micro(self) -> int:
+        return eur_to_micro(self.payment_eur, field="payment_eur", order_id=self.order_id, signed=True)
+
+    def leaf_values(self) -> list[Any]:
+        """Values of the trade leaf, typed as `TRADE_LEAF_TYPES` (the order id must be a bytes32)."""
+        return [
+            self.round_id,
+            self.participant,
+            _order_hash_bytes(self.order_id),
+            self.slot,
+            self.power_w,
+            self.price_micro_per_mwh,
+            self.payment_micro,
+        ]
+
+
+class MeterReading(FlexModel):
+    """Measured delivery of one trade in one slot: one leaf of the metering root."""
+
+    round_id: Uint256
+    participant: Address
+    order_id: str
+    slot: Uint16
+    delivered_kw: float
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        _ = self.delivered_power_w
+        return self
+
+    @property
+    def delivered_power_w(self) -> int:
+        return kw_to_w(self.delivered_kw, field="delivered_kw", order_id=self.order_id)
+
+    def leaf_values(self) -> list[Any]:
+        """Values of the metering leaf, typed as `METERING_LEAF_TYPES`."""
+        return [
+            self.round_id,
+            self.participant,
+            _order_hash_bytes(self.order_id),
+            self.slot,
+            self.delivered_power_w,
+        ]
+
+
+class ClearingResult(FlexModel):
+    """What an oracle commits for a round: the trades' root, the input hash and the certificate."""
+
+    round_id: Uint256
+    trades: tuple[Trade, ...]
+    merkle_root: Bytes32
+    input_hash: Bytes32
+    certificate_hash: Bytes32
+    uri: str = ""
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        for i, trade in enumerate(self.trades):
+            if trade.round_id != self.round_id:
+                raise InputError(
+                    f"trades[{i}].round_id",
+                    f"trade is for round {trade.round_id}, the result for round {self.round_id}",
+                    order_id=trade.order_id,
+                )
+        return self
+
+
+class Settlement(FlexModel):
+    """The settlement of one trade leaf against its measured delivery."""
+
+    round_id: Uint256
+    participant: Address
+    order_id: str
+    slot: Uint16
+    accepted_kw: float
+    delivered_kw: float
+    payment_eur: float  # the trade's payment (the leaf's paymentMicro)
+    paid_eur: float  # what the participant receives
+    penalty_eur: float  # taken from the participant's bid deposit, goes to the DSO
+
+    @property
+    def paid_micro(self) -> int:
+        return eur_to_micro(self.paid_eur, field="paid_eur", order_id=self.order_id, signed=True)
+
+    @property
+    def penalty_micro(self) -> int:
+        return eur_to_micro(self.penalty_eur, field="penalty_eur", order_id=self.order_id)
+
+
+def settle(trade: Trade, delivered_kw: float, *, tolerance_bps: int, penalty_bps: int) -> Settlement:
+    """Settle one trade against its measured delivery (the rule of docs/trading-language.md).
+
+    Only trades that pay the participant (`payment > 0`) depend on delivery; a trade in which
+    the participant pays is settled as committed.
+    """
+    for name, bps in (("tolerance_bps", tolerance_bps), ("penalty_bps", penalty_bps)):
+        if not 0 <= bps <= BPS:
+            raise InputError(name, f"must be 0..{BPS}, got {bps}", order_id=trade.order_id)
+    accepted = trade.power_w
+    measured = kw_to_w(delivered_kw, field="delivered_kw", order_id=trade.order_id)
+    delivered = min(measured, accepted)
+    payment = trade.payment_micro
+    if payment <= 0 or accepted == 0 or delivered * BPS >= accepted * (BPS - tolerance_bps):
+        paid, penalty = payment, 0
+    else:
+        paid = payment * delivered // accepted
+        penalty = payment * (accepted - delivered) // accepted * penalty_bps // BPS
+    return Settlement(
+        round_id=trade.round_id,
+        participant=trade.participant,
+        order_id=trade.order_id,
+        slot=trade.slot,
+        accepted_kw=trade.kw,
+        delivered_kw=delivered / 1000,
+        payment_eur=trade.payment_eur,
+        paid_eur=paid / 1_000_000,
+        penalty_eur=penalty / 1_000_000,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks against a round
+
+Order = FlexRequest | FlexOffer | P2POrder
+
+
+def validate_for_round(order: Order, round_config: RoundConfig, now_s: int | None = None) -> None:
+    """Check an order against its round; raise `InputError` naming the field and the reason.
+
+    Checks: the round id matches, every slot lies inside the round, the price is not above the
+    round's cap, and (for signed orders) the order has not expired at `now_s` (default: the
+    current time; pass the round's gate closure to re-check a past round).
+    """
+    oid = order.order_id
+    if order.round_id != round_config.round_id:
+        raise InputError(
+            "round_id",
+            f"order is for round {order.round_id}, not round {round_config.round_id}",
+            order_id=oid,
+        )
+    slots_field = "slot" if isinstance(order, P2POrder) else "slots"
+    for slot in order.slots:
+        if slot >= round_config.slot_count:
+            raise InputError(
+                slots_field,
+                f"slot {slot} is outside the round (slots 0..{round_config.slot_count - 1})",
+                order_id=oid,
+            )
+    cap = round_config.price_cap_micro_per_mwh
+    if isinstance(order, FlexRequest):
+        price_field, price = "price_cap_eur_per_mwh", order.price_cap_micro_per_mwh
+    elif isinstance(order, FlexOffer):
+        price_field, price = "price_eur_per_mwh", order.price_micro_per_mwh
+    else:
+        price_field, price = "limit_price_eur_per_mwh", order.limit_price_micro_per_mwh
+    if price > cap:
+        raise InputError(
+            price_field,
+            f"{getattr(order, price_field)} EUR/MWh is above the round's price cap of "
+            f"{round_config.price_cap_eur_per_mwh} EUR/MWh",
+            order_id=oid,
+        )
+    if isinstance(order, FlexOffer | P2POrder):
+        now = int(time.time()) if now_s is None else now_s
+        if now > order.expiry_s:
+            raise InputError("expiry_s", f"order expired at {order.expiry_s}, it is now {now}", order_id=oid)
+
+
+def validate_orders(
+    orders: Sequence[Order], rounds: Mapping[int, RoundConfig], now_s: int | None = None
+) -> None:
+    """Check every order against its round in `rounds`; an order for an unknown round is an error."""
+    for order in orders:
+        round_config = rounds.get(order.round_id)
+        if round_config is None:
+            raise InputError("round_id", f"unknown round {order.round_id}", order_id=order.order_id)
+        validate_for_round(order, round_config, now_s)
+
+
+__all__ = [
+    "INT256_MAX",
+    "METERING_LEAF_TYPES",
+    "TRADE_LEAF_TYPES",
+    "ZERO_BYTES32",
+    "ClearingResult",
+    "Direction",
+    "FlexModel",
+    "FlexOffer",
+    "FlexRequest",
+    "MeterReading",
+    "Order",
+    "P2POrder",
+    "PricingRule",
+    "RoundConfig",
+    "RoundState",
+    "SealMode",
+    "Settlement",
+    "Side",
+    "Trade",
+    "bps_to_fraction",
+    "request_order_hash",
+    "scale_exact",
+    "settle",
+    "validate_for_round",
+    "validate_orders",
+]
