@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from enum import IntEnum
 from typing import Annotated, Any, Self
 
-from eth_utils import is_address, to_checksum_address
+from eth_utils import is_address, is_checksum_address, to_checksum_address
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, ValidationInfo, model_validator
 
 from flexgrid.errors import InputError
@@ -95,6 +95,9 @@ def _address(value: str, info: ValidationInfo) -> str:
             _field(info),
             f"{value!r} is not an Ethereum address (0x + 40 hex digits, valid EIP-55 checksum if mixed case)",
         )
+    digits = value[2:]
+    if digits != digits.lower() and digits != digits.upper() and not is_checksum_address(value):
+        raise InputError(_field(info), f"{value!r} has mixed case but an invalid EIP-55 checksum")
     return str(to_checksum_address(value))
 
 
@@ -162,24 +165,24 @@ class FlexModel(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            raise _to_input_error(exc, data) from None
+            raise _to_input_error(exc, data, type(self)) from None
 
     @classmethod
     def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> Self:
         try:
             return super().model_validate(obj, *args, **kwargs)
         except ValidationError as exc:
-            raise _to_input_error(exc, obj if isinstance(obj, Mapping) else {}) from None
+            raise _to_input_error(exc, obj if isinstance(obj, Mapping) else {}, cls) from None
 
     @classmethod
     def model_validate_json(cls, json_data: str | bytes | bytearray, *args: Any, **kwargs: Any) -> Self:
         try:
             return super().model_validate_json(json_data, *args, **kwargs)
         except ValidationError as exc:
-            raise _to_input_error(exc, {}) from None
+            raise _to_input_error(exc, {}, cls) from None
 
 
-def _to_input_error(exc: ValidationError, data: Mapping[str, Any]) -> InputError:
+def _to_input_error(exc: ValidationError, data: Mapping[str, Any], model: type[BaseModel]) -> InputError:
     order_id = data.get("order_id")
     order_id = order_id if isinstance(order_id, str) else None
     first = exc.errors()[0]
@@ -194,6 +197,10 @@ def _to_input_error(exc: ValidationError, data: Mapping[str, Any]) -> InputError
         reason = "is required"
     elif first["type"] == "extra_forbidden":
         reason = "is not a field of this model"
+    elif first["type"] == "enum" and first["loc"] and str(first["loc"][0]) in model.model_fields:
+        annotation = model.model_fields[str(first["loc"][0])].annotation
+        if isinstance(annotation, type) and issubclass(annotation, IntEnum):
+            reason += " (" + ", ".join(f"{m.value} = {m.name}" for m in annotation) + ")"
     return InputError(loc, reason, order_id=order_id)
 
 
@@ -208,6 +215,13 @@ def _check_quantities(
             raise InputError(name, "must be greater than 0 kW", order_id=order_id)
         out.append(power_w)
     return tuple(out)
+
+
+def _check_quantity(kw: float, field: str, order_id: str | None, *, positive: bool) -> int:
+    power_w = kw_to_w(kw, field=field, order_id=order_id)
+    if positive and power_w == 0:
+        raise InputError(field, "must be greater than 0 kW", order_id=order_id)
+    return power_w
 
 
 # ---------------------------------------------------------------------------------------------
@@ -444,7 +458,7 @@ class P2POrder(FlexModel):
 
     @property
     def power_w(self) -> int:
-        return _check_quantities((self.kw,), "kw", self.order_id, positive=True)[0]
+        return _check_quantity(self.kw, "kw", self.order_id, positive=True)
 
     @property
     def limit_price_micro_per_mwh(self) -> int:
@@ -537,7 +551,7 @@ class Trade(FlexModel):
 
     @property
     def power_w(self) -> int:
-        return _check_quantities((self.kw,), "kw", self.order_id, positive=False)[0]
+        return _check_quantity(self.kw, "kw", self.order_id, positive=False)
 
     @property
     def price_micro_per_mwh(self) -> int:
@@ -619,10 +633,11 @@ class Settlement(FlexModel):
     order_id: str
     slot: Uint16
     accepted_kw: float
-    delivered_kw: float
+    delivered_kw: float  # measured delivery, capped at the accepted power
     payment_eur: float  # the trade's payment (the leaf's paymentMicro)
-    paid_eur: float  # what the participant receives
-    penalty_eur: float  # taken from the participant's bid deposit, goes to the DSO
+    paid_eur: float  # what the participant is credited (negative: what it is charged)
+    penalty_eur: float  # the under-delivery penalty, first taken from the reduced payment
+    deposit_penalty_eur: float  # the part of the penalty above the reduced payment, from the bid deposit
 
     @property
     def paid_micro(self) -> int:
@@ -632,12 +647,18 @@ class Settlement(FlexModel):
     def penalty_micro(self) -> int:
         return eur_to_micro(self.penalty_eur, field="penalty_eur", order_id=self.order_id)
 
+    @property
+    def deposit_penalty_micro(self) -> int:
+        return eur_to_micro(self.deposit_penalty_eur, field="deposit_penalty_eur", order_id=self.order_id)
+
 
 def settle(trade: Trade, delivered_kw: float, *, tolerance_bps: int, penalty_bps: int) -> Settlement:
-    """Settle one trade against its measured delivery (the rule of docs/trading-language.md).
+    """Settle one trade against its measured delivery (docs/trading-language.md, `FlexTypes.settle`).
 
-    Only trades that pay the participant (`payment > 0`) depend on delivery; a trade in which
-    the participant pays is settled as committed.
+    Within the tolerance the full payment is credited. Below it the payment is reduced in
+    proportion to delivery (rounded down) and a penalty of `penalty_bps` on the undelivered part
+    is subtracted; a penalty larger than the reduced payment is taken from the bid deposit.
+    A trade in which the participant pays (`payment <= 0`) is settled as committed.
     """
     for name, bps in (("tolerance_bps", tolerance_bps), ("penalty_bps", penalty_bps)):
         if not 0 <= bps <= BPS:
@@ -646,11 +667,13 @@ def settle(trade: Trade, delivered_kw: float, *, tolerance_bps: int, penalty_bps
     measured = kw_to_w(delivered_kw, field="delivered_kw", order_id=trade.order_id)
     delivered = min(measured, accepted)
     payment = trade.payment_micro
+    penalty = excess = 0
     if payment <= 0 or accepted == 0 or delivered * BPS >= accepted * (BPS - tolerance_bps):
-        paid, penalty = payment, 0
+        paid = payment
     else:
-        paid = payment * delivered // accepted
+        reduced = payment * delivered // accepted
         penalty = payment * (accepted - delivered) // accepted * penalty_bps // BPS
+        paid, excess = (reduced - penalty, 0) if penalty <= reduced else (0, penalty - reduced)
     return Settlement(
         round_id=trade.round_id,
         participant=trade.participant,
@@ -661,6 +684,7 @@ def settle(trade: Trade, delivered_kw: float, *, tolerance_bps: int, penalty_bps
         payment_eur=trade.payment_eur,
         paid_eur=paid / 1_000_000,
         penalty_eur=penalty / 1_000_000,
+        deposit_penalty_eur=excess / 1_000_000,
     )
 
 
