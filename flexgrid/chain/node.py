@@ -256,12 +256,49 @@ def connect(rpc_url: str | None = None, *, timeout_s: float = 30.0, **anvil_opti
     return ChainConnection(w3=w3, url=url, chain_id=chain_id)
 
 
+# ---------------------------------------------------------------------------------------------
+# Development-chain controls (anvil/hardhat JSON-RPC methods): time, mining, snapshots, reorgs.
+
+
+def chain_time_s(w3: Web3) -> int:
+    """Timestamp of the latest block."""
+    return int(w3.eth.get_block("latest")["timestamp"])
+
+
+def mine(w3: Web3, blocks: int = 1) -> None:
+    """Mine `blocks` empty blocks."""
+    for _ in range(blocks):
+        w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+
+
+def time_travel(w3: Web3, to_s: int) -> None:
+    """Mine a block with timestamp `to_s` (must be later than the latest block)."""
+    w3.provider.make_request("evm_mine", [to_s])  # type: ignore[arg-type]
+
+
+def snapshot(w3: Web3) -> str:
+    """Take a snapshot of the chain state; `revert_to` returns to it."""
+    return str(w3.provider.make_request("evm_snapshot", [])["result"])  # type: ignore[arg-type]
+
+
+def revert_to(w3: Web3, snapshot_id: str) -> None:
+    """Return to a snapshot (which is used up)."""
+    response = w3.provider.make_request("evm_revert", [snapshot_id])  # type: ignore[arg-type]
+    if not response.get("result"):
+        raise ChainError(f"could not revert to snapshot {snapshot_id}: {response}")
+
+
 __all__ = [
     "ANVIL_CHAIN_ID",
     "DEFAULT_MNEMONIC",
     "AnvilNode",
     "ChainConnection",
+    "chain_time_s",
     "connect",
     "dev_accounts",
     "find_anvil",
+    "mine",
+    "revert_to",
+    "snapshot",
+    "time_travel",
 ]

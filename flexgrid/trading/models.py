@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from enum import IntEnum
 from typing import Annotated, Any, Self
 
-from eth_utils import is_address, is_checksum_address, to_checksum_address
+from eth_utils import is_address, is_checksum_address, keccak, to_checksum_address
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, ValidationInfo, model_validator
 
 from flexgrid.errors import InputError
@@ -246,6 +246,12 @@ class RoundConfig(FlexModel):
     tolerance_bps: int
     penalty_bps: int
     bid_deposit_eur: Finite
+    # Further fields of the on-chain RoundConfig (docs/contracts.md, "Round state machine").
+    reveal_s: Uint64 = 0  # reveal window after gate closure (sealed rounds)
+    clearing_s: Uint64 = 3600  # time after the reveal window for the oracles to commit
+    settlement_s: Uint64 = 86_400  # metering window after delivery end, and again the claim window
+    dispute_bond_eur: Finite = 0.0
+    encryption_key: Bytes32 = ZERO_BYTES32  # X25519 public key of an ENCRYPTED round
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -268,8 +274,30 @@ class RoundConfig(FlexModel):
                 raise InputError(name, f"must be 0..{BPS}, got {value}")
         if self.price_cap_micro_per_mwh == 0:
             raise InputError("price_cap_eur_per_mwh", "must be greater than 0")
+        if self.seal_mode != SealMode.OPEN and self.reveal_s == 0:
+            raise InputError("reveal_s", f"a {self.seal_mode.name} round needs a reveal window")
+        if self.seal_mode == SealMode.ENCRYPTED and self.encryption_key == ZERO_BYTES32:
+            raise InputError("encryption_key", "an ENCRYPTED round needs the round's public key")
+        for name in ("clearing_s", "settlement_s"):
+            if getattr(self, name) == 0:
+                raise InputError(name, "must be positive")
         _ = self.bid_deposit_micro
+        _ = self.dispute_bond_micro
+        for name in ("slot_seconds", "dispute_window_s", "reveal_s", "clearing_s", "settlement_s"):
+            if getattr(self, name) > UINT32_MAX:
+                raise InputError(name, f"must be at most {UINT32_MAX} s, got {getattr(self, name)}")
         return self
+
+    @property
+    def grid_id_hash(self) -> str:
+        """`gridId` on chain: `keccak256(utf8(grid_id))`; a grid id that is already a bytes32 is kept."""
+        if len(self.grid_id) == 66 and self.grid_id.startswith("0x"):
+            return self.grid_id.lower()
+        return "0x" + bytes(keccak(text=self.grid_id)).hex()
+
+    @property
+    def dispute_bond_micro(self) -> int:
+        return eur_to_micro(self.dispute_bond_eur, field="dispute_bond_eur")
 
     @property
     def slot_end_s(self) -> int:
