@@ -1,0 +1,53 @@
+"""Grid monitoring: state estimation from few meters with pseudo-measurements, bad data,
+uncertainty and observability; meter placement at minimum cost.
+
+Pure computation on pandapower nets (via `build_model`), no I/O.
+"""
+
+from flexgrid.monitoring.estimation import (
+    EstimationError,
+    ObservabilityReport,
+    StateEstimate,
+    check_observability,
+    estimate,
+    estimate_series,
+)
+from flexgrid.monitoring.measurements import (
+    Kind,
+    MeasurementSet,
+    Meter,
+    PseudoConfig,
+    meter_channels,
+    pseudo_measurements,
+    readings,
+    simulate_readings,
+    substation_meter,
+)
+from flexgrid.monitoring.network import NetworkModel, build_model
+from flexgrid.monitoring.powerflow import BatchFlow, solve_batch
+from flexgrid.monitoring.simulation import TrialResult, run_trials, sample_injections
+
+__all__ = [
+    "BatchFlow",
+    "EstimationError",
+    "Kind",
+    "MeasurementSet",
+    "Meter",
+    "NetworkModel",
+    "ObservabilityReport",
+    "PseudoConfig",
+    "StateEstimate",
+    "TrialResult",
+    "build_model",
+    "check_observability",
+    "estimate",
+    "estimate_series",
+    "meter_channels",
+    "pseudo_measurements",
+    "readings",
+    "run_trials",
+    "sample_injections",
+    "simulate_readings",
+    "solve_batch",
+    "substation_meter",
+]
