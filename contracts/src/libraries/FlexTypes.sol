@@ -144,8 +144,8 @@ library FlexTypes {
         uint128 totalPayout; // committed sum of positive payments
         uint128 paid; // payouts credited so far
         bytes32 tradeRoot;
-        bytes32 resultHash; // keccak256(abi.encode(tradeRoot, inputHash, certificateHash, totalPayout))
         bytes32 meteringRoot;
+        address dso; // the DSO of the round's grid when the round was created
         address disputer;
     }
 
