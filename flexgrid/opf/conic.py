@@ -1,0 +1,272 @@
+"""A conic program built from sparse constants, solved through cvxpy, and checked without it.
+
+Every FlexGrid optimisation is a `ConicModel`: one stacked variable vector `x`, a linear cost
+`c`, and named constraint groups, each `A x + s = b` with `s` in a cone (Clarabel's standard
+form): `zero` (equalities), `nonneg` (`A x <= b`) and `soc` (`b - A x` lies in second-order
+cones of one size, first element the bound). Variables come in named blocks of shape
+(rows, slots), laid out slot-major (index = offset + slot * rows + row), so that a per-slot
+network matrix applies to all slots through `kron(I_T, M)` and no Python loop runs over buses
+and slots. cvxpy compiles the model from these sparse constants (no `Parameter`s) and calls
+Clarabel (SOCP) or HiGHS (LP, MILP).
+
+The duals returned follow the convention `c + A' z = 0`, `z` in the dual cone, so the
+certificate (`check_kkt`) is the same for every formulation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import cvxpy as cp
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+
+from flexgrid.errors import SolverError
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+ConeKind = Literal["zero", "nonneg", "soc"]
+
+
+@dataclass(frozen=True)
+class Block:
+    name: str
+    offset: int
+    rows: int
+    slots: int
+
+    @property
+    def size(self) -> int:
+        return self.rows * self.slots
+
+    def idx(self) -> IntArray:
+        """Indices as an array of shape (rows, slots)."""
+        return (self.offset + np.arange(self.size, dtype=np.int64)).reshape(self.slots, self.rows).T
+
+
+@dataclass
+class Group:
+    name: str
+    kind: ConeKind
+    a: sp.csr_matrix
+    b: FloatArray
+    cone_dim: int = 0  # soc only: size of each cone (rows are cone after cone)
+    category: str = ""  # for the price decomposition: balance, internal, voltage, congestion, losses, market
+
+
+@dataclass
+class Solution:
+    status: str
+    x: FloatArray
+    z: dict[str, FloatArray]
+    objective: float
+    solver: str
+    solve_time_s: float
+    mip_gap: float | None = None
+
+
+@dataclass
+class ConicModel:
+    """Variables in blocks, a linear cost, constraint groups; see the module docstring."""
+
+    n: int = 0
+    blocks: dict[str, Block] = field(default_factory=dict)
+    groups: list[Group] = field(default_factory=list)
+    _cost: list[tuple[IntArray, FloatArray]] = field(default_factory=list)
+    integer: list[IntArray] = field(default_factory=list)
+
+    def add_block(self, name: str, rows: int, slots: int) -> Block:
+        if name in self.blocks:
+            raise ValueError(f"block {name} exists")
+        blk = Block(name, self.n, rows, slots)
+        self.blocks[name] = blk
+        self.n += blk.size
+        return blk
+
+    def add_cost(self, idx: npt.ArrayLike, coef: npt.ArrayLike) -> None:
+        i = np.asarray(idx, dtype=np.int64)
+        self._cost.append((i.ravel(), np.broadcast_to(np.asarray(coef, dtype=float), i.shape).ravel().copy()))
+
+    def cost(self) -> FloatArray:
+        c = np.zeros(self.n)
+        for i, v in self._cost:
+            np.add.at(c, i, v)
+        return c
+
+    def add(self, name: str, kind: ConeKind, rows: npt.ArrayLike, cols: npt.ArrayLike, vals: npt.ArrayLike,
+            b: npt.ArrayLike, *, n_rows: int | None = None, cone_dim: int = 0, category: str = "") -> Group:
+        """Add a group from COO triplets (rows, cols, vals) and right-hand side `b`."""
+        r = np.asarray(rows, dtype=np.int64)
+        c = np.asarray(cols, dtype=np.int64).ravel()
+        v = np.broadcast_to(np.asarray(vals, dtype=float), r.shape).ravel()
+        r = r.ravel()
+        b_arr = np.asarray(b, dtype=float).ravel()
+        m = int(n_rows if n_rows is not None else len(b_arr))
+        if len(b_arr) == 1 and m > 1:
+            b_arr = np.full(m, b_arr[0])
+        a = sp.csr_matrix((v, (r, c)), shape=(m, self.n))
+        a.sum_duplicates()
+        group = Group(name, kind, a, b_arr, cone_dim, category)
+        self.groups.append(group)
+        return group
+
+    def bound(self, name: str, idx: npt.ArrayLike, lower: npt.ArrayLike | None, upper: npt.ArrayLike | None,
+              category: str = "bounds") -> None:
+        """Simple bounds as `nonneg` rows (-x <= -lower, x <= upper)."""
+        shape = np.shape(idx)
+        i = np.asarray(idx, dtype=np.int64).ravel()
+        if lower is not None:
+            lo = np.broadcast_to(np.asarray(lower, dtype=float), shape).ravel()
+            self.add(f"{name}.lower", "nonneg", np.arange(len(i)), i, -1.0, -lo, category=category)
+        if upper is not None:
+            hi = np.broadcast_to(np.asarray(upper, dtype=float), shape).ravel()
+            self.add(f"{name}.upper", "nonneg", np.arange(len(i)), i, 1.0, hi, category=category)
+
+    def group(self, name: str) -> Group:
+        for g in self.groups:
+            if g.name == name:
+                return g
+        raise KeyError(name)
+
+    def finalise(self) -> None:
+        """Resize every group's matrix to the final number of variables."""
+        for g in self.groups:
+            if g.a.shape[1] != self.n:
+                g.a = sp.csr_matrix((g.a.data, g.a.indices, g.a.indptr), shape=(g.a.shape[0], self.n))
+
+    # -----------------------------------------------------------------------------------------
+    def solve(self, *, solver: str | None = None, fixed: dict[int, float] | None = None) -> Solution:
+        """Build the cvxpy problem, solve, and raise `SolverError` unless the status is optimal."""
+        import time
+
+        self.finalise()
+        ints = np.unique(np.concatenate(self.integer)) if self.integer and not fixed else np.zeros(0, dtype=np.int64)
+        has_soc = any(g.kind == "soc" and g.a.shape[0] for g in self.groups)
+        if solver is None:
+            solver = "CLARABEL" if has_soc else "HIGHS"
+        if len(ints) and has_soc:
+            raise SolverError("unsupported", "integer variables with second-order cones need a MISOCP solver")
+        x = cp.Variable(self.n, integer=[(int(i),) for i in ints] if len(ints) else False)
+        cons: list[cp.Constraint] = []
+        for g in self.groups:
+            if g.a.shape[0] == 0:
+                cons.append(cp.Constant(0) == 0)
+                continue
+            if g.kind == "zero":
+                cons.append(g.a @ x == g.b)
+            elif g.kind == "nonneg":
+                cons.append(g.a @ x <= g.b)
+            else:
+                d = g.cone_dim
+                m = g.a.shape[0] // d
+                rows = np.arange(g.a.shape[0]).reshape(m, d)
+                t_rows, x_rows = rows[:, 0], rows[:, 1:].ravel()
+                t = g.b[t_rows] - g.a[t_rows] @ x
+                xs = g.b[x_rows] - g.a[x_rows] @ x
+                cons.append(cp.SOC(t, cp.reshape(xs, (d - 1, m), order="F"), axis=0))
+        if fixed:
+            fi = np.array(sorted(fixed), dtype=np.int64)
+            cons.append(x[fi] == np.array([fixed[int(i)] for i in fi]))
+        c = self.cost()
+        prob = cp.Problem(cp.Minimize(c @ x), cons)
+        opts: dict[str, object] = {}
+        if solver == "HIGHS":
+            opts["output_flag"] = False
+            if len(ints):
+                opts["mip_rel_gap"] = 1e-6
+        t0 = time.perf_counter()
+        try:
+            prob.solve(solver=solver, **opts)
+        except cp.error.SolverError as exc:
+            raise SolverError("solver_error", f"{solver}: {exc}") from exc
+        elapsed = time.perf_counter() - t0
+        status = str(prob.status)
+        if status != cp.OPTIMAL:
+            raise SolverError(status, f"{solver} on a model with {self.n} variables")
+        xv = np.asarray(x.value, dtype=float)
+        gap = None
+        if len(ints):
+            info = prob.solver_stats.extra_stats
+            gap = float(getattr(info, "mip_gap", float("nan")))
+            return Solution(status, xv, {}, float(prob.value), solver, elapsed, gap)
+        z: dict[str, FloatArray] = {}
+        for g, con in zip(self.groups, cons, strict=False):
+            if g.a.shape[0] == 0:
+                z[g.name] = np.zeros(0)
+                continue
+            dv = con.dual_value
+            if g.kind == "soc":
+                d = g.cone_dim
+                m = g.a.shape[0] // d
+                u = np.atleast_1d(np.asarray(dv[0], dtype=float)).ravel()
+                big_u = np.asarray(dv[1], dtype=float).reshape(d - 1, m, order="F")
+                z[g.name] = np.vstack([u[None, :], big_u]).T.ravel()
+            else:
+                z[g.name] = np.atleast_1d(np.asarray(dv, dtype=float)).ravel()
+        return Solution(status, xv, z, float(prob.value), solver, elapsed, gap)
+
+
+@dataclass(frozen=True)
+class KKTReport:
+    primal_residual: float
+    dual_residual: float
+    cone_violation: float
+    duality_gap: float
+    ok: bool
+    reasons: tuple[str, ...]
+
+
+def check_kkt(
+    c: FloatArray,
+    groups: list[tuple[str, str, sp.csr_matrix, FloatArray, int]],
+    x: FloatArray,
+    z: dict[str, FloatArray],
+    *,
+    tol_feas: float = 1e-6,
+    tol_gap: float = 1e-6,
+) -> KKTReport:
+    """Check a primal-dual pair of `min c'x, A x + s = b, s in K` without a solver.
+
+    Primal residuals (equalities, inequalities, cones), dual feasibility (`z` in the dual cone
+    and `c + A' z = 0`), and the relative duality gap `|c'x + b'z| / max(1, |c'x|)`.
+    """
+    reasons: list[str] = []
+    p_res = 0.0
+    cone_viol = 0.0
+    aty = np.zeros_like(c)
+    bz = 0.0
+    scale_b = 1.0
+    for name, kind, a, b, d in groups:
+        zg = z[name]
+        if a.shape[0] == 0:
+            continue
+        s = b - a @ x
+        scale_b = max(scale_b, float(np.max(np.abs(b), initial=0.0)))
+        if kind == "zero":
+            p_res = max(p_res, float(np.max(np.abs(s))))
+        elif kind == "nonneg":
+            p_res = max(p_res, float(np.max(-s, initial=0.0)))
+            cone_viol = max(cone_viol, float(np.max(-zg, initial=0.0)))
+        else:
+            sm = s.reshape(-1, d)
+            zm = zg.reshape(-1, d)
+            p_res = max(p_res, float(np.max(np.linalg.norm(sm[:, 1:], axis=1) - sm[:, 0], initial=0.0)))
+            cone_viol = max(cone_viol, float(np.max(np.linalg.norm(zm[:, 1:], axis=1) - zm[:, 0], initial=0.0)))
+        aty += a.T @ zg
+        bz += float(b @ zg)
+    d_res = float(np.max(np.abs(c + aty), initial=0.0))
+    primal_obj = float(c @ x)
+    gap = abs(primal_obj + bz) / max(1.0, abs(primal_obj))
+    c_scale = max(1.0, float(np.max(np.abs(c), initial=0.0)))
+    z_scale = max(1.0, max((float(np.max(np.abs(v), initial=0.0)) for v in z.values()), default=1.0))
+    if p_res > tol_feas * scale_b:
+        reasons.append(f"primal residual {p_res:.3e} above {tol_feas:g} x {scale_b:.3g}")
+    if cone_viol > tol_feas * z_scale:
+        reasons.append(f"duals outside their cone by {cone_viol:.3e}")
+    if d_res > tol_feas * max(c_scale, z_scale):
+        reasons.append(f"stationarity residual |c + A'z| = {d_res:.3e}")
+    if gap > tol_gap:
+        reasons.append(f"relative duality gap {gap:.3e} above {tol_gap:g}")
+    return KKTReport(p_res, d_res, cone_viol, gap, not reasons, tuple(reasons))

@@ -1,0 +1,291 @@
+"""The dispatch problem (PowerModels' `prob`): least-cost operation of a network over a round.
+
+A `DispatchProblem` holds the data (grid view, profiles, wholesale prices, devices), lets the
+market add its own decision variables as withdrawals at nodes and slots, then adds the chosen
+formulation's physics, and runs build -> solve -> check status -> extract. The objective is the
+energy bought at the substation at the wholesale price of each slot, plus device costs, plus
+whatever the caller adds, plus penalties on soft limits.
+
+Prices: the DLMP of node n in slot t is the marginal cost of one more MW withdrawn there for
+the slot, `-z_balance / (base_mva * slot_h)` in EUR/MWh. `decompose` splits it into energy,
+losses, congestion and voltage by solving the stationarity conditions of the network variables
+once per component (a square linear system: the balance and internal duals are the unknowns,
+each component's limit duals the right-hand side), so the components add up exactly when the
+duals satisfy the KKT conditions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+from flexgrid.errors import InputError
+from flexgrid.grid.profiles import Profiles
+from flexgrid.grid.topology import GridView
+from flexgrid.opf.conic import Block, ConicModel, Solution
+from flexgrid.opf.devices import Devices, soc_dynamics
+from flexgrid.opf.formulations import Network, Withdrawal, build_network
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+PENALTY_V_EUR = 1e5  # per pu of squared voltage beyond a limit, per hour
+PENALTY_I_EUR = 1e4  # per pu of squared current (or apparent power) beyond a limit, per hour
+COMPONENTS = ("energy", "losses", "congestion", "voltage")
+
+
+@dataclass(frozen=True)
+class Violation:
+    kind: str  # v_max, v_min, thermal
+    element: str  # "bus 17" or "line 4" / "trafo 0"
+    slot: int
+    amount: float  # pu of voltage beyond the limit, or percent of loading beyond 100
+    unit: str
+
+
+@dataclass
+class DispatchResult:
+    solution: Solution
+    dlmp_eur_per_mwh: FloatArray  # node x slot
+    components: dict[str, FloatArray]
+    v_pu: FloatArray | None  # node x slot, voltage magnitudes (None for dc / copperplate)
+    withdrawal_p_mw: FloatArray
+    withdrawal_q_mvar: FloatArray
+    slack_p_mw: FloatArray
+    violations: list[Violation]
+    relaxation_gap: float | None  # largest |P^2+Q^2 - v l| / max(v l, 1e-9) over branches and slots
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class DispatchProblem:
+    """Data in, `DispatchResult` out; see the module docstring."""
+
+    def __init__(self, view: GridView, profiles: Profiles, *, slot_seconds: int,
+                 wholesale_eur_per_mwh: npt.ArrayLike, formulation: str = "socp", devices: Devices | None = None,
+                 penalty_v_eur: float = PENALTY_V_EUR, penalty_i_eur: float = PENALTY_I_EUR) -> None:
+        self.view = view
+        self.t_count = profiles.slot_count
+        if profiles.load_p_mw.shape != (view.n_node, self.t_count):
+            raise InputError("profiles", f"shape {profiles.load_p_mw.shape} does not match {view.n_node} nodes")
+        if slot_seconds <= 0:
+            raise InputError("slot_seconds", f"must be positive, got {slot_seconds}")
+        self.slot_h = slot_seconds / 3600.0
+        price = np.broadcast_to(np.asarray(wholesale_eur_per_mwh, dtype=float), (self.t_count,)).copy()
+        if not np.all(np.isfinite(price)):
+            raise InputError("wholesale_eur_per_mwh", "must be finite in every slot")
+        self.wholesale = price
+        self.formulation = formulation
+        self.base = view.base_mva
+        self.model = ConicModel()
+        self.wp = Withdrawal((profiles.load_p_mw - profiles.pv_p_mw) / self.base)
+        self.wq = Withdrawal(profiles.load_q_mvar / self.base)
+        self.penalty_v = penalty_v_eur * self.slot_h
+        self.penalty_i = penalty_i_eur * self.slot_h
+        self.devices = devices or Devices()
+        self.device_blocks: dict[str, Block] = {}
+        self.network: Network | None = None
+        self._add_devices()
+
+    # ----------------------------------------------------------------------------- building
+    def rows(self, nodes: npt.ArrayLike, slots: npt.ArrayLike) -> IntArray:
+        return np.asarray(slots, dtype=np.int64) * self.view.n_node + np.asarray(nodes, dtype=np.int64)
+
+    def add_withdrawal_mw(self, nodes: npt.ArrayLike, slots: npt.ArrayLike, cols: npt.ArrayLike,
+                          coef_mw: npt.ArrayLike) -> None:
+        """Withdrawal at (node, slot) increases by `coef_mw * x[col]` MW."""
+        rows = self.rows(nodes, slots)
+        self.wp.add(rows, np.asarray(cols, dtype=np.int64), np.asarray(coef_mw, dtype=float) / self.base)
+
+    def _nodes(self, buses: list[int], ids: list[str]) -> IntArray:
+        return np.array([self.view.node(b, order_id=i) for b, i in zip(buses, ids, strict=True)], dtype=np.int64)
+
+    def _add_devices(self) -> None:
+        d, m, t_count, h = self.devices, self.model, self.t_count, self.slot_h
+        d.validate(t_count, h)
+        slots = np.arange(t_count)
+        if d.batteries:
+            bats = d.batteries
+            nb = len(bats)
+            nodes = self._nodes([b.bus for b in bats], [b.device_id for b in bats])
+            ch, dis, soc = m.add_block("bat_ch", nb, t_count), m.add_block("bat_dis", nb, t_count), m.add_block(
+                "bat_soc", nb, t_count)
+            arr = {f: np.array([getattr(b, f) for b in bats]) for f in (
+                "energy_mwh", "p_charge_mw", "p_discharge_mw", "soc_initial_mwh", "soc_final_min_mwh", "eta_charge",
+                "eta_discharge", "cost_eur_per_mwh")}
+            ci, di, si = ch.idx(), dis.idx(), soc.idx()
+            m.bound("bat_ch", ci, 0.0, np.repeat(arr["p_charge_mw"][:, None], t_count, 1))
+            m.bound("bat_dis", di, 0.0, np.repeat(arr["p_discharge_mw"][:, None], t_count, 1))
+            m.bound("bat_soc", si, 0.0, np.repeat(arr["energy_mwh"][:, None], t_count, 1))
+            dyn = soc_dynamics(nb, t_count).tocoo()
+            # soc_t - soc_{t-1} - eta_c h ch_t + h / eta_d dis_t = soc_0 (t = 0) or 0
+            rows = np.concatenate([dyn.row, (ci.T.ravel() - ci.min()), (di.T.ravel() - di.min())])
+            cols = np.concatenate([si.T.ravel()[dyn.col], ci.T.ravel(), di.T.ravel()])
+            vals = np.concatenate([dyn.data, np.tile(-arr["eta_charge"] * h, t_count),
+                                   np.tile(h / arr["eta_discharge"], t_count)])
+            b = np.zeros(nb * t_count)
+            b[:nb] = arr["soc_initial_mwh"]
+            m.add("battery_soc", "zero", rows, cols, vals, b, category="devices")
+            m.bound("bat_final", si[:, -1], arr["soc_final_min_mwh"], None)
+            m.add_cost(di, np.repeat((arr["cost_eur_per_mwh"] * h)[:, None], t_count, 1))
+            nn = np.repeat(nodes[:, None], t_count, 1)
+            ss = np.repeat(slots[None, :], nb, 0)
+            self.add_withdrawal_mw(nn, ss, ci, 1.0)
+            self.add_withdrawal_mw(nn, ss, di, -1.0)
+            self.device_blocks.update(bat_ch=ch, bat_dis=dis, bat_soc=soc)
+        for kind, devs in (("shift", d.shiftable), ("ev", d.evs)):
+            if not devs:
+                continue
+            nd = len(devs)
+            nodes = self._nodes([x.bus for x in devs], [x.device_id for x in devs])
+            blk = m.add_block(f"{kind}_p", nd, t_count)
+            pi = blk.idx()
+            upper = np.zeros((nd, t_count))
+            for i, x in enumerate(devs):
+                lo, hi = (x.start_slot, x.end_slot) if kind == "shift" else (x.arrival_slot, x.departure_slot)  # type: ignore[union-attr]
+                upper[i, lo:hi] = x.p_max_mw
+            m.bound(f"{kind}_p", pi, 0.0, upper)
+            energy = np.array([x.energy_mwh for x in devs])
+            eff = np.ones(nd) if kind == "shift" else np.array([x.eta for x in devs])  # type: ignore[union-attr]
+            rows = np.repeat(np.arange(nd)[:, None], t_count, 1)
+            if kind == "shift":
+                m.add("shiftable_energy", "zero", rows, pi, h, energy, category="devices")
+            else:
+                m.add("ev_energy", "nonneg", rows, pi, -h * eff[:, None] * np.ones((1, t_count)), -energy,
+                      category="devices")
+            self.add_withdrawal_mw(np.repeat(nodes[:, None], t_count, 1), np.repeat(slots[None, :], nd, 0), pi, 1.0)
+            self.device_blocks[f"{kind}_p"] = blk
+        if d.pv:
+            npv = len(d.pv)
+            nodes = self._nodes([x.bus for x in d.pv], [x.device_id for x in d.pv])
+            avail = np.array([x.available_mw for x in d.pv])
+            blk = m.add_block("pv_curtail", npv, t_count)
+            ci = blk.idx()
+            m.bound("pv_curtail", ci, 0.0, avail)
+            m.add_cost(ci, np.array([x.cost_eur_per_mwh * h for x in d.pv])[:, None] * np.ones((1, t_count)))
+            np.add.at(self.wp.constant_pu, (nodes, slice(None)), -avail / self.base)
+            self.add_withdrawal_mw(np.repeat(nodes[:, None], t_count, 1), np.repeat(slots[None, :], npv, 0), ci, 1.0)
+            self.device_blocks["pv_curtail"] = blk
+
+    def build(self) -> Network:
+        """Add the network physics and the substation's energy cost; call after adding market terms."""
+        if self.network is not None:
+            return self.network
+        net = build_network(self.model, self.view, self.t_count, self.wp, self.wq, self.formulation,
+                            penalty_v=self.penalty_v, penalty_i=self.penalty_i)
+        cost = self.wholesale * self.base * self.slot_h
+        self.model.add_cost(net.slack_p.idx(), np.broadcast_to(cost[None, :], (net.slack_p.rows, self.t_count)))
+        self.network = net
+        return net
+
+    # ----------------------------------------------------------------------------- extraction
+    def dlmp(self, sol: Solution) -> FloatArray:
+        net = self.build()
+        z = sol.z[net.balance_p]
+        scale = -1.0 / (self.base * self.slot_h)
+        if not net.per_node_balance:
+            return np.repeat((z * scale)[None, :], self.view.n_node, 0)
+        return (z * scale).reshape(self.t_count, self.view.n_node).T
+
+    def decompose(self, sol: Solution) -> dict[str, FloatArray]:
+        """Energy, losses, congestion and voltage components of the DLMPs (node x slot, EUR/MWh)."""
+        net = self.build()
+        n, t_count = self.view.n_node, self.t_count
+        comps = {k: np.zeros((n, t_count)) for k in COMPONENTS}
+        if not net.per_node_balance:
+            comps["energy"] = self.dlmp(sol)
+            return comps
+        m = self.model
+        skip = {"L"}  # the loss variable's own condition is implied (see module docstring)
+        cols = np.concatenate([m.blocks[b].idx().ravel() for b in net.blocks if b not in skip])
+        unknown = [g for g in m.groups if g.category in ("balance", "internal")]
+        mat = sp.vstack([g.a[:, cols] for g in unknown]).T.tocsc()
+        c = m.cost()
+        owner = {"energy": [net.slack_p.name], "voltage": [b.name for k, b in net.soft.items() if k != "thermal"],
+                 "congestion": [b.name for k, b in net.soft.items() if k == "thermal"], "losses": []}
+        rhs_all = []
+        for comp in COMPONENTS:
+            cd = np.zeros(m.n)
+            for bname in owner[comp]:
+                idx = m.blocks[bname].idx().ravel()
+                cd[idx] = c[idx]
+            r = cd[cols].copy()
+            for g in m.groups:
+                if g.category == comp and g.a.shape[0]:
+                    r += g.a[:, cols].T @ sol.z[g.name]
+            rhs_all.append(-r)
+        rhs = np.column_stack(rhs_all)
+        lu = spla.splu(mat) if mat.shape[0] == mat.shape[1] else None
+        if lu is not None:
+            y = lu.solve(rhs)
+        else:  # pragma: no cover - non-square only for unusual data
+            y = np.column_stack([spla.lsqr(mat, rhs[:, j], atol=1e-14, btol=1e-14)[0] for j in range(rhs.shape[1])])
+        n_bal = n * t_count
+        scale = -1.0 / (self.base * self.slot_h)
+        for j, comp in enumerate(COMPONENTS):
+            comps[comp] = (y[:n_bal, j] * scale).reshape(t_count, n).T
+        return comps
+
+    def voltages(self, sol: Solution) -> FloatArray | None:
+        if "v" not in self.model.blocks:
+            return None
+        return np.sqrt(np.maximum(sol.x[self.model.blocks["v"].idx()], 0.0))
+
+    def relaxation_gap(self, sol: Solution) -> float | None:
+        if "L" not in self.model.blocks:
+            return None
+        b = self.model.blocks
+        p, q, l_ = sol.x[b["P"].idx()], sol.x[b["Q"].idx()], sol.x[b["L"].idx()]
+        vf = sol.x[b["v"].idx()][self.view.from_node]
+        gap = np.abs(vf * l_ - p**2 - q**2) / np.maximum(vf * l_, 1e-6)
+        return float(gap.max(initial=0.0))
+
+    def violations(self, sol: Solution, tol: float = 1e-6) -> list[Violation]:
+        net = self.build()
+        out: list[Violation] = []
+        for kind, blk in net.soft.items():
+            val = sol.x[blk.idx()]
+            lim = net.soft_limit[kind][:, None]
+            rows, slots = np.nonzero(val > tol)
+            for r, s in zip(rows.tolist(), slots.tolist(), strict=True):
+                pos = int(net.soft_rows[kind][r])
+                if kind == "thermal":
+                    k = pos
+                    element = f"{self.view.branch_kind[k]} {int(self.view.branch_element[k])}"
+                    if self.formulation == "socp":
+                        vf = sol.x[self.model.blocks["v"].idx()][self.view.from_node[k], s]
+                        amount = (np.sqrt(1 + val[r, s] / (lim[r, 0] * max(vf, 1e-6))) - 1) * 100
+                    else:
+                        amount = val[r, s] / lim[r, 0] * 100
+                    unit = "% loading"
+                else:
+                    element = f"bus {int(self.view.bus_of_node[pos])}"
+                    base = lim[r, 0]
+                    amount = abs(np.sqrt(max(base + (val[r, s] if kind == 'v_max' else -val[r, s]), 0)) - np.sqrt(base))
+                    unit = "pu"
+                if amount > 1e-4:
+                    out.append(Violation(kind, element, s, float(amount), unit))
+        return out
+
+    def result(self, sol: Solution) -> DispatchResult:
+        net = self.build()
+        return DispatchResult(
+            solution=sol,
+            dlmp_eur_per_mwh=self.dlmp(sol),
+            components=self.decompose(sol),
+            v_pu=self.voltages(sol),
+            withdrawal_p_mw=self.wp.value(sol.x) * self.base,
+            withdrawal_q_mvar=self.wq.value(sol.x) * self.base,
+            slack_p_mw=sol.x[net.slack_p.idx()] * self.base,
+            violations=self.violations(sol),
+            relaxation_gap=self.relaxation_gap(sol),
+        )
+
+    def solve(self, *, fixed: dict[int, float] | None = None) -> DispatchResult:
+        """Build, solve (raises `SolverError` unless optimal), extract."""
+        self.build()
+        sol = self.model.solve(fixed=fixed)
+        return self.result(sol)
