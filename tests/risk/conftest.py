@@ -1,0 +1,23 @@
+"""Models of the test nets, built once per worker (the nets come from `flexgrid.grid.load_net`)."""
+
+from __future__ import annotations
+
+import pytest
+
+from flexgrid.grid import load_net
+from flexgrid.monitoring.network import NetworkModel, build_model
+
+
+@pytest.fixture(scope="session")
+def case33bw() -> NetworkModel:
+    return build_model(load_net("case33bw"), "case33bw")
+
+
+@pytest.fixture(scope="session")
+def kerber() -> NetworkModel:
+    return build_model(load_net("kerber_dorfnetz"), "kerber_dorfnetz")
+
+
+@pytest.fixture(scope="session")
+def cigre_mv() -> NetworkModel:
+    return build_model(load_net("cigre_mv"), "cigre_mv")

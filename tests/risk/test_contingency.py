@@ -1,0 +1,100 @@
+"""N-1 with tie-switch restoration: every outage of case33bw and cigre_mv, checked against
+pandapower power flows of the same switching states."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandapower as pp
+import pytest
+
+from flexgrid.errors import InputError
+from flexgrid.grid import load_net
+from flexgrid.monitoring.network import NetworkModel
+from flexgrid.risk.contingency import ReliabilityData, n_minus_1
+
+
+def test_every_single_outage_of_case33bw_is_assessed(case33bw: NetworkModel) -> None:
+    report = n_minus_1(case33bw)
+    assert len(report.outages) == 32  # every in-service line; the five ties are open
+    by_branch = {o.branch: o for o in report.outages}
+    # The substation line cuts the whole feeder and no tie reaches the substation side.
+    first = by_branch["line 0"]
+    assert len(first.cut_buses) == 32 and first.restoration is None
+    assert first.unserved_load_kw == pytest.approx(3715.0)
+    # Every other outage can be picked up by one of the five ties.
+    assert all(o.restoration is not None for o in report.outages if o.branch != "line 0")
+    ties_used = {o.restoration for o in report.outages if o.restoration}
+    assert ties_used <= {"line 32", "line 33", "line 34", "line 35", "line 36"}
+    assert len(ties_used) >= 4
+
+
+def test_restoration_agrees_with_pandapower(case33bw: NetworkModel) -> None:
+    report = n_minus_1(case33bw)
+    for outage in ("line 7", "line 28"):
+        o = next(x for x in report.outages if x.branch == outage)
+        assert o.restoration is not None
+        net = load_net("case33bw")
+        net.line.at[o.element, "in_service"] = False
+        net.line.at[int(o.restoration.split()[1]), "in_service"] = True
+        pp.runpp(net)
+        chosen = next(opt for opt in o.options if opt.tie == o.restoration)
+        assert chosen.min_vm_pu == pytest.approx(net.res_bus.vm_pu.min(), abs=1e-6)
+        low = net.res_bus.index[net.res_bus.vm_pu < 0.9 - 1e-9].tolist()
+        assert chosen.feasible == (not low)
+        assert len([v for v in chosen.violations if "undervoltage" in v]) == len(low)
+
+
+def test_flex_needed_removes_the_restoration_violations(case33bw: NetworkModel) -> None:
+    report = n_minus_1(case33bw)
+    o = next(x for x in report.outages if x.branch == "line 28")
+    assert o.violations and o.flex_needed_kw > 0
+    net = load_net("case33bw")
+    net.line.at[28, "in_service"] = False
+    net.line.at[int(o.restoration.split()[1]), "in_service"] = True  # type: ignore[union-attr]
+    area = net.load.bus.isin(o.flex_buses)
+    area_kw = 1000 * net.load.p_mw[area].sum()
+    factor = 1 - o.flex_needed_kw / area_kw
+    net.load.loc[area, "scaling"] = factor
+    pp.runpp(net)
+    assert net.res_bus.vm_pu.min() >= 0.9 - 1e-6
+    # and a little less flexibility is not enough
+    net.load.loc[area, "scaling"] = factor + 0.05
+    pp.runpp(net)
+    assert net.res_bus.vm_pu.min() < 0.9
+
+
+def test_eens_follows_failure_rates_and_times(case33bw: NetworkModel) -> None:
+    rel = ReliabilityData(line_failure_rate_per_km_yr=0.2, line_repair_time_h=8.0, switching_time_h=0.5)
+    report = n_minus_1(case33bw, reliability=rel)
+    first = next(o for o in report.outages if o.branch == "line 0")
+    assert first.eens_mwh_per_yr == pytest.approx(0.2 * 1.0 * 3715.0 * 8.0 / 1000)
+    clean = next(o for o in report.outages if o.restoration and not o.violations)
+    assert clean.eens_mwh_per_yr == pytest.approx(0.2 * clean.cut_load_kw * 0.5 / 1000)
+    assert report.eens_mwh_per_yr == pytest.approx(sum(o.eens_mwh_per_yr for o in report.outages))
+    assert report.eens_with_flex_mwh_per_yr < report.eens_mwh_per_yr
+    assert report.expected_cost_eur_per_yr == pytest.approx(report.eens_mwh_per_yr * rel.voll_eur_per_mwh)
+
+
+def test_cigre_mv_outages_use_its_three_tie_switches(cigre_mv: NetworkModel) -> None:
+    report = n_minus_1(cigre_mv)
+    assert len(report.outages) == 14  # 12 lines in operation and 2 transformers
+    restored = [o for o in report.outages if o.restoration]
+    assert {o.restoration for o in restored} == {"line 12", "line 13", "line 14"}
+    # a transformer outage without a tie to the other transformer's side loses its load
+    trafo1 = next(o for o in report.outages if o.branch == "trafo 1")
+    assert trafo1.unserved_load_kw == trafo1.cut_load_kw > 0
+
+
+def test_bad_reliability_data_is_a_typed_error() -> None:
+    with pytest.raises(InputError) as exc:
+        ReliabilityData(line_repair_time_h=float("nan"))
+    assert exc.value.field == "reliability.line_repair_time_h"
+    with pytest.raises(InputError) as exc:
+        ReliabilityData(switching_time_h=10.0)
+    assert exc.value.field == "reliability.switching_time_h"
+
+
+def test_wrong_injection_vector_is_a_typed_error(case33bw: NetworkModel) -> None:
+    with pytest.raises(InputError) as exc:
+        n_minus_1(case33bw, s_pu=np.zeros(3, dtype=complex))
+    assert exc.value.field == "s_pu"
