@@ -15,6 +15,10 @@ certificate (`check_kkt`) is the same for every formulation.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -28,6 +32,24 @@ from flexgrid.errors import SolverError
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 ConeKind = Literal["zero", "nonneg", "soc"]
+
+
+@contextlib.contextmanager
+def _quiet_stdout(active: bool) -> Iterator[None]:
+    """HiGHS prints its banner from C++ straight to file descriptor 1, which would corrupt the
+    JSON output of the command line: send descriptor 1 to /dev/null while it runs."""
+    if not active:
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 1)
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 @dataclass(frozen=True)
@@ -178,7 +200,8 @@ class ConicModel:
                 opts["mip_rel_gap"] = 1e-6
         t0 = time.perf_counter()
         try:
-            prob.solve(solver=solver, **opts)
+            with _quiet_stdout(solver == "HIGHS"):
+                prob.solve(solver=solver, **opts)
         except cp.error.SolverError as exc:
             raise SolverError("solver_error", f"{solver}: {exc}") from exc
         elapsed = time.perf_counter() - t0

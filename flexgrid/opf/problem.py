@@ -199,7 +199,9 @@ class DispatchProblem:
             comps["energy"] = self.dlmp(sol)
             return comps
         m = self.model
-        skip = {"L"}  # the loss variable's own condition is implied (see module docstring)
+        # The loss variable's own condition is implied, and the soft-limit slacks appear in no
+        # balance or internal row: leaving them out makes the system square.
+        skip = {"L", *(b.name for b in net.soft.values())}
         cols = np.concatenate([m.blocks[b].idx().ravel() for b in net.blocks if b not in skip])
         unknown = [g for g in m.groups if g.category in ("balance", "internal")]
         mat = sp.vstack([g.a[:, cols] for g in unknown]).T.tocsc()

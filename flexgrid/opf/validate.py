@@ -70,7 +70,8 @@ def validate_ac(net: pp.pandapowerNet, view: GridView, withdrawal_p_mw: FloatArr
         work.load.loc[load_idx, "p_mw"] = withdrawal_p_mw[nodes, s]
         work.load.loc[load_idx, "q_mvar"] = withdrawal_q_mvar[nodes, s]
         try:
-            pp.runpp(work, init="results" if s != chosen[0] else "auto", numba=True)
+            # numba's first compilation costs seconds: worth it only for large nets
+            pp.runpp(work, init="results" if s != chosen[0] else "auto", numba=view.n_node > 400)
         except pp.LoadflowNotConverged as exc:
             raise SolverError("ac_not_converged", f"pandapower runpp did not converge in slot {s}") from exc
         vm = work.res_bus.vm_pu.loc[buses].to_numpy()

@@ -1,0 +1,503 @@
+"""Network-constrained clearing of one round: FlexRequests, FlexOffers and P2P orders.
+
+Objective (minimised, EUR over the round): energy bought at the substation at each slot's
+wholesale price, plus the cost of accepted offers (their price times their energy), minus the
+value of fulfilled FlexRequests (each at its price cap, up to its volume), minus the value of
+matched P2P bids (plus the asks of matched P2P sellers), subject to the network. Limits are
+soft (penalised slacks reported as violations), so a grid that cannot be kept within limits
+still clears, and says where and how much.
+
+- An UP offer adds injection (or sheds load) at its bus, a DOWN offer adds consumption.
+- A FlexRequest (direction, bus, volume per slot) is fulfilled by offers of its direction and
+  slot that sit electrically behind its bus: in the subtree of the request's bus on a radial
+  network, at the same bus on a meshed one (DC), anywhere on a copper plate. Offers are
+  assigned to requests (an offer's volume serves at most its own volume of requests).
+- Without requests the clearing is *proactive*: the grid's limits state the need, and offers
+  are bought only where they are cheaper than the energy and limit costs they avoid. With offer
+  prices above the wholesale price and no congestion, nothing is bought.
+- P2P orders are matched in a per-slot pool (energy sold = energy bought); each side pays or
+  gets its DLMP plus the pool's price, so a buyer pays the seller's price plus the DLMP
+  difference between them (the network charge).
+- Exclusive options (same provider and non-zero `exclusive_group`), minimum activation and
+  `min_kw > 0` need binary variables: then the clearing is a MILP (HiGHS) and the gap is
+  reported. With the SOCP formulation the binaries are chosen by the LinDistFlow MILP and the
+  SOCP is solved with them fixed (no open-source MISOCP solver ships here); prices then come
+  from the fixed (convex) problem.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandapower as pp
+from eth_utils import keccak
+
+from flexgrid.errors import InputError
+from flexgrid.grid.profiles import Profiles
+from flexgrid.grid.topology import GridView, build_view
+from flexgrid.market.certificate import PRICE_DECIMALS, Certificate
+from flexgrid.opf.devices import Devices
+from flexgrid.opf.problem import DispatchProblem, DispatchResult, Violation
+from flexgrid.opf.validate import ACReport, validate_ac
+from flexgrid.trading import (
+    ZERO_BYTES32,
+    Direction,
+    FlexOffer,
+    FlexRequest,
+    P2POrder,
+    PricingRule,
+    RoundConfig,
+    Side,
+    Trade,
+    request_order_hash,
+    validate_for_round,
+)
+from flexgrid.trading.merkle import TradeTree
+from flexgrid.trading.units import (
+    eur_per_mwh_to_micro,
+    kw_to_w,
+    micro_to_eur,
+    value_micro_down,
+    value_micro_up,
+)
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
+ACCEPT_TOL_MW = 5e-7  # below half a watt after rounding to W: not accepted
+Order = FlexRequest | FlexOffer | P2POrder
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """One accepted quantity before pricing."""
+
+    kind: str  # offer, request, p2p
+    order_id: str
+    slot: int
+    mw: float
+
+
+@dataclass
+class ClearingOutcome:
+    trades: tuple[Trade, ...]
+    merkle_root: str
+    accepted: tuple[Accepted, ...]
+    leaf_order_ids: dict[str, str]  # leaf order hash -> the order's own id
+    dlmp_eur_per_mwh: FloatArray  # node x slot
+    components: dict[str, FloatArray]
+    bus_of_node: IntArray
+    violations: list[Violation]
+    objective_eur: float
+    mip_gap: float | None
+    relaxation_gap: float | None
+    ac: ACReport | None
+    certificate: Certificate | None
+    certificate_hash: str | None
+    pricing: PricingRule
+    formulation: str
+    p2p_price_eur_per_mwh: FloatArray  # per slot, the pool's price on top of the DLMPs
+    budget_balance_eur: float  # what the market takes in minus what it pays out
+    timings_s: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    dispatch: DispatchResult | None = None
+
+
+def leaf_order_id(order: Order) -> str:
+    """The bytes32 order hash used in the trade leaf: the order's id when it is one already
+    (orders read from chain), `bytes32(requestId)` for a numbered request, else keccak256 of the id."""
+    oid = order.order_id or ""
+    if len(oid) == 66 and oid.startswith("0x"):
+        return oid.lower()
+    if isinstance(order, FlexRequest) and oid.isdigit():
+        return request_order_hash(int(oid))
+    return "0x" + keccak(oid.encode()).hex()
+
+
+def _order_json(order: Order) -> dict[str, Any]:
+    return json.loads(order.model_dump_json())  # type: ignore[no-any-return]
+
+
+def inputs_hash(round_config: RoundConfig, grid_hash: str, orders: Sequence[Order], wholesale: FloatArray,
+                formulation: str, pricing: PricingRule) -> str:
+    """keccak256 of the canonical JSON of everything the clearing depends on, orders sorted by id."""
+    doc = {
+        "round": json.loads(round_config.model_dump_json()),
+        "grid_model_hash": grid_hash,
+        "orders": sorted(([type(o).__name__, _order_json(o)] for o in orders), key=lambda e: (e[0], e[1]["order_id"])),
+        "wholesale_eur_per_mwh": [float(v) for v in wholesale],
+        "formulation": formulation,
+        "pricing": int(pricing),
+    }
+    return "0x" + keccak(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hex()
+
+
+def check_orders(orders: Sequence[Order], round_config: RoundConfig, view: GridView, now_s: int | None) -> None:
+    """Typed errors for bad orders: missing or duplicate ids, foreign round, slot outside the round,
+    price above the cap, expiry, unknown bus, inconsistent exclusive options."""
+    seen: set[str] = set()
+    groups: dict[tuple[str, str], FlexOffer] = {}
+    for order in orders:
+        if not isinstance(order, FlexRequest | FlexOffer | P2POrder):
+            raise InputError("orders", f"not an order: {type(order).__name__}")
+        oid = order.order_id
+        if not oid:
+            raise InputError("order_id", "every order needs a unique id for the clearing")
+        if oid in seen:
+            raise InputError("order_id", f"duplicate order id {oid!r}", order_id=oid)
+        seen.add(oid)
+        validate_for_round(order, round_config, round_config.gate_closure_s if now_s is None else now_s)
+        view.node(order.bus, order_id=oid)
+        if isinstance(order, FlexOffer) and order.exclusive_group != ZERO_BYTES32:
+            key = (order.provider, order.exclusive_group)
+            first = groups.setdefault(key, order)
+            if first.asset_id != order.asset_id or first.direction != order.direction:
+                raise InputError(
+                    "exclusive_group",
+                    f"options of one group must share asset and direction; {first.order_id!r} differs",
+                    order_id=oid,
+                )
+
+
+@dataclass
+class _Built:
+    problem: DispatchProblem
+    offers: list[FlexOffer]
+    requests: list[FlexRequest]
+    p2p: list[P2POrder]
+    off_entries: list[tuple[int, int]]  # (offer index, position in its slots)
+    req_entries: list[tuple[int, int]]
+    pairs: IntArray  # (offer entry, request entry)
+    int_idx: IntArray
+    has_pool: IntArray  # slots with a P2P pool
+
+
+def _subtree_allowed(view: GridView, formulation: str) -> npt.NDArray[np.bool_]:
+    """allowed[r, o] = an offer at node o can serve a request at node r."""
+    n = view.n_node
+    if formulation == "copperplate":
+        return np.ones((n, n), dtype=bool)
+    if not view.is_radial or formulation == "dc":
+        return np.eye(n, dtype=bool)
+    parent = np.full(n, -1)
+    parent[view.to_node] = view.from_node
+    allowed = np.eye(n, dtype=bool)
+    for o in range(n):
+        a = parent[o]
+        while a >= 0:
+            allowed[a, o] = True
+            a = parent[a]
+    return allowed
+
+
+def _build(view: GridView, profiles: Profiles, rc: RoundConfig, offers: list[FlexOffer], requests: list[FlexRequest],
+           p2p: list[P2POrder], wholesale: FloatArray, formulation: str, devices: Devices | None,
+           exclude_offer: int | None = None) -> _Built:
+    h = rc.slot_seconds / 3600.0
+    pr = DispatchProblem(view, profiles, slot_seconds=rc.slot_seconds, wholesale_eur_per_mwh=wholesale,
+                         formulation=formulation, devices=devices)
+    m = pr.model
+    off_entries = [(i, k) for i, o in enumerate(offers) for k in range(len(o.slots))]
+    req_entries = [(i, k) for i, r in enumerate(requests) for k in range(len(r.slots))]
+    int_idx = np.zeros(0, dtype=np.int64)
+    pairs = np.zeros((0, 2), dtype=np.int64)
+    xo = None
+    if off_entries:
+        xo = m.add_block("offer_x", len(off_entries), 1)
+        xi = xo.idx().ravel()
+        o_node = np.array([view.node(offers[i].bus) for i, _ in off_entries])
+        o_slot = np.array([offers[i].slots[k] for i, k in off_entries])
+        o_max = np.array([offers[i].max_kw[k] / 1e3 for i, k in off_entries])
+        if exclude_offer is not None:
+            o_max = np.where(np.array([i for i, _ in off_entries]) == exclude_offer, 0.0, o_max)
+        o_sign = np.array([-1.0 if offers[i].direction == Direction.UP else 1.0 for i, _ in off_entries])
+        m.bound("offer_x", xi, 0.0, o_max, category="market")
+        m.add_cost(xi, np.array([offers[i].price_eur_per_mwh * h for i, _ in off_entries]))
+        pr.add_withdrawal_mw(o_node, o_slot, xi, o_sign)
+        needs_int = [j for j, o in enumerate(offers) if o.min_activation > 0 or any(v > 0 for v in o.min_kw)
+                     or o.exclusive_group != ZERO_BYTES32]
+        if needs_int:
+            ub = m.add_block("offer_u", len(needs_int), 1)
+            ui = ub.idx().ravel()
+            pos = {j: p for p, j in enumerate(needs_int)}
+            ent = [e for e, (i, _) in enumerate(off_entries) if i in pos]
+            u_of = np.array([ui[pos[off_entries[e][0]]] for e in ent])
+            lo = np.array([max(offers[off_entries[e][0]].min_kw[off_entries[e][1]],
+                               offers[off_entries[e][0]].min_activation * offers[off_entries[e][0]].max_kw[off_entries[e][1]])
+                           / 1e3 for e in ent])
+            rows = np.arange(len(ent))
+            # x <= max u  and  lo u - x <= 0
+            m.add("offer_activation_max", "nonneg", np.concatenate([rows, rows]), np.concatenate([xi[ent], u_of]),
+                  np.concatenate([np.ones(len(ent)), -o_max[ent]]), np.zeros(len(ent)), category="market")
+            m.add("offer_activation_min", "nonneg", np.concatenate([rows, rows]), np.concatenate([xi[ent], u_of]),
+                  np.concatenate([-np.ones(len(ent)), lo]), np.zeros(len(ent)), category="market")
+            m.bound("offer_u", ui, 0.0, 1.0, category="market")
+            grp: dict[tuple[str, str], list[int]] = {}
+            for j in needs_int:
+                if offers[j].exclusive_group != ZERO_BYTES32:
+                    grp.setdefault((offers[j].provider, offers[j].exclusive_group), []).append(pos[j])
+            if grp:
+                keys = sorted(grp)
+                r_ = np.concatenate([np.full(len(grp[k]), g) for g, k in enumerate(keys)])
+                c_ = np.concatenate([ui[grp[k]] for k in keys])
+                m.add("exclusive_options", "nonneg", r_, c_, 1.0, np.ones(len(keys)), category="market")
+            m.integer.append(ui)
+            int_idx = ui
+    if req_entries:
+        yb = m.add_block("request_y", len(req_entries), 1)
+        yi = yb.idx().ravel()
+        r_node = np.array([view.node(requests[i].bus) for i, _ in req_entries])
+        r_slot = np.array([requests[i].slots[k] for i, k in req_entries])
+        m.bound("request_y", yi, 0.0, np.array([requests[i].kw[k] / 1e3 for i, k in req_entries]), category="market")
+        m.add_cost(yi, np.array([-requests[i].price_cap_eur_per_mwh * h for i, _ in req_entries]))
+        if off_entries:
+            allowed = _subtree_allowed(view, formulation)
+            o_dir = np.array([int(offers[i].direction) for i, _ in off_entries])
+            r_dir = np.array([int(requests[i].direction) for i, _ in req_entries])
+            ok = ((o_slot[:, None] == r_slot[None, :]) & (o_dir[:, None] == r_dir[None, :])
+                  & allowed[r_node[None, :], o_node[:, None]])
+            pairs = np.argwhere(ok).astype(np.int64)
+        if len(pairs):
+            ab = m.add_block("assign", len(pairs), 1)
+            ai = ab.idx().ravel()
+            m.bound("assign", ai, 0.0, None, category="market")
+            assert xo is not None
+            # sum_q a[e, q] - x[e] <= 0 ;  y[q] - sum_e a[e, q] <= 0
+            m.add("offer_cover", "nonneg", np.concatenate([pairs[:, 0], np.arange(len(off_entries))]),
+                  np.concatenate([ai, xo.idx().ravel()]), np.concatenate([np.ones(len(pairs)), -np.ones(len(off_entries))]),
+                  np.zeros(len(off_entries)), category="market")
+            m.add("request_cover", "nonneg", np.concatenate([np.arange(len(req_entries)), pairs[:, 1]]),
+                  np.concatenate([yi, ai]), np.concatenate([np.ones(len(req_entries)), -np.ones(len(pairs))]),
+                  np.zeros(len(req_entries)), category="market")
+        else:
+            m.add("request_cover", "nonneg", np.arange(len(req_entries)), yi, 1.0, np.zeros(len(req_entries)),
+                  category="market")
+    has_pool = np.zeros(0, dtype=np.int64)
+    if p2p:
+        qb = m.add_block("p2p_q", len(p2p), 1)
+        qi = qb.idx().ravel()
+        m.bound("p2p_q", qi, 0.0, np.array([o.kw / 1e3 for o in p2p]), category="market")
+        sign = np.array([1.0 if o.side == Side.BUY else -1.0 for o in p2p])
+        m.add_cost(qi, -sign * np.array([o.limit_price_eur_per_mwh * h for o in p2p]))
+        slots = np.array([o.slot for o in p2p])
+        pr.add_withdrawal_mw([view.node(o.bus) for o in p2p], slots, qi, sign)
+        has_pool = np.unique(slots)
+        row_of = {int(s): r for r, s in enumerate(has_pool)}
+        m.add("p2p_pool", "zero", [row_of[int(s)] for s in slots], qi, -sign, np.zeros(len(has_pool)), category="market")
+    pr.build()
+    return _Built(pr, offers, requests, p2p, off_entries, req_entries, pairs, int_idx, has_pool)
+
+
+def _solve(b: _Built, view: GridView, profiles: Profiles, rc: RoundConfig, wholesale: FloatArray, formulation: str,
+           devices: Devices | None, exclude_offer: int | None = None) -> tuple[DispatchResult, float | None, list[str]]:
+    """Solve; with binaries, fix them from a MILP (LinDistFlow for SOCP) and re-solve the convex problem."""
+    notes: list[str] = []
+    m = b.problem.model
+    if len(b.int_idx) == 0:
+        return b.problem.solve(), None, notes
+    stage = b
+    if formulation == "socp":
+        stage = _build(view, profiles, rc, b.offers, b.requests, b.p2p, wholesale, "lindistflow", devices, exclude_offer)
+        notes.append("binaries chosen by the LinDistFlow MILP, SOCP solved with them fixed")
+    sol = stage.problem.model.solve()
+    u = np.round(sol.x[stage.int_idx])
+    m.add("integer_fix", "zero", np.arange(len(b.int_idx)), b.int_idx, 1.0, u, category="market")
+    m.integer = []
+    return b.problem.solve(), sol.mip_gap, notes
+
+
+def clear_market(
+    net: pp.pandapowerNet,
+    profiles: Profiles,
+    round_config: RoundConfig,
+    orders: Sequence[Order],
+    *,
+    wholesale_eur_per_mwh: float | Sequence[float] | FloatArray = 60.0,
+    formulation: str = "socp",
+    pricing: PricingRule | None = None,
+    devices: Devices | None = None,
+    view: GridView | None = None,
+    ac_validation: bool = True,
+    ac_slots: Sequence[int] | None = None,
+    certificate: bool = True,
+    now_s: int | None = None,
+) -> ClearingOutcome:
+    """Clear one round: validate -> build -> solve -> check status -> extract -> price -> AC-validate -> certify.
+
+    `orders` may come in any order: they are sorted by id, so the result and its hashes do not
+    depend on it. `pricing` defaults to the round's rule. Raises `InputError` for bad input and
+    `SolverError` when a solve is not optimal.
+    """
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    view = view or build_view(net, round_config.grid_id)
+    rule = PricingRule(round_config.pricing_rule if pricing is None else pricing)
+    if profiles.slot_count != round_config.slot_count:
+        raise InputError("profiles", f"{profiles.slot_count} slots, but the round has {round_config.slot_count}")
+    wholesale = np.broadcast_to(np.asarray(wholesale_eur_per_mwh, dtype=float), (round_config.slot_count,)).copy()
+    if not np.all(np.isfinite(wholesale)):
+        raise InputError("wholesale_eur_per_mwh", "must be finite in every slot")
+    check_orders(orders, round_config, view, now_s)
+    ordered = sorted(orders, key=lambda o: str(o.order_id))
+    offers = [o for o in ordered if isinstance(o, FlexOffer)]
+    requests = [o for o in ordered if isinstance(o, FlexRequest)]
+    p2p = [o for o in ordered if isinstance(o, P2POrder)]
+    h = round_config.slot_seconds / 3600.0
+
+    built = _build(view, profiles, round_config, offers, requests, p2p, wholesale, formulation, devices)
+    timings["build_s"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    res, mip_gap, notes = _solve(built, view, profiles, round_config, wholesale, formulation, devices)
+    timings["solve_s"] = time.perf_counter() - t1
+    sol = res.solution
+    m = built.problem.model
+    x_off = sol.x[m.blocks["offer_x"].idx().ravel()] if offers else np.zeros(0)
+    y_req = sol.x[m.blocks["request_y"].idx().ravel()] if requests else np.zeros(0)
+    q_p2p = sol.x[m.blocks["p2p_q"].idx().ravel()] if p2p else np.zeros(0)
+    a_val = sol.x[m.blocks["assign"].idx().ravel()] if "assign" in m.blocks else np.zeros(0)
+    dlmp = res.dlmp_eur_per_mwh
+
+    # marginal values of offers, requests and the P2P pool, EUR/MWh
+    rho_off = np.zeros(len(built.off_entries))
+    gamma = np.zeros(len(built.req_entries))
+    if "offer_cover" in [g.name for g in m.groups]:
+        rho_off = sol.z["offer_cover"] / h
+    if requests:
+        gamma = sol.z["request_cover"] / h
+    pool = np.zeros(round_config.slot_count)
+    if p2p:
+        pool[built.has_pool] = -sol.z["p2p_pool"] / h
+
+    def node(bus: int) -> int:
+        return view.node(bus)
+
+    # ---------------------------------------------------------------- accepted quantities
+    accepted: list[Accepted] = []
+    off_acc = [(e, x) for e, x in enumerate(x_off) if x > ACCEPT_TOL_MW]
+    req_acc = [(q, y) for q, y in enumerate(y_req) if y > ACCEPT_TOL_MW]
+    p2p_acc = [(j, q) for j, q in enumerate(q_p2p) if q > ACCEPT_TOL_MW]
+    for e, x in off_acc:
+        i, k = built.off_entries[e]
+        accepted.append(Accepted("offer", str(offers[i].order_id), offers[i].slots[k], float(x)))
+    for q, y in req_acc:
+        i, k = built.req_entries[q]
+        accepted.append(Accepted("request", str(requests[i].order_id), requests[i].slots[k], float(y)))
+    for j, q_ in p2p_acc:
+        accepted.append(Accepted("p2p", str(p2p[j].order_id), p2p[j].slot, float(q_)))
+
+    # ---------------------------------------------------------------- prices
+    smp: dict[tuple[int, int], float] = {}
+    for e, _ in off_acc:
+        i, k = built.off_entries[e]
+        key = (offers[i].slots[k], int(offers[i].direction))
+        smp[key] = max(smp.get(key, 0.0), offers[i].price_eur_per_mwh)
+    vcg_price: dict[int, float] = {}
+    if rule == PricingRule.VCG and off_acc:
+        tv = time.perf_counter()
+        for i in sorted({built.off_entries[e][0] for e, _ in off_acc}):
+            b2 = _build(view, profiles, round_config, offers, requests, p2p, wholesale, formulation, devices,
+                        exclude_offer=i)
+            r2, _, _ = _solve(b2, view, profiles, round_config, wholesale, formulation, devices, exclude_offer=i)
+            ent = [e for e, _ in off_acc if built.off_entries[e][0] == i]
+            energy = float(sum(x_off[e] for e in ent)) * h
+            own_cost = energy * offers[i].price_eur_per_mwh
+            payment = own_cost + (r2.solution.objective - sol.objective)
+            vcg_price[i] = max(payment / energy, 0.0) if energy > 0 else 0.0
+        timings["vcg_s"] = time.perf_counter() - tv
+
+    def offer_price(e: int) -> float:
+        i, k = built.off_entries[e]
+        o = offers[i]
+        if rule == PricingRule.PAY_AS_BID:
+            return o.price_eur_per_mwh
+        if rule == PricingRule.UNIFORM:
+            return smp[(o.slots[k], int(o.direction))]
+        if rule == PricingRule.VCG:
+            return vcg_price[i]
+        lam = dlmp[node(o.bus), o.slots[k]]
+        return float(lam + rho_off[e]) if o.direction == Direction.UP else float(rho_off[e] - lam)
+
+    def request_price(q: int) -> float:
+        i, k = built.req_entries[q]
+        r = requests[i]
+        if rule == PricingRule.PAY_AS_BID:
+            sel = np.flatnonzero(built.pairs[:, 1] == q) if len(built.pairs) else np.zeros(0, dtype=np.int64)
+            vol = float(a_val[sel].sum()) if len(sel) else 0.0
+            if vol <= 0:
+                return 0.0
+            return float(sum(a_val[s] * offers[built.off_entries[built.pairs[s, 0]][0]].price_eur_per_mwh
+                             for s in sel) / vol)
+        if rule == PricingRule.UNIFORM:
+            return smp.get((r.slots[k], int(r.direction)), 0.0)
+        return float(gamma[q])
+
+    def p2p_price(j: int) -> float:
+        o = p2p[j]
+        if rule == PricingRule.PAY_AS_BID:
+            return o.limit_price_eur_per_mwh
+        return float(dlmp[node(o.bus), o.slot] + pool[o.slot])
+
+    # ---------------------------------------------------------------- trades
+    trades: list[Trade] = []
+    leaf_ids: dict[str, str] = {}
+    balance_micro = 0
+
+    def add_trade(order: Order, participant: str | None, slot: int, mw: float, price: float, pays: bool) -> None:
+        nonlocal balance_micro
+        kw = round(mw * 1e3, 3)
+        power_w = kw_to_w(kw)
+        if power_w == 0:
+            return
+        price_r = max(round(price, PRICE_DECIMALS), 0.0)
+        price_micro = eur_per_mwh_to_micro(price_r)
+        if pays:
+            micro = -value_micro_up(power_w, round_config.slot_seconds, price_micro)
+        else:
+            micro = value_micro_down(power_w, round_config.slot_seconds, price_micro)
+        balance_micro -= micro
+        lid = leaf_order_id(order)
+        leaf_ids[lid] = str(order.order_id)
+        trades.append(Trade(round_id=round_config.round_id, participant=participant or ZERO_ADDRESS, order_id=lid,
+                            slot=slot, kw=kw, price_eur_per_mwh=price_r, payment_eur=micro_to_eur(micro)))
+
+    for e, x in off_acc:
+        i, k = built.off_entries[e]
+        add_trade(offers[i], offers[i].provider, offers[i].slots[k], float(x), offer_price(e), pays=False)
+    for q, y in req_acc:
+        i, k = built.req_entries[q]
+        add_trade(requests[i], requests[i].dso, requests[i].slots[k], float(y), request_price(q), pays=True)
+    for j, q_ in p2p_acc:
+        add_trade(p2p[j], p2p[j].trader, p2p[j].slot, float(q_), p2p_price(j), pays=p2p[j].side == Side.BUY)
+    trades.sort(key=lambda t: (t.order_id, t.slot))
+    root = TradeTree(trades).root
+
+    # ---------------------------------------------------------------- AC validation and certificate
+    ac = None
+    if ac_validation:
+        ta = time.perf_counter()
+        ac = validate_ac(net, view, res.withdrawal_p_mw, res.withdrawal_q_mvar, res.v_pu, slots=ac_slots)
+        timings["ac_s"] = time.perf_counter() - ta
+    cert = None
+    if certificate:
+        net_ = built.problem.build()
+        cert = Certificate.from_model(
+            m, sol, round_id=round_config.round_id, formulation=formulation, pricing=rule.name, base_mva=view.base_mva,
+            slot_h=h, n_node=view.n_node, slot_count=round_config.slot_count, balance_group=net_.balance_p,
+            per_node_balance=net_.per_node_balance, dlmp_eur_per_mwh=dlmp,
+            inputs_hash=inputs_hash(round_config, view.model_hash(), ordered, wholesale, formulation, rule),
+            mip_gap=mip_gap)
+    timings["total_s"] = time.perf_counter() - t0
+    return ClearingOutcome(
+        trades=tuple(trades), merkle_root=root, accepted=tuple(accepted), leaf_order_ids=leaf_ids,
+        dlmp_eur_per_mwh=dlmp, components=res.components, bus_of_node=view.bus_of_node, violations=res.violations,
+        objective_eur=sol.objective, mip_gap=mip_gap, relaxation_gap=res.relaxation_gap, ac=ac, certificate=cert,
+        certificate_hash=None if cert is None else cert.hash(), pricing=rule, formulation=formulation,
+        p2p_price_eur_per_mwh=pool, budget_balance_eur=micro_to_eur(balance_micro), timings_s=timings, notes=notes,
+        dispatch=res,
+    )
