@@ -41,6 +41,7 @@ demo: install
 
 test: install contracts
 	FOUNDRY_PROFILE=ci forge test
+	scripts/brownie_check.sh
 	$(PY) -m pytest -n 2 --dist loadgroup
 
 test-contracts: node
@@ -62,6 +63,10 @@ lint: install contracts
 
 bench: install
 	$(PY) benchmarks/clearing.py
+
+# eth-brownie in its own throw-away venv (build/brownie-venv): compile and a deploy-and-offer test.
+brownie: node
+	scripts/brownie_check.sh
 
 clean:
 	rm -rf contracts/out contracts/cache .pytest_cache .mypy_cache .ruff_cache

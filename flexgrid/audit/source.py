@@ -21,8 +21,9 @@ file is named. This module only computes; reading the chain and the files happen
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,7 @@ def split_metadata(code: bytes) -> tuple[bytes, bytes]:
     return code[:-tail_len], code[-tail_len:]
 
 
-def mask_immutables(code: bytes, immutable_references: Mapping[str, list[Mapping[str, int]]]) -> bytes:
+def mask_immutables(code: bytes, immutable_references: Mapping[str, Sequence[Mapping[str, int]]]) -> bytes:
     """Zero the byte ranges where the constructor wrote immutable values."""
     masked = bytearray(code)
     for refs in immutable_references.values():
@@ -94,7 +95,7 @@ def mask_immutables(code: bytes, immutable_references: Mapping[str, list[Mapping
 
 
 def compare_runtime(
-    deployed: bytes, compiled: bytes, immutable_references: Mapping[str, list[Mapping[str, int]]]
+    deployed: bytes, compiled: bytes, immutable_references: Mapping[str, Sequence[Mapping[str, int]]]
 ) -> tuple[bool, bool]:
     """Return (executable code matches, metadata tail matches)."""
     if len(deployed) != len(compiled):
@@ -152,11 +153,20 @@ def compile_runtime(
     std_input: Mapping[str, Any], unit: str, name: str, solc_binary: Path, source_root: Path
 ) -> tuple[bytes, dict[str, list[dict[str, int]]]]:
     """Compile with py-solc-x and return (runtime bytecode, immutable references)."""
+    key = json.dumps(std_input, sort_keys=True)
+    return _compile_cached(key, unit, name, str(solc_binary), str(source_root))
+
+
+@lru_cache(maxsize=32)
+def _compile_cached(
+    std_input_json: str, unit: str, name: str, solc_binary: str, source_root: str
+) -> tuple[bytes, dict[str, list[dict[str, int]]]]:
+    # The same input always compiles to the same output, so one process compiles it once.
     import solcx  # imported here: only the auditor needs it
 
     try:
         output = solcx.compile_standard(
-            dict(std_input), solc_binary=solc_binary, base_path=source_root, allow_paths=[source_root]
+            json.loads(std_input_json), solc_binary=solc_binary, base_path=source_root, allow_paths=[source_root]
         )
     except Exception as exc:  # solcx raises its own SolcError with the compiler's message
         raise SourceVerificationError(f"compiling {unit}:{name} failed: {exc}") from exc
@@ -195,3 +205,41 @@ def verify_contract(
     if changed:
         detail += f"; {len(changed)} source file(s) differ from the published build"
     return SourceCheck(contract, address, code_ok, meta_ok, changed, missing, detail)
+
+
+# Which artifact each address of a `Deployment` runs.
+DEPLOYMENT_CONTRACTS: dict[str, str] = {
+    "token": "FlexToken",
+    "registry": "FlexRegistry",
+    "market": "FlexMarket",
+    "settlement": "FlexMarketSettlement",
+}
+
+
+def repo_root() -> Path:
+    """The source tree FlexGrid was installed from (contracts/, node_modules/, tools/)."""
+    return Path(__file__).resolve().parents[2]
+
+
+def audit_deployment(
+    code_at: Mapping[str, bytes],
+    addresses: Mapping[str, str],
+    artifacts: Mapping[str, Mapping[str, Any]],
+    source_root: Path,
+    solc_binary: Path,
+) -> list[SourceCheck]:
+    """Verify every contract of a deployment.
+
+    `addresses` maps a role (`token`, `registry`, `market`, ...) to its address, `code_at` maps
+    an address to the code read from the chain, `artifacts` maps a contract name to its shipped
+    artifact (for the compiler settings and the list of sources).
+    """
+    checks: list[SourceCheck] = []
+    for role, address in sorted(addresses.items()):
+        name = DEPLOYMENT_CONTRACTS.get(role)
+        if name is None:
+            continue
+        if name not in artifacts:
+            raise SourceVerificationError(f"no artifact for {name} (the {role} contract)")
+        checks.append(verify_contract(name, address, code_at[address], artifacts[name], source_root, solc_binary))
+    return checks

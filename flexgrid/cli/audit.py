@@ -1,0 +1,69 @@
+"""`flexgrid audit ...`: what an auditor runs against a deployment."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+
+def deployment_addresses(w3: Any, deployment: Any) -> dict[str, str]:
+    """The addresses to verify: the deployment's, plus the settlement module FlexMarket created."""
+    addresses = {role: str(getattr(deployment, role)) for role in ("token", "registry", "market")}
+    abi = [{"type": "function", "name": "settlementModule", "stateMutability": "view", "inputs": [],
+            "outputs": [{"name": "", "type": "address"}]}]
+    market = w3.eth.contract(address=deployment.market, abi=abi)
+    addresses["settlement"] = str(market.functions.settlementModule().call())
+    return addresses
+
+
+audit_app = typer.Typer(help="Audit a FlexGrid deployment from the chain alone.", no_args_is_help=True)
+
+
+@audit_app.command("contracts")
+def audit_contracts(
+    deployment_file: Annotated[Path, typer.Option("--deployment", help="deployment JSON written at deploy time")],
+    rpc_url: Annotated[
+        str | None, typer.Option("--rpc-url", envvar="FLEXGRID_RPC_URL", help="JSON-RPC endpoint of the chain")
+    ] = None,
+    source_root: Annotated[
+        Path | None, typer.Option("--sources", help="folder holding contracts/ and node_modules/ (default: this checkout)")
+    ] = None,
+    solc: Annotated[Path | None, typer.Option("--solc", help="solc binary (default: the project's solc-js shim)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+) -> None:
+    """Recompile the published sources with py-solc-x and compare them with the deployed code."""
+    from web3 import Web3
+
+    from flexgrid.audit.source import audit_deployment, repo_root
+    from flexgrid.chain.artifacts import ARTIFACTS_DIR
+    from flexgrid.chain.deploy import Deployment
+
+    deployment = Deployment.load(deployment_file)
+    if rpc_url is None:
+        raise typer.BadParameter("no chain to audit: pass --rpc-url or set FLEXGRID_RPC_URL", param_hint="--rpc-url")
+    w3 = Web3(Web3.HTTPProvider(rpc_url))
+    root = source_root or repo_root()
+    addresses = deployment_addresses(w3, deployment)
+    code_at = {a: bytes(w3.eth.get_code(Web3.to_checksum_address(a))) for a in addresses.values()}
+    artifacts = {p.stem: json.loads(p.read_text()) for p in ARTIFACTS_DIR.glob("*.json")}
+    checks = audit_deployment(code_at, addresses, artifacts, root, solc or root / "tools" / "solc")
+    if as_json:
+        typer.echo(json.dumps([c.to_dict() for c in checks], indent=2))
+    else:
+        table = Table(title=f"Source verification, chain {deployment.chain_id}")
+        for col in ("contract", "address", "verified", "detail"):
+            table.add_column(col)
+        for c in checks:
+            table.add_row(c.contract, c.address, "[green]yes[/]" if c.verified else "[red]NO[/]", c.detail)
+        Console().print(table)
+    if not all(c.verified for c in checks):
+        raise typer.Exit(code=1)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(audit_app, name="audit")
