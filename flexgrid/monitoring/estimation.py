@@ -22,6 +22,7 @@ from scipy.stats import chi2
 from flexgrid.errors import FlexGridError, InputError
 from flexgrid.monitoring.measurements import Kind, MeasurementSet, Source
 from flexgrid.monitoring.network import ComplexArray, FloatArray, NetworkModel
+from flexgrid.monitoring.threads import single_blas_thread
 
 
 class EstimationError(FlexGridError):
@@ -358,6 +359,7 @@ def check_observability(
     )
 
 
+@single_blas_thread
 def estimate_series(
     model: NetworkModel,
     measurement_sets: list[MeasurementSet],

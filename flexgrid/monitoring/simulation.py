@@ -24,6 +24,7 @@ from flexgrid.monitoring.measurements import (
 )
 from flexgrid.monitoring.network import BoolArray, ComplexArray, FloatArray, NetworkModel
 from flexgrid.monitoring.powerflow import solve_batch
+from flexgrid.monitoring.threads import single_blas_thread
 
 
 def sample_injections(
@@ -92,6 +93,7 @@ class TrialResult:
         return out
 
 
+@single_blas_thread
 def run_trials(
     model: NetworkModel,
     meters: Sequence[Meter],

@@ -22,6 +22,7 @@ import numpy as np
 from flexgrid.errors import InputError
 from flexgrid.monitoring.network import BoolArray, ComplexArray, NetworkModel
 from flexgrid.monitoring.powerflow import solve_batch
+from flexgrid.monitoring.threads import single_blas_thread
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,7 @@ def _flex_needed_kw(
     return (1.0 - float(best)) * area_load_kw
 
 
+@single_blas_thread
 def n_minus_1(
     model: NetworkModel,
     s_pu: ComplexArray | None = None,

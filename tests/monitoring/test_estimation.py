@@ -47,7 +47,7 @@ def test_batch_power_flow_matches_pandapower_runpp(name: str) -> None:
         net.line.at[row.element, "in_service"] = False
         net.switch.at[si, "closed"] = True
     model = build_model(net, name)
-    pp.runpp(net)
+    pp.runpp(net, numba=False)
     flow = solve_batch(model, model.s_injection_pu())
     assert flow.converged.all()
     vm_ref = net.res_bus.vm_pu.loc[model.bus_ids].to_numpy()

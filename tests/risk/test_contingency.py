@@ -36,7 +36,7 @@ def test_restoration_agrees_with_pandapower(case33bw: NetworkModel) -> None:
         net = load_net("case33bw")
         net.line.at[o.element, "in_service"] = False
         net.line.at[int(o.restoration.split()[1]), "in_service"] = True
-        pp.runpp(net)
+        pp.runpp(net, numba=False)
         chosen = next(opt for opt in o.options if opt.tie == o.restoration)
         assert chosen.min_vm_pu == pytest.approx(net.res_bus.vm_pu.min(), abs=1e-6)
         low = net.res_bus.index[net.res_bus.vm_pu < 0.9 - 1e-9].tolist()
@@ -55,11 +55,11 @@ def test_flex_needed_removes_the_restoration_violations(case33bw: NetworkModel) 
     area_kw = 1000 * net.load.p_mw[area].sum()
     factor = 1 - o.flex_needed_kw / area_kw
     net.load.loc[area, "scaling"] = factor
-    pp.runpp(net)
+    pp.runpp(net, numba=False)
     assert net.res_bus.vm_pu.min() >= 0.9 - 1e-6
     # and a little less flexibility is not enough
     net.load.loc[area, "scaling"] = factor + 0.05
-    pp.runpp(net)
+    pp.runpp(net, numba=False)
     assert net.res_bus.vm_pu.min() < 0.9
 
 
