@@ -96,7 +96,7 @@ class ClearingOutcome:
     violations: list[Violation]
     objective_eur: float
     mip_gap: float | None
-    relaxation_gap: float | None
+    relaxation_gap_mw: float | None  # fictitious losses allowed by the SOC relaxation (0 = exact)
     ac: ACReport | None
     certificate: Certificate | None
     certificate_hash: str | None
@@ -496,7 +496,7 @@ def clear_market(
     return ClearingOutcome(
         trades=tuple(trades), merkle_root=root, accepted=tuple(accepted), leaf_order_ids=leaf_ids,
         dlmp_eur_per_mwh=dlmp, components=res.components, bus_of_node=view.bus_of_node, violations=res.violations,
-        objective_eur=sol.objective, mip_gap=mip_gap, relaxation_gap=res.relaxation_gap, ac=ac, certificate=cert,
+        objective_eur=sol.objective, mip_gap=mip_gap, relaxation_gap_mw=res.relaxation_gap_mw, ac=ac, certificate=cert,
         certificate_hash=None if cert is None else cert.hash(), pricing=rule, formulation=formulation,
         p2p_price_eur_per_mwh=pool, budget_balance_eur=micro_to_eur(balance_micro), timings_s=timings, notes=notes,
         dispatch=res,

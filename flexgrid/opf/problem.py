@@ -57,7 +57,7 @@ class DispatchResult:
     withdrawal_q_mvar: FloatArray
     slack_p_mw: FloatArray
     violations: list[Violation]
-    relaxation_gap: float | None  # largest |P^2+Q^2 - v l| / max(v l, 1e-9) over branches and slots
+    relaxation_gap_mw: float | None  # largest fictitious loss r (l - (P^2+Q^2)/v) of the SOC relaxation, MW
     extra: dict[str, object] = field(default_factory=dict)
 
 
@@ -204,7 +204,22 @@ class DispatchProblem:
         skip = {"L", *(b.name for b in net.soft.values())}
         cols = np.concatenate([m.blocks[b].idx().ravel() for b in net.blocks if b not in skip])
         unknown = [g for g in m.groups if g.category in ("balance", "internal")]
-        mat = sp.vstack([g.a[:, cols] for g in unknown]).T.tocsc()
+        # Shunt terms (v in the nodal balances) are losses: keep them out of the system and put
+        # their contribution, at the actual duals, in the losses component.
+        is_v = np.zeros(m.n, dtype=bool)
+        if "v" in m.blocks:
+            is_v[m.blocks["v"].idx().ravel()] = True
+        shunt_cols = sp.diags(is_v[cols].astype(float))
+        blocks_ = []
+        shunt_rhs = np.zeros(len(cols))
+        for g in unknown:
+            a = g.a[:, cols]
+            if g.category == "balance":
+                shunt = a @ shunt_cols
+                shunt_rhs += shunt.T @ sol.z[g.name]
+                a = a - shunt
+            blocks_.append(a)
+        mat = sp.vstack(blocks_).T.tocsc()
         c = m.cost()
         owner = {"energy": [net.slack_p.name], "voltage": [b.name for k, b in net.soft.items() if k != "thermal"],
                  "congestion": [b.name for k, b in net.soft.items() if k == "thermal"], "losses": []}
@@ -215,6 +230,8 @@ class DispatchProblem:
                 idx = m.blocks[bname].idx().ravel()
                 cd[idx] = c[idx]
             r = cd[cols].copy()
+            if comp == "losses":
+                r += shunt_rhs
             for g in m.groups:
                 if g.category == comp and g.a.shape[0]:
                     r += g.a[:, cols].T @ sol.z[g.name]
@@ -236,14 +253,16 @@ class DispatchProblem:
             return None
         return np.sqrt(np.maximum(sol.x[self.model.blocks["v"].idx()], 0.0))
 
-    def relaxation_gap(self, sol: Solution) -> float | None:
+    def relaxation_gap_mw(self, sol: Solution) -> float | None:
+        """How inexact the SOC relaxation is: the largest fictitious loss `r (l - (P^2+Q^2)/v)` it
+        allows on a branch in a slot, in MW (0 when exact)."""
         if "L" not in self.model.blocks:
             return None
         b = self.model.blocks
         p, q, l_ = sol.x[b["P"].idx()], sol.x[b["Q"].idx()], sol.x[b["L"].idx()]
-        vf = sol.x[b["v"].idx()][self.view.from_node]
-        gap = np.abs(vf * l_ - p**2 - q**2) / np.maximum(vf * l_, 1e-6)
-        return float(gap.max(initial=0.0))
+        vf = np.maximum(sol.x[b["v"].idx()][self.view.from_node], 1e-6)
+        fictitious = self.view.r_pu[:, None] * np.abs(l_ - (p**2 + q**2) / vf) * self.base
+        return float(fictitious.max(initial=0.0))
 
     def violations(self, sol: Solution, tol: float = 1e-6) -> list[Violation]:
         net = self.build()
@@ -283,7 +302,7 @@ class DispatchProblem:
             withdrawal_q_mvar=self.wq.value(sol.x) * self.base,
             slack_p_mw=sol.x[net.slack_p.idx()] * self.base,
             violations=self.violations(sol),
-            relaxation_gap=self.relaxation_gap(sol),
+            relaxation_gap_mw=self.relaxation_gap_mw(sol),
         )
 
     def solve(self, *, fixed: dict[int, float] | None = None) -> DispatchResult:

@@ -1,0 +1,193 @@
+"""The OPF layer: each formulation on real nets, AC agreement, price decomposition, devices, status checks."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+import pandapower as pp
+import pytest
+
+from flexgrid.errors import InputError, SolverError
+from flexgrid.grid import GridView, Profiles, build_view, load_net, synthetic_profiles
+from flexgrid.opf import (
+    Battery,
+    CurtailablePV,
+    Devices,
+    DispatchProblem,
+    EVCharger,
+    ShiftableLoad,
+    check_kkt,
+    validate_ac,
+)
+
+EVENING_S = 17 * 3600
+
+
+@cache
+def _grid(name: str) -> tuple[pp.pandapowerNet, GridView]:
+    net = load_net(name)
+    return net, build_view(net, name)
+
+
+def _profiles(name: str, slots: int = 4, slot_s: int = 3600, start_s: int = EVENING_S, load: float = 1.0) -> Profiles:
+    net, view = _grid(name)
+    return synthetic_profiles(net, view, slot_start_s=start_s, slot_seconds=slot_s, slot_count=slots, load_scale=load)
+
+
+def _kkt_ok(problem: DispatchProblem, sol) -> bool:  # type: ignore[no-untyped-def]
+    m = problem.model
+    report = check_kkt(m.cost(), [(g.name, g.kind, g.a, g.b, g.cone_dim) for g in m.groups], sol.x, sol.z)
+    return report.ok
+
+
+@pytest.mark.parametrize("name", ["case33bw", "cigre_mv"])
+def test_socp_matches_an_ac_power_flow(name: str) -> None:
+    net, view = _grid(name)
+    prob = DispatchProblem(view, _profiles(name), slot_seconds=3600, wholesale_eur_per_mwh=60.0)
+    res = prob.solve()
+    assert res.relaxation_gap_mw is not None and res.relaxation_gap_mw < 1e-5  # below 10 W: exact
+    ac = validate_ac(net, view, res.withdrawal_p_mw, res.withdrawal_q_mvar, res.v_pu, slots=[0, 3])
+    assert ac.max_v_error_pu is not None and ac.max_v_error_pu < 1e-4
+    assert _kkt_ok(prob, res.solution)
+
+
+@pytest.mark.parametrize("name", ["case33bw", "kerber_dorfnetz"])
+def test_lindistflow_is_an_approximation_within_a_few_percent(name: str) -> None:
+    net, view = _grid(name)
+    prob = DispatchProblem(view, _profiles(name), slot_seconds=3600, wholesale_eur_per_mwh=60.0,
+                           formulation="lindistflow")
+    res = prob.solve()
+    ac = validate_ac(net, view, res.withdrawal_p_mw, res.withdrawal_q_mvar, res.v_pu, slots=[0])
+    assert ac.max_v_error_pu is not None and 0 < ac.max_v_error_pu < 0.03
+    assert _kkt_ok(prob, res.solution)
+
+
+@pytest.mark.parametrize(("name", "formulation"), [("case118", "dc"), ("case33bw", "dc"),
+                                                   ("case33bw", "copperplate"), ("kerber_dorfnetz", "copperplate")])
+def test_dc_and_copper_plate_balance_the_load(name: str, formulation: str) -> None:
+    _, view = _grid(name)
+    prof = _profiles(name, slots=2)
+    res = DispatchProblem(view, prof, slot_seconds=3600, wholesale_eur_per_mwh=60.0, formulation=formulation).solve()
+    # lossless: the substation supplies exactly the net load (shunt conductances aside)
+    assert res.slack_p_mw.sum(axis=0) == pytest.approx(prof.net_withdrawal_mw().sum(axis=0), rel=1e-3)
+
+
+def test_branch_flow_on_a_meshed_net_names_the_formulation_to_use() -> None:
+    _, view = _grid("case118")
+    with pytest.raises(InputError, match="--formulation dc") as err:
+        DispatchProblem(view, _profiles("case118", slots=1), slot_seconds=3600, wholesale_eur_per_mwh=60.0).solve()
+    assert err.value.field == "formulation"
+
+
+def test_dlmp_components_add_up_with_losses_voltage_and_congestion() -> None:
+    # kerber at 1.3x the evening peak overloads its transformer; case33bw at 1.5x hits 0.90 pu.
+    for name, load, binding in (("kerber_dorfnetz", 1.3, "congestion"), ("case33bw", 1.5, "voltage")):
+        _, view = _grid(name)
+        prob = DispatchProblem(view, _profiles(name, load=load), slot_seconds=3600, wholesale_eur_per_mwh=60.0,
+                               devices=Devices(batteries=(Battery("b", int(view.bus_of_node[-1]), 0.2, 0.05, 0.05, 0.1),)))
+        res = prob.solve()
+        total = sum(res.components.values())
+        assert np.max(np.abs(total - res.dlmp_eur_per_mwh)) < 1e-5
+        assert res.components["energy"] == pytest.approx(np.full_like(total, 60.0))
+        assert np.max(np.abs(res.components["losses"])) > 0.1  # losses are priced
+        assert np.max(np.abs(res.components[binding])) > 1.0
+
+
+def test_lindistflow_prices_have_no_loss_component_and_add_up() -> None:
+    _, view = _grid("case33bw")
+    prob = DispatchProblem(view, _profiles("case33bw", load=1.5), slot_seconds=3600, wholesale_eur_per_mwh=60.0,
+                           formulation="lindistflow")
+    res = prob.solve()
+    assert np.max(np.abs(res.components["losses"])) < 1e-9
+    assert np.max(np.abs(sum(res.components.values()) - res.dlmp_eur_per_mwh)) < 1e-6
+
+
+def test_soft_limits_report_where_when_and_how_much() -> None:
+    _, view = _grid("case33bw")
+    res = DispatchProblem(view, _profiles("case33bw", load=2.0), slot_seconds=3600,
+                          wholesale_eur_per_mwh=60.0).solve()
+    assert res.violations, "a grid loaded twice over must violate its voltage limits"
+    worst = max(res.violations, key=lambda v: v.amount)
+    assert worst.kind == "v_min" and worst.element == "bus 17"
+    assert res.v_pu is not None
+    assert 0.9 - res.v_pu[17, worst.slot] == pytest.approx(worst.amount, abs=1e-6)
+
+
+def test_battery_charges_cheap_and_discharges_expensive() -> None:
+    _, view = _grid("case33bw")
+    prices = np.array([20.0, 20.0, 200.0, 200.0])
+    bat = Battery("b", 17, energy_mwh=0.4, p_charge_mw=0.2, p_discharge_mw=0.2, soc_initial_mwh=0.0,
+                  soc_final_min_mwh=0.0, eta_charge=0.9, eta_discharge=0.9)
+    prob = DispatchProblem(view, _profiles("case33bw", load=0.5), slot_seconds=3600, wholesale_eur_per_mwh=prices,
+                           devices=Devices(batteries=(bat,)))
+    res = prob.solve()
+    x = res.solution.x
+    ch = x[prob.model.blocks["bat_ch"].idx()][0]
+    dis = x[prob.model.blocks["bat_dis"].idx()][0]
+    soc = x[prob.model.blocks["bat_soc"].idx()][0]
+    assert ch[:2] == pytest.approx([0.2, 0.2], abs=1e-5)
+    assert dis[2:].sum() == pytest.approx(0.4 * 0.9 * 0.9, abs=1e-4)
+    assert soc.max() <= 0.4 + 1e-6 and soc[-1] == pytest.approx(0.0, abs=1e-5)
+
+
+def test_shiftable_load_and_ev_keep_their_energy_at_any_slot_length() -> None:
+    _, view = _grid("case33bw")
+    for slot_s, slots in ((900, 16), (3600, 4)):
+        prices = np.linspace(100, 10, slots)  # cheapest at the end
+        dev = Devices(shiftable=(ShiftableLoad("s", 10, energy_mwh=0.1, p_max_mw=0.1, start_slot=0, end_slot=slots),),
+                      evs=(EVCharger("e", 20, energy_mwh=0.02, p_max_mw=0.011, arrival_slot=0,
+                                     departure_slot=slots, eta=1.0),))
+        prob = DispatchProblem(view, _profiles("case33bw", slots=slots, slot_s=slot_s, load=0.5), slot_seconds=slot_s,
+                               wholesale_eur_per_mwh=prices, devices=dev)
+        x = prob.solve().solution.x
+        h = slot_s / 3600
+        shift = x[prob.model.blocks["shift_p"].idx()][0]
+        ev = x[prob.model.blocks["ev_p"].idx()][0]
+        assert shift.sum() * h == pytest.approx(0.1, abs=1e-6)
+        assert ev.sum() * h == pytest.approx(0.02, abs=1e-6)
+        assert shift[-1] == pytest.approx(0.1, abs=1e-5)  # the cheapest slot is used first
+
+
+def test_pv_is_curtailed_when_energy_has_a_negative_price() -> None:
+    _, view = _grid("case33bw")
+    pv = CurtailablePV("pv", 25, available_mw=(0.3, 0.3), cost_eur_per_mwh=0.0)
+    prob = DispatchProblem(view, _profiles("case33bw", slots=2), slot_seconds=3600,
+                           wholesale_eur_per_mwh=[50.0, -20.0], devices=Devices(pv=(pv,)), formulation="lindistflow")
+    curt = prob.solve().solution.x[prob.model.blocks["pv_curtail"].idx()][0]
+    assert curt == pytest.approx([0.0, 0.3], abs=1e-5)
+
+
+def test_socp_reports_an_inexact_relaxation_under_negative_prices() -> None:
+    # With a negative energy price, burning power in fictitious losses pays: the relaxation
+    # is no longer exact, and the result says so.
+    _, view = _grid("case33bw")
+    exact = DispatchProblem(view, _profiles("case33bw", slots=2), slot_seconds=3600, wholesale_eur_per_mwh=50.0)
+    inexact = DispatchProblem(view, _profiles("case33bw", slots=2), slot_seconds=3600,
+                              wholesale_eur_per_mwh=[50.0, -20.0])
+    gap_exact = exact.solve().relaxation_gap_mw
+    gap_inexact = inexact.solve().relaxation_gap_mw
+    assert gap_exact is not None and gap_exact < 1e-5
+    assert gap_inexact is not None and gap_inexact > 1e-3
+
+
+def test_an_infeasible_problem_raises_solver_error_with_its_status() -> None:
+    _, view = _grid("case33bw")
+    bat = Battery("b", 5, energy_mwh=1.0, p_charge_mw=0.01, p_discharge_mw=0.01, soc_initial_mwh=0.0,
+                  soc_final_min_mwh=1.0)  # cannot reach 1 MWh at 10 kW in 4 hours
+    prob = DispatchProblem(view, _profiles("case33bw"), slot_seconds=3600, wholesale_eur_per_mwh=60.0,
+                           devices=Devices(batteries=(bat,)))
+    with pytest.raises(SolverError) as err:
+        prob.solve()
+    assert "infeasible" in err.value.status
+
+
+def test_bad_device_and_profile_input_is_named() -> None:
+    _, view = _grid("case33bw")
+    with pytest.raises(InputError, match="eta_charge"):
+        Battery("b", 5, 1.0, 0.1, 0.1, 0.0, eta_charge=1.5)
+    with pytest.raises(InputError, match="bus 999"):
+        DispatchProblem(view, _profiles("case33bw"), slot_seconds=3600, wholesale_eur_per_mwh=60.0,
+                        devices=Devices(batteries=(Battery("b", 999, 1.0, 0.1, 0.1, 0.0),)))
+    with pytest.raises(InputError, match="wholesale"):
+        DispatchProblem(view, _profiles("case33bw"), slot_seconds=3600, wholesale_eur_per_mwh=float("nan"))
