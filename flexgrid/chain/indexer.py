@@ -1,0 +1,362 @@
+"""Event indexer: the FlexGrid contracts' events into SQLModel tables (`flexgrid.store`).
+
+Each event is stored once, keyed by (chain id, transaction hash, log index), so re-running adds
+nothing. Only blocks at least `confirmations` deep are read. Before reading on, the indexer checks
+that the last block it read is still on the chain; after a reorg it drops what it stored from the
+orphaned blocks and reads the new ones.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlmodel import Session, col, delete, select
+from web3 import Web3
+
+from flexgrid.chain.artifacts import load_artifact
+from flexgrid.chain.deploy import Deployment
+from flexgrid.chain.market import offer_from_struct, p2p_from_struct, request_from_struct
+from flexgrid.errors import ChainError
+from flexgrid.store.tables import ChainEvent, IndexedBlock, IndexerCursor, OrderRecord
+from flexgrid.trading.models import FlexOffer, FlexRequest, P2POrder, request_order_hash
+
+CONTRACTS = {"market": "FlexMarket", "registry": "FlexRegistry", "token": "FlexToken"}
+
+
+def _event_signature(item: dict[str, Any]) -> str:
+    def kind(p: dict[str, Any]) -> str:
+        t = str(p["type"])
+        if t.startswith("tuple"):
+            return "(" + ",".join(kind(c) for c in p["components"]) + ")" + t[len("tuple") :]
+        return t
+
+    return f"{item['name']}({','.join(kind(p) for p in item['inputs'])})"
+
+
+def jsonable(value: Any, param: dict[str, Any] | None = None) -> Any:
+    """A decoded ABI value as JSON-able data: structs as dicts by component name, bytes as hex."""
+    kind = str(param["type"]) if param else ""
+    if kind.startswith("tuple") and kind.endswith("]"):
+        inner = {**param, "type": kind[: kind.rindex("[")]} if param else None
+        return [jsonable(v, inner) for v in value]
+    if kind == "tuple" and param is not None:
+        components = param["components"]
+        if isinstance(value, dict) or hasattr(value, "items"):
+            return {c["name"]: jsonable(value[c["name"]], c) for c in components}
+        return {c["name"]: jsonable(v, c) for c, v in zip(components, value, strict=True)}
+    if kind.endswith("]"):
+        inner = {"type": kind[: kind.rindex("[")]}
+        return [jsonable(v, inner) for v in value]
+    if isinstance(value, bytes | bytearray):
+        return "0x" + bytes(value).hex()
+    if kind == "address":
+        return str(Web3.to_checksum_address(value))
+    return value
+
+
+def _struct(args: dict[str, Any], key: str) -> dict[str, Any]:
+    """A struct argument from stored JSON, with hex bytes turned back into bytes for the decoders."""
+    out = {}
+    for k, v in dict(args[key]).items():
+        out[k] = bytes.fromhex(v[2:]) if isinstance(v, str) and len(v) == 66 and k != "provider" else v
+    return out
+
+
+@dataclass(frozen=True)
+class IndexerReport:
+    """What one `run_once` did."""
+
+    from_block: int
+    to_block: int  # last block read (from_block - 1 when nothing was read)
+    events_added: int
+    orders_added: int
+    reorged_blocks: int  # stored blocks dropped because they left the chain
+
+
+class EventIndexer:
+    """Indexes the events of one deployment into the database behind `engine`."""
+
+    def __init__(
+        self,
+        w3: Web3,
+        deployment: Deployment,
+        engine: Engine,
+        *,
+        confirmations: int = 0,
+        batch_blocks: int = 2000,
+    ) -> None:
+        if confirmations < 0:
+            raise ValueError("confirmations must not be negative")
+        self.w3 = w3
+        self.deployment = deployment
+        self.engine = engine
+        self.confirmations = confirmations
+        self.batch_blocks = batch_blocks
+        self.key = f"{deployment.chain_id}:{deployment.market}"
+        self._events: dict[bytes, tuple[str, str, dict[str, Any], Any]] = {}
+        self._addresses: dict[str, str] = {}
+        for attr, name in CONTRACTS.items():
+            address = Web3.to_checksum_address(getattr(deployment, attr))
+            self._addresses[str(address)] = name
+            abi = load_artifact(name).abi
+            contract = w3.eth.contract(address=address, abi=abi)
+            for item in abi:
+                if item.get("type") == "event" and not item.get("anonymous"):
+                    topic = bytes(Web3.keccak(text=_event_signature(item)))
+                    self._events[topic + bytes.fromhex(address[2:])] = (
+                        name,
+                        str(item["name"]),
+                        item,
+                        contract.events[item["name"]],
+                    )
+
+    # -- cursor and reorgs -----------------------------------------------------------------------
+
+    def _cursor(self, session: Session) -> IndexerCursor:
+        cursor = session.get(IndexerCursor, self.key)
+        if cursor is None:
+            cursor = IndexerCursor(
+                key=self.key, chain_id=self.deployment.chain_id, last_block=self.deployment.block_number - 1
+            )
+            session.add(cursor)
+        return cursor
+
+    def _block_hash(self, number: int) -> str | None:
+        try:
+            block = self.w3.eth.get_block(number)
+        except Exception:  # the block does not exist (any more)
+            return None
+        return "0x" + bytes(block["hash"]).hex()
+
+    def _handle_reorg(self, session: Session, cursor: IndexerCursor) -> int:
+        """Roll the cursor back to the last stored block still on the chain; return blocks dropped."""
+        if not cursor.last_block_hash or self._block_hash(cursor.last_block) == cursor.last_block_hash:
+            return 0
+        stored = session.exec(
+            select(IndexedBlock)
+            .where(IndexedBlock.chain_id == self.deployment.chain_id)
+            .where(IndexedBlock.block_number <= cursor.last_block)
+            .order_by(col(IndexedBlock.block_number).desc())
+        ).all()
+        ancestor, ancestor_hash = self.deployment.block_number - 1, ""
+        for block in stored:
+            if self._block_hash(block.block_number) == block.block_hash:
+                ancestor, ancestor_hash = block.block_number, block.block_hash
+                break
+        dropped = cursor.last_block - ancestor
+        chain_id = self.deployment.chain_id
+        session.exec(
+            delete(ChainEvent)
+            .where(col(ChainEvent.chain_id) == chain_id)
+            .where(col(ChainEvent.block_number) > ancestor)
+        )
+        session.exec(
+            delete(OrderRecord)
+            .where(col(OrderRecord.chain_id) == chain_id)
+            .where(col(OrderRecord.block_number) > ancestor)
+        )
+        session.exec(
+            delete(IndexedBlock)
+            .where(col(IndexedBlock.chain_id) == chain_id)
+            .where(col(IndexedBlock.block_number) > ancestor)
+        )
+        cursor.last_block, cursor.last_block_hash = ancestor, ancestor_hash
+        return dropped
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def run_once(self) -> IndexerReport:
+        """Read every confirmed block not read yet; returns what was added."""
+        head = int(self.w3.eth.block_number)
+        target = head - self.confirmations
+        events_added = orders_added = 0
+        with Session(self.engine, expire_on_commit=False) as session:
+            cursor = self._cursor(session)
+            dropped = self._handle_reorg(session, cursor)
+            session.commit()
+            start = cursor.last_block + 1
+            block = start
+            while block <= target:
+                end = min(block + self.batch_blocks - 1, target)
+                logs = self.w3.eth.get_logs(
+                    {"fromBlock": block, "toBlock": end, "address": list(self._addresses)}  # type: ignore[typeddict-item]
+                )
+                e, o = self._store_logs(session, logs)
+                events_added += e
+                orders_added += o
+                end_hash = self._block_hash(end)
+                if end_hash is None:
+                    raise ChainError(f"block {end} vanished while indexing")
+                cursor.last_block, cursor.last_block_hash = end, end_hash
+                self._remember_block(session, end, end_hash)
+                session.add(cursor)
+                session.commit()
+                block = end + 1
+            return IndexerReport(
+                from_block=start,
+                to_block=max(cursor.last_block, start - 1),
+                events_added=events_added,
+                orders_added=orders_added,
+                reorged_blocks=dropped,
+            )
+
+    def _remember_block(self, session: Session, number: int, block_hash: str) -> None:
+        existing = session.exec(
+            select(IndexedBlock)
+            .where(IndexedBlock.chain_id == self.deployment.chain_id)
+            .where(IndexedBlock.block_number == number)
+        ).first()
+        if existing is None:
+            session.add(
+                IndexedBlock(chain_id=self.deployment.chain_id, block_number=number, block_hash=block_hash)
+            )
+        elif existing.block_hash != block_hash:
+            existing.block_hash = block_hash
+            session.add(existing)
+
+    def _store_logs(self, session: Session, logs: Iterable[Any]) -> tuple[int, int]:
+        chain_id = self.deployment.chain_id
+        rows = list(logs)
+        tx_hashes = {"0x" + bytes(log["transactionHash"]).hex() for log in rows}
+        existing = set()
+        if tx_hashes:
+            for tx_hash, log_index in session.exec(
+                select(ChainEvent.tx_hash, ChainEvent.log_index)
+                .where(ChainEvent.chain_id == chain_id)
+                .where(col(ChainEvent.tx_hash).in_(tx_hashes))
+            ).all():
+                existing.add((tx_hash, log_index))
+        events_added = orders_added = 0
+        for log in rows:
+            if not log["topics"]:
+                continue
+            address = str(Web3.to_checksum_address(log["address"]))
+            entry = self._events.get(bytes(log["topics"][0]) + bytes.fromhex(address[2:]))
+            if entry is None:
+                continue
+            tx_hash = "0x" + bytes(log["transactionHash"]).hex()
+            log_index = int(log["logIndex"])
+            if (tx_hash, log_index) in existing:
+                continue
+            contract_name, event_name, abi_item, event = entry
+            decoded = event().process_log(log)
+            args = {p["name"]: jsonable(decoded["args"][p["name"]], p) for p in abi_item["inputs"]}
+            block_number = int(log["blockNumber"])
+            block_hash = "0x" + bytes(log["blockHash"]).hex()
+            order = self._order(event_name, args)
+            order_hash = args.get("orderHash")
+            if event_name == "FlexRequestSubmitted":
+                order_hash = request_order_hash(int(args["requestId"]))
+            account = next(
+                (args[p["name"]] for p in abi_item["inputs"] if p.get("indexed") and p["type"] == "address"),
+                None,
+            )
+            session.add(
+                ChainEvent(
+                    chain_id=chain_id,
+                    contract=address,
+                    contract_name=contract_name,
+                    event=event_name,
+                    tx_hash=tx_hash,
+                    log_index=log_index,
+                    block_number=block_number,
+                    block_hash=block_hash,
+                    round_id=int(args["roundId"]) if "roundId" in args else None,
+                    order_hash=order_hash if isinstance(order_hash, str) else None,
+                    account=account,
+                    args_json=json.dumps(args, sort_keys=True, separators=(",", ":")),
+                )
+            )
+            self._remember_block(session, block_number, block_hash)
+            events_added += 1
+            if order is not None:
+                kind, participant, model = order
+                session.add(
+                    OrderRecord(
+                        chain_id=chain_id,
+                        market=self.deployment.market,
+                        order_hash=str(model.order_id),
+                        kind=kind,
+                        round_id=model.round_id,
+                        participant=participant,
+                        model_json=model.model_dump_json(),
+                        tx_hash=tx_hash,
+                        log_index=log_index,
+                        block_number=block_number,
+                    )
+                )
+                orders_added += 1
+            existing.add((tx_hash, log_index))
+        return events_added, orders_added
+
+    def _order(
+        self, event_name: str, args: dict[str, Any]
+    ) -> tuple[str, str, FlexRequest | FlexOffer | P2POrder] | None:
+        if event_name == "FlexRequestSubmitted":
+            request = request_from_struct(int(args["requestId"]), args["dso"], dict(args["request"]))
+            return "request", str(args["dso"]), request
+        if event_name == "FlexOfferSubmitted":
+            offer = offer_from_struct(_struct(args, "offer"), args["orderHash"])
+            return "offer", offer.provider, offer
+        if event_name == "P2POrderSubmitted":
+            order = p2p_from_struct(_struct(args, "order"), args["orderHash"])
+            return "p2p", order.trader, order
+        return None
+
+
+@dataclass(frozen=True)
+class RoundOrders:
+    """The orders of one round as indexed from chain, each with its order hash as `order_id`."""
+
+    requests: list[FlexRequest]
+    offers: list[FlexOffer]
+    p2p: list[P2POrder]
+
+
+def round_orders(engine: Engine, deployment: Deployment, round_id: int) -> RoundOrders:
+    """The indexed orders of `round_id` (run the indexer first), in acceptance order."""
+    with Session(engine) as session:
+        rows = session.exec(
+            select(OrderRecord)
+            .where(OrderRecord.chain_id == deployment.chain_id)
+            .where(OrderRecord.market == deployment.market)
+            .where(OrderRecord.round_id == round_id)
+            .order_by(col(OrderRecord.block_number), col(OrderRecord.log_index))
+        ).all()
+    requests = [FlexRequest.model_validate_json(r.model_json) for r in rows if r.kind == "request"]
+    offers = [FlexOffer.model_validate_json(r.model_json) for r in rows if r.kind == "offer"]
+    p2p = [P2POrder.model_validate_json(r.model_json) for r in rows if r.kind == "p2p"]
+    return RoundOrders(requests=requests, offers=offers, p2p=p2p)
+
+
+def round_events(
+    engine: Engine, deployment: Deployment, round_id: int, event: str | None = None
+) -> list[dict[str, Any]]:
+    """Indexed events of `round_id` (optionally one event name): name, block, tx, log index, args."""
+    with Session(engine) as session:
+        query = (
+            select(ChainEvent)
+            .where(ChainEvent.chain_id == deployment.chain_id)
+            .where(ChainEvent.round_id == round_id)
+            .order_by(col(ChainEvent.block_number), col(ChainEvent.log_index))
+        )
+        if event is not None:
+            query = query.where(ChainEvent.event == event)
+        rows = session.exec(query).all()
+    return [
+        {
+            "event": r.event,
+            "block_number": r.block_number,
+            "tx_hash": r.tx_hash,
+            "log_index": r.log_index,
+            "args": json.loads(r.args_json),
+        }
+        for r in rows
+    ]
+
+
+__all__ = ["EventIndexer", "IndexerReport", "RoundOrders", "jsonable", "round_events", "round_orders"]

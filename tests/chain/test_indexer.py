@@ -1,0 +1,126 @@
+"""The event indexer against a real anvil: events land once, confirmations are honoured, reorgs undone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+from sqlmodel import Session, func, select
+
+from flexgrid.chain.indexer import EventIndexer, round_events, round_orders
+from flexgrid.chain.node import mine, revert_to, snapshot
+from flexgrid.store import ChainEvent, init_db, make_engine
+from flexgrid.trading import Direction, FlexOffer, FlexRequest, RoundConfig
+from tests.conftest import MarketEnv
+
+pytestmark = pytest.mark.chain
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Engine:
+    engine = make_engine(f"sqlite:///{tmp_path / 'index.db'}")
+    init_db(engine)
+    return engine
+
+
+def _count(engine: Engine, event: str | None = None) -> int:
+    with Session(engine) as session:
+        query = select(func.count()).select_from(ChainEvent)
+        if event:
+            query = query.where(ChainEvent.event == event)
+        return int(session.exec(query).one())
+
+
+def _round_with_orders(
+    market: MarketEnv, offers: int = 3
+) -> tuple[RoundConfig, FlexRequest, list[FlexOffer]]:
+    op = market.client()
+    cfg = op.create_round(market.round_config())
+    request = market.client(market.dso).submit_request(
+        FlexRequest(
+            round_id=cfg.round_id,
+            bus=4,
+            direction=Direction.DOWN,
+            slots=(1, 2),
+            kw=(12.5, 7.25),
+            price_cap_eur_per_mwh=250.5,
+        )
+    )
+    made = []
+    for i in range(offers):
+        provider = market.providers[i]
+        offer = FlexOffer(
+            provider=provider.address,
+            round_id=cfg.round_id,
+            bus=4,
+            asset_id="0x" + f"{i:064x}",
+            direction=Direction.DOWN,
+            slots=(1, 2),
+            min_kw=(1.0, 0.0),
+            max_kw=(5.5, 6.0),
+            price_eur_per_mwh=99.125,
+            exclusive_group="0x" + "00" * 31 + "01",
+            min_activation=0.2,
+            nonce=cfg.round_id << 64,
+            expiry_s=market.now_s() + 1000,
+        )
+        op.submit_offer(offer.sign(provider, market.deployment.domain))
+        made.append(offer.model_copy(update={"order_id": offer.digest(market.deployment.domain)}))
+    return cfg, request, made
+
+
+def test_events_land_once_and_orders_decode_to_the_models(market: MarketEnv, engine: Engine) -> None:
+    cfg, request, offers = _round_with_orders(market)
+    indexer = EventIndexer(market.w3, market.deployment, engine)
+    first = indexer.run_once()
+    assert first.events_added > 0 and first.orders_added == 4
+    assert _count(engine, "FlexOfferSubmitted") == 3
+    assert _count(engine, "RoundCreated") >= 1
+    total = _count(engine)
+
+    again = indexer.run_once()
+    assert (again.events_added, again.orders_added) == (0, 0)
+    # A fresh indexer on the same database (a restart) adds nothing either.
+    assert EventIndexer(market.w3, market.deployment, engine).run_once().events_added == 0
+    assert _count(engine) == total
+
+    orders = round_orders(engine, market.deployment, cfg.round_id)
+    assert orders.requests == [request]
+    assert orders.offers == offers
+    assert orders.p2p == []
+    created = round_events(engine, market.deployment, cfg.round_id, "RoundCreated")
+    assert created[0]["args"]["config"]["slotCount"] == cfg.slot_count
+
+
+def test_confirmations_hold_back_recent_blocks(market: MarketEnv, engine: Engine) -> None:
+    indexer = EventIndexer(market.w3, market.deployment, engine, confirmations=3)
+    mine(market.w3, 3)  # the set-up transactions are now 3 blocks deep
+    indexer.run_once()
+    before = _count(engine, "FlexOfferSubmitted")
+    _round_with_orders(market, offers=1)  # request, round and offer: three blocks
+    assert indexer.run_once().events_added == 0
+    assert _count(engine, "FlexOfferSubmitted") == before
+    mine(market.w3, 3)
+    indexer.run_once()
+    assert _count(engine, "FlexOfferSubmitted") == before + 1
+
+
+def test_reorg_drops_events_of_orphaned_blocks(market: MarketEnv, engine: Engine) -> None:
+    indexer = EventIndexer(market.w3, market.deployment, engine)
+    indexer.run_once()
+    base = _count(engine)
+    fork_point = snapshot(market.w3)
+    cfg, _, _ = _round_with_orders(market, offers=2)
+    indexer.run_once()
+    assert _count(engine, "FlexOfferSubmitted") >= 2
+    # The chain drops those blocks and grows a different branch of the same height and more.
+    revert_to(market.w3, fork_point)
+    market.client().create_round(market.round_config(slot_count=8))
+    mine(market.w3, 6)
+    report = indexer.run_once()
+    assert report.reorged_blocks > 0
+    assert round_orders(engine, market.deployment, cfg.round_id).offers == []
+    assert _count(engine) == base + 1  # only the new branch's RoundCreated
+    created = round_events(engine, market.deployment, cfg.round_id, "RoundCreated")
+    assert created[0]["args"]["config"]["slotCount"] == 8
