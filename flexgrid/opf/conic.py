@@ -170,7 +170,7 @@ class ConicModel:
             solver = "CLARABEL" if has_soc else "HIGHS"
         if len(ints) and has_soc:
             raise SolverError("unsupported", "integer variables with second-order cones need a MISOCP solver")
-        x = cp.Variable(self.n, integer=[(int(i),) for i in ints] if len(ints) else False)
+        x = cp.Variable(self.n, integer=[tuple(int(i) for i in ints)] if len(ints) else False)
         cons: list[cp.Constraint] = []
         for g in self.groups:
             if g.a.shape[0] == 0:
