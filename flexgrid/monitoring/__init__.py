@@ -24,24 +24,36 @@ from flexgrid.monitoring.measurements import (
     substation_meter,
 )
 from flexgrid.monitoring.network import NetworkModel, build_model
+from flexgrid.monitoring.placement import (
+    DEFAULT_METER_TYPES,
+    MeterType,
+    Placement,
+    best_k_meters,
+    greedy_placement,
+)
 from flexgrid.monitoring.powerflow import BatchFlow, solve_batch
 from flexgrid.monitoring.simulation import TrialResult, run_trials, sample_injections
 
 __all__ = [
+    "DEFAULT_METER_TYPES",
     "BatchFlow",
     "EstimationError",
     "Kind",
     "MeasurementSet",
     "Meter",
+    "MeterType",
     "NetworkModel",
     "ObservabilityReport",
+    "Placement",
     "PseudoConfig",
     "StateEstimate",
     "TrialResult",
+    "best_k_meters",
     "build_model",
     "check_observability",
     "estimate",
     "estimate_series",
+    "greedy_placement",
     "meter_channels",
     "pseudo_measurements",
     "readings",

@@ -73,6 +73,7 @@ class TrialResult:
     gross_channel: np.ndarray  # index of the corrupted channel (-1 if none)
     detectable_share: FloatArray  # share of meter channels whose 15σ error is detectable
     estimate_seconds: float  # mean wall time of one clean estimate
+    abs_error_pu: FloatArray  # (n_trials, n_bus) |V_est - V_true| of the clean estimates
 
     def summary(self) -> dict[str, float]:
         clean = float(np.mean(self.rmse_pu))
@@ -137,6 +138,7 @@ def run_trials(
     g_chan = np.full(n_trials, -1)
     det_share = np.zeros(n_trials)
     elapsed = 0.0
+    abs_err = np.zeros((n_trials, model.n_bus))
     for k in range(n_trials):
         vt = truth.v[:, k]
         vm_t = np.abs(vt)
@@ -145,6 +147,7 @@ def run_trials(
         est = estimate(model, ms, workspace=ws, v0=forecast)
         elapsed += time.perf_counter() - t0
         err = np.abs(est.vm_pu - vm_t)
+        abs_err[k] = err
         worst[k] = err.max()
         rmse[k] = np.sqrt(np.mean(err**2))
         fc_err = np.abs(vm_fc - vm_t)
@@ -168,5 +171,5 @@ def run_trials(
         detected[k] = i in est_bad.removed_index
         g_rmse[k] = np.sqrt(np.mean((est_bad.vm_pu - vm_t) ** 2))
     return TrialResult(
-        worst, rmse, fc_rmse, fc_worst, cover, detected, g_rmse, g_chan, det_share, elapsed / n_trials
+        worst, rmse, fc_rmse, fc_worst, cover, detected, g_rmse, g_chan, det_share, elapsed / n_trials, abs_err
     )
