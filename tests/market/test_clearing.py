@@ -29,7 +29,7 @@ HAND = {
 
 @pytest.mark.parametrize("rule", list(PricingRule))
 def test_pricing_rules_on_a_case_checked_by_hand(rule: PricingRule) -> None:
-    net, view = grid()
+    net, _ = grid()
     rc = round_config(slots=1, rule=rule)
     orders = [offer("a", 5, 80.0, 60.0), offer("b", 5, 120.0, 60.0), request("r", 5, 100.0, 200.0)]
     out = clear_market(net, profiles(rc), rc, orders, wholesale_eur_per_mwh=50.0, formulation="copperplate",
