@@ -54,6 +54,14 @@ contract FlexMarket is FlexMarketBase, Proxy {
         Round storage r = _rounds[roundId];
         r.dso = dso;
         r.state = FlexTypes.RoundState.OPEN;
+        r.gateClosure = config.gateClosure;
+        r.slotCount = config.slotCount;
+        r.sealMode = config.sealMode;
+        r.priceCap = config.priceCapMicroPerMwh;
+        r.bidDeposit = uint64(config.bidDeposit); // checked in _validateConfig
+        r.toleranceBps = config.toleranceBps;
+        r.penaltyBps = config.penaltyBps;
+        r.claimDeadline = SafeCast.toUint40(_claimDeadline(_configs[roundId]));
         r.accumulator = bytes32(roundId);
         emit RoundCreated(roundId, config.gridId, config);
     }
@@ -84,14 +92,14 @@ contract FlexMarket is FlexMarketBase, Proxy {
         uint256 roundId = request.roundId;
         (FlexTypes.RoundConfig storage c, Round storage r) = _round(roundId);
         if (msg.sender != r.dso) revert Unauthorized(msg.sender, DSO_ROLE_ID);
-        _requireOpen(roundId, c, r);
+        _requireOpen(roundId, r);
         uint256 budget = _requestBudget(request, c);
         if (budget > type(uint128).max) revert InvalidRequest("budget", budget);
 
         requestId = ++_requestCount;
         _requests[requestId] = FlexTypes.RequestInfo({roundId: roundId, dso: msg.sender, budget: SafeCast.toUint128(budget)});
         _escrows[roundId][msg.sender].escrow += SafeCast.toUint128(budget);
-        r.pot += SafeCast.toUint128(budget);
+        r.pot += SafeCast.toUint96(budget);
         _accept(r, bytes32(requestId));
         emit FlexRequestSubmitted(roundId, requestId, msg.sender, request, budget);
 
@@ -105,9 +113,9 @@ contract FlexMarket is FlexMarketBase, Proxy {
     /// @notice See IFlexMarket.depositBid.
     function depositBid(uint256 roundId) external whenNotPaused nonReentrant {
         (FlexTypes.RoundConfig storage c, Round storage r) = _round(roundId);
-        _requireOpen(roundId, c, r);
-        if (c.sealMode != FlexTypes.SEAL_OPEN) revert WrongSealMode(roundId, c.sealMode);
-        uint256 amount = c.bidDeposit;
+        _requireOpen(roundId, r);
+        if (r.sealMode != FlexTypes.SEAL_OPEN) revert WrongSealMode(roundId, r.sealMode);
+        uint256 amount = r.bidDeposit;
         if (amount == 0) revert ZeroValue("bidDeposit");
         _requireProvider(msg.sender);
         if (_deposits[roundId][msg.sender] != 0) revert AlreadyDeposited(roundId, msg.sender);
@@ -122,16 +130,28 @@ contract FlexMarket is FlexMarketBase, Proxy {
         whenNotPaused
         returns (bytes32 orderHash)
     {
-        return _submitOffer(offer, signature);
+        (orderHash,,) = _submitOffer(offer, signature, 0, address(0));
     }
 
     /// @notice See IFlexMarket.submitOffers.
+    /// @dev Consecutive offers of one provider in one round (an aggregator's batch) skip the repeated
+    /// round, registry and deposit look-ups, which cannot change within the transaction.
     function submitOffers(FlexTypes.FlexOffer[] calldata offers, bytes[] calldata signatures) external whenNotPaused {
         uint256 n = offers.length;
         if (n == 0) revert EmptyBatch();
         if (signatures.length != n) revert LengthMismatch(n, signatures.length);
+        uint256 checkedRound;
+        address checkedProvider;
+        uint256 freeMemory;
+        assembly ("memory-safe") {
+            freeMemory := mload(0x40)
+        }
         for (uint256 i; i < n; ++i) {
-            _submitOffer(offers[i], signatures[i]);
+            (, checkedRound, checkedProvider) = _submitOffer(offers[i], signatures[i], checkedRound, checkedProvider);
+            // nothing allocated for one offer outlives it: reuse the memory (no quadratic growth)
+            assembly ("memory-safe") {
+                mstore(0x40, freeMemory)
+            }
         }
     }
 
@@ -142,13 +162,13 @@ contract FlexMarket is FlexMarketBase, Proxy {
         nonReentrant
     {
         (FlexTypes.RoundConfig storage c, Round storage r) = _round(roundId);
-        _requireOpen(roundId, c, r);
-        if (c.sealMode == FlexTypes.SEAL_OPEN) revert WrongSealMode(roundId, c.sealMode);
+        _requireOpen(roundId, r);
+        if (r.sealMode == FlexTypes.SEAL_OPEN) revert WrongSealMode(roundId, r.sealMode);
         if (commitment_ == bytes32(0)) revert UnknownCommitment(roundId, commitment_);
         _requireProvider(msg.sender);
         Commitment storage cm = _commitments[roundId][commitment_];
         if (cm.provider != address(0)) revert CommitmentExists(roundId, commitment_);
-        uint256 amount = c.bidDeposit;
+        uint256 amount = r.bidDeposit;
         cm.provider = msg.sender;
         _deposits[roundId][msg.sender] += amount;
         emit OfferCommitted(roundId, commitment_, msg.sender, amount, ciphertext);
@@ -196,21 +216,22 @@ contract FlexMarket is FlexMarketBase, Proxy {
         if (!_registry.isOracle(msg.sender)) revert Unauthorized(msg.sender, _registry.ORACLE_ROLE());
         (FlexTypes.RoundConfig storage c, Round storage r) = _round(roundId);
         FlexTypes.RoundState s = _state(c, r);
-        if (s == FlexTypes.RoundState.OPEN) revert TooEarly(roundId, c.gateClosure + uint256(c.revealSeconds), block.timestamp);
+        uint256 revealEnd = uint256(r.gateClosure) + c.revealSeconds;
+        if (s == FlexTypes.RoundState.OPEN) revert TooEarly(roundId, revealEnd, block.timestamp);
         if (s != FlexTypes.RoundState.CLOSED) revert WrongRoundState(roundId, s);
-        uint256 revealEnd = uint256(c.gateClosure) + c.revealSeconds;
         if (block.timestamp < revealEnd) revert TooEarly(roundId, revealEnd, block.timestamp);
         uint256 deadline = revealEnd + c.clearingSeconds;
         if (block.timestamp >= deadline) revert TooLate(roundId, deadline, block.timestamp);
         if (result.tradeRoot == bytes32(0)) revert ZeroValue("tradeRoot");
         if (result.inputHash == bytes32(0)) revert ZeroValue("inputHash");
         if (result.totalPayout > r.pot) revert PayoutExceedsPot(roundId, result.totalPayout, r.pot);
-        if (_voted[roundId][msg.sender]) revert AlreadyVoted(roundId, msg.sender);
-        _voted[roundId][msg.sender] = true;
-
         uint256 votes = 1;
         uint256 quorum = c.oracleQuorum;
         if (quorum > 1) {
+            // k-of-n: count equal results; a quorum-1 round needs no vote bookkeeping, since the
+            // first valid vote commits the result and ends the voting window.
+            if (_voted[roundId][msg.sender]) revert AlreadyVoted(roundId, msg.sender);
+            _voted[roundId][msg.sender] = true;
             bytes32 resultHash = keccak256(
                 abi.encode(result.tradeRoot, result.inputHash, result.certificateHash, result.totalPayout)
             );
@@ -221,9 +242,9 @@ contract FlexMarket is FlexMarketBase, Proxy {
         }
         r.votes = SafeCast.toUint8(votes);
         r.state = FlexTypes.RoundState.COMMITTED;
-        r.committedAt = SafeCast.toUint40(block.timestamp);
+        r.finalAt = SafeCast.toUint40(block.timestamp + c.disputeWindow);
         r.tradeRoot = result.tradeRoot;
-        r.totalPayout = result.totalPayout;
+        r.totalPayout = uint96(result.totalPayout); // <= pot, a uint96
         emit ClearingCommitted(
             roundId,
             result.tradeRoot,
@@ -317,84 +338,101 @@ contract FlexMarket is FlexMarketBase, Proxy {
 
     // ================================================================== internal: orders
 
-    function _submitOffer(FlexTypes.FlexOffer calldata o, bytes calldata signature) private returns (bytes32 orderHash) {
-        uint256 roundId = o.roundId;
-        (FlexTypes.RoundConfig storage c, Round storage r) = _round(roundId);
-        _requireOpen(roundId, c, r);
-        if (c.sealMode != FlexTypes.SEAL_OPEN) revert WrongSealMode(roundId, c.sealMode);
-        orderHash = _hashTypedDataV4(FlexTypes.hashFlexOffer(o));
-        uint256 required = c.bidDeposit;
-        if (required != 0) {
-            uint256 deposited = _deposits[roundId][o.provider];
-            if (deposited < required) revert MissingDeposit(roundId, o.provider, deposited, required);
+    /// @dev Accepts one offer into an OPEN round. `checkedRound` / `checkedProvider`: the round and
+    /// provider of the previous offer of the batch, already checked (0 for none).
+    function _submitOffer(
+        FlexTypes.FlexOffer calldata o,
+        bytes calldata signature,
+        uint256 checkedRound,
+        address checkedProvider
+    ) private returns (bytes32 orderHash, uint256 roundId, address provider) {
+        roundId = o.roundId;
+        provider = o.provider;
+        Round storage r = _rounds[roundId];
+        if (checkedRound == 0 || roundId != checkedRound) {
+            if (r.state == FlexTypes.RoundState.NONE) revert UnknownRound(roundId);
+            _requireOpen(roundId, r);
+            if (r.sealMode != FlexTypes.SEAL_OPEN) revert WrongSealMode(roundId, r.sealMode);
+            checkedProvider = address(0);
         }
-        _checkOffer(o, orderHash, c, signature);
+        orderHash = _hashTypedDataV4(FlexTypes.hashFlexOffer(o));
+        _checkOfferFields(o, orderHash, r);
+        if (checkedProvider == address(0) || provider != checkedProvider) {
+            _requireProvider(provider);
+            uint256 required = r.bidDeposit;
+            if (required != 0) {
+                uint256 deposited = _deposits[roundId][provider];
+                if (deposited < required) revert MissingDeposit(roundId, provider, deposited, required);
+            }
+        }
+        _checkSignature(provider, orderHash, signature);
+        _useCheckedNonce(provider, o.nonce);
         _accept(r, orderHash);
-        emit FlexOfferSubmitted(roundId, orderHash, o.provider, o);
+        emit FlexOfferSubmitted(roundId, orderHash, provider, o);
     }
 
     function _revealOffer(FlexTypes.FlexOffer calldata o, bytes calldata signature, bytes32 salt) private {
         uint256 roundId = o.roundId;
         (FlexTypes.RoundConfig storage c, Round storage r) = _round(roundId);
-        if (c.sealMode == FlexTypes.SEAL_OPEN) revert WrongSealMode(roundId, c.sealMode);
+        if (r.sealMode == FlexTypes.SEAL_OPEN) revert WrongSealMode(roundId, r.sealMode);
         FlexTypes.RoundState s = _state(c, r);
-        if (s == FlexTypes.RoundState.OPEN) revert TooEarly(roundId, c.gateClosure, block.timestamp);
+        if (s == FlexTypes.RoundState.OPEN) revert TooEarly(roundId, r.gateClosure, block.timestamp);
         if (s != FlexTypes.RoundState.CLOSED) revert WrongRoundState(roundId, s);
-        uint256 revealEnd = uint256(c.gateClosure) + c.revealSeconds;
+        uint256 revealEnd = uint256(r.gateClosure) + c.revealSeconds;
         if (block.timestamp >= revealEnd) revert TooLate(roundId, revealEnd, block.timestamp);
         bytes32 orderHash = _hashTypedDataV4(FlexTypes.hashFlexOffer(o));
         bytes32 commitment_ = FlexTypes.commitment(orderHash, o.provider, salt);
         Commitment storage cm = _commitments[roundId][commitment_];
         if (cm.provider == address(0)) revert UnknownCommitment(roundId, commitment_);
         if (cm.closed) revert CommitmentClosed(roundId, commitment_);
-        _checkOffer(o, orderHash, c, signature);
+        _checkOfferFields(o, orderHash, r);
+        _requireProvider(o.provider);
+        _checkSignature(o.provider, orderHash, signature);
+        _useCheckedNonce(o.provider, o.nonce);
         cm.closed = true;
         _accept(r, orderHash);
         emit OfferRevealed(roundId, commitment_, orderHash);
         emit FlexOfferSubmitted(roundId, orderHash, o.provider, o);
     }
 
-    /// @dev Field checks, expiry, provider role, signature and nonce of an offer.
-    function _checkOffer(
-        FlexTypes.FlexOffer calldata o,
-        bytes32 orderHash,
-        FlexTypes.RoundConfig storage c,
-        bytes calldata signature
-    ) private {
-        uint256 n = o.slots.length;
+    /// @dev Field checks and expiry of an offer (every value read through Solidity, which rejects
+    /// dirty calldata, so the assembly struct hash equals the canonical one).
+    function _checkOfferFields(FlexTypes.FlexOffer calldata o, bytes32 orderHash, Round storage r) private view {
+        uint16[] calldata slots = o.slots;
+        uint64[] calldata minPowerW = o.minPowerW;
+        uint64[] calldata maxPowerW = o.maxPowerW;
+        uint256 n = slots.length;
         if (n == 0) revert InvalidOrder(orderHash, "slots", 0);
-        if (o.minPowerW.length != n) revert InvalidOrder(orderHash, "minPowerW", o.minPowerW.length);
-        if (o.maxPowerW.length != n) revert InvalidOrder(orderHash, "maxPowerW", o.maxPowerW.length);
+        if (minPowerW.length != n) revert InvalidOrder(orderHash, "minPowerW", minPowerW.length);
+        if (maxPowerW.length != n) revert InvalidOrder(orderHash, "maxPowerW", maxPowerW.length);
         if (o.direction > FlexTypes.DIRECTION_DOWN) revert InvalidOrder(orderHash, "direction", o.direction);
-        if (o.priceMicroPerMwh > c.priceCapMicroPerMwh) {
-            revert InvalidOrder(orderHash, "priceMicroPerMwh", o.priceMicroPerMwh);
-        }
+        uint256 price = o.priceMicroPerMwh;
+        if (price > r.priceCap) revert InvalidOrder(orderHash, "priceMicroPerMwh", price);
         if (o.minActivationBps > FlexTypes.BPS) revert InvalidOrder(orderHash, "minActivationBps", o.minActivationBps);
-        uint256 slotCount = c.slotCount;
+        uint256 slotCount = r.slotCount;
         uint256 previous;
         for (uint256 i; i < n; ++i) {
-            uint256 slot = o.slots[i];
+            uint256 slot = slots[i];
             if (slot >= slotCount || (i != 0 && slot <= previous)) revert InvalidOrder(orderHash, "slots", slot);
             previous = slot;
-            uint256 maxW = o.maxPowerW[i];
+            uint256 maxW = maxPowerW[i];
             if (maxW == 0) revert InvalidOrder(orderHash, "maxPowerW", 0);
-            if (o.minPowerW[i] > maxW) revert InvalidOrder(orderHash, "minPowerW", o.minPowerW[i]);
+            uint256 minW = minPowerW[i];
+            if (minW > maxW) revert InvalidOrder(orderHash, "minPowerW", minW);
         }
-        if (block.timestamp > o.expiry) revert OrderExpired(orderHash, o.expiry, block.timestamp);
-        _requireProvider(o.provider);
-        _checkSignature(o.provider, orderHash, signature);
-        _useCheckedNonce(o.provider, o.nonce);
+        uint256 expiry = o.expiry;
+        if (block.timestamp > expiry) revert OrderExpired(orderHash, expiry, block.timestamp);
     }
 
     function _submitP2POrder(FlexTypes.P2POrder calldata o, bytes calldata signature) private returns (uint256 escrow) {
         uint256 roundId = o.roundId;
         (FlexTypes.RoundConfig storage c, Round storage r) = _round(roundId);
-        _requireOpen(roundId, c, r);
+        _requireOpen(roundId, r);
         bytes32 orderHash = _hashTypedDataV4(FlexTypes.hashP2POrder(o));
         if (o.side > FlexTypes.SIDE_SELL) revert InvalidOrder(orderHash, "side", o.side);
-        if (o.slot >= c.slotCount) revert InvalidOrder(orderHash, "slot", o.slot);
+        if (o.slot >= r.slotCount) revert InvalidOrder(orderHash, "slot", o.slot);
         if (o.powerW == 0) revert InvalidOrder(orderHash, "powerW", 0);
-        if (o.limitPriceMicroPerMwh > c.priceCapMicroPerMwh) {
+        if (o.limitPriceMicroPerMwh > r.priceCap) {
             revert InvalidOrder(orderHash, "limitPriceMicroPerMwh", o.limitPriceMicroPerMwh);
         }
         if (block.timestamp > o.expiry) revert OrderExpired(orderHash, o.expiry, block.timestamp);
@@ -404,7 +442,7 @@ contract FlexMarket is FlexMarketBase, Proxy {
         if (o.side == FlexTypes.SIDE_BUY) {
             escrow = FlexTypes.valueUp(o.powerW, c.slotSeconds, o.limitPriceMicroPerMwh);
             _escrows[roundId][o.trader].escrow += SafeCast.toUint128(escrow);
-            r.pot += SafeCast.toUint128(escrow);
+            r.pot += SafeCast.toUint96(escrow);
         }
         _accept(r, orderHash);
         emit P2POrderSubmitted(roundId, orderHash, o.trader, o, escrow);
@@ -469,6 +507,7 @@ contract FlexMarket is FlexMarketBase, Proxy {
         if (c.priceCapMicroPerMwh == 0) revert InvalidRoundConfig("priceCapMicroPerMwh", 0);
         if (c.toleranceBps > FlexTypes.BPS) revert InvalidRoundConfig("toleranceBps", c.toleranceBps);
         if (c.penaltyBps > FlexTypes.BPS) revert InvalidRoundConfig("penaltyBps", c.penaltyBps);
+        if (c.bidDeposit > type(uint64).max) revert InvalidRoundConfig("bidDeposit", c.bidDeposit);
         if (c.oracleQuorum == 0 || c.oracleQuorum > _registry.oracleCount()) {
             revert InvalidRoundConfig("oracleQuorum", c.oracleQuorum);
         }

@@ -20,18 +20,34 @@ abstract contract FlexMarketBase is IFlexMarketEvents, EIP712, NoncesKeyed, Paus
     bytes32 internal constant DSO_ROLE_ID = keccak256("DSO");
     bytes32 internal constant METERING_ROLE_ID = keccak256("METERING");
 
-    /// @dev Mutable state of a round, packed: slot 0 is read and written by every order.
+    /// @dev Mutable state of a round. Slot 0 holds everything an order needs (state, counters and
+    /// a copy of the hot config fields), so that an offer reads one round slot and writes two
+    /// (slot 0 and the accumulator).
     struct Round {
-        address dso; // the grid's DSO at creation
+        // slot 0
         FlexTypes.RoundState state; // stored state (CLOSED and lapsed FINAL are derived)
-        uint8 votes;
         uint32 orderCount;
-        uint40 committedAt;
+        uint64 gateClosure;
+        uint16 slotCount;
+        uint8 sealMode;
+        uint64 priceCap; // priceCapMicroPerMwh
+        uint64 bidDeposit;
+        // slot 1
         bytes32 accumulator;
-        uint128 pot;
-        uint128 totalPayout;
+        // slot 2
+        uint96 pot; // budgets and buy escrows paid in
+        uint96 totalPayout; // committed sum of positive payments
+        uint16 toleranceBps; // copies of the config, read by every payment claim
+        uint16 penaltyBps;
+        uint8 votes;
+        // slot 3
         uint128 charged;
         uint128 paid;
+        // slot 4
+        address dso; // the grid's DSO at creation
+        uint40 finalAt; // commit time + disputeWindow (0 before the commit)
+        uint40 claimDeadline; // deliveryEnd + 2 * settlementSeconds
+        // slots 5-7
         bytes32 tradeRoot;
         bytes32 meteringRoot;
         address disputer;
@@ -75,8 +91,15 @@ abstract contract FlexMarketBase is IFlexMarketEvents, EIP712, NoncesKeyed, Paus
 
     // ================================================================== internal: rounds
 
+    /// @dev Folds an accepted order into the round's accumulator: acc = keccak256(abi.encode(acc, orderHash)).
     function _accept(Round storage r, bytes32 orderHash) internal {
-        r.accumulator = keccak256(abi.encode(r.accumulator, orderHash));
+        bytes32 acc = r.accumulator;
+        assembly ("memory-safe") {
+            mstore(0x00, acc)
+            mstore(0x20, orderHash)
+            acc := keccak256(0x00, 0x40)
+        }
+        r.accumulator = acc;
         r.orderCount += 1;
     }
 
@@ -89,15 +112,15 @@ abstract contract FlexMarketBase is IFlexMarketEvents, EIP712, NoncesKeyed, Paus
     function _state(FlexTypes.RoundConfig storage c, Round storage r) internal view returns (FlexTypes.RoundState s) {
         s = r.state;
         if (s == FlexTypes.RoundState.OPEN) {
-            if (block.timestamp >= c.gateClosure) return FlexTypes.RoundState.CLOSED;
+            if (block.timestamp >= r.gateClosure) return FlexTypes.RoundState.CLOSED;
         } else if (s == FlexTypes.RoundState.COMMITTED) {
-            if (block.timestamp >= uint256(r.committedAt) + c.disputeWindow) return FlexTypes.RoundState.FINAL;
+            if (block.timestamp >= r.finalAt) return FlexTypes.RoundState.FINAL;
         }
     }
 
-    function _requireOpen(uint256 roundId, FlexTypes.RoundConfig storage c, Round storage r) internal view {
+    function _requireOpen(uint256 roundId, Round storage r) internal view {
         if (r.state != FlexTypes.RoundState.OPEN) revert WrongRoundState(roundId, r.state);
-        if (block.timestamp >= c.gateClosure) revert TooLate(roundId, c.gateClosure, block.timestamp);
+        if (block.timestamp >= r.gateClosure) revert TooLate(roundId, r.gateClosure, block.timestamp);
     }
 
     function _requireProvider(address account) internal view {

@@ -42,7 +42,7 @@ contract FlexMarketSettlement is FlexMarketBase {
                 if (block.timestamp < deadline) revert TooEarly(roundId, deadline, block.timestamp);
             }
         } else if (s == FlexTypes.RoundState.DISPUTED) {
-            uint256 deadline = uint256(r.committedAt) + c.disputeWindow + c.clearingSeconds;
+            uint256 deadline = uint256(r.finalAt) + c.clearingSeconds;
             if (block.timestamp < deadline) revert TooEarly(roundId, deadline, block.timestamp);
         } else {
             revert WrongRoundState(roundId, s);
@@ -69,7 +69,7 @@ contract FlexMarketSettlement is FlexMarketBase {
     }
 
     /// @notice See IFlexMarket.approveResult.
-    function approveResult(uint256 roundId) external onlyDelegated whenNotPaused {
+    function approveResult(uint256 roundId) external onlyDelegated {
         (FlexTypes.RoundConfig storage c, Round storage r) = _round(roundId);
         if (msg.sender != r.dso) revert Unauthorized(msg.sender, DSO_ROLE_ID);
         FlexTypes.RoundState s = _state(c, r);
@@ -95,19 +95,19 @@ contract FlexMarketSettlement is FlexMarketBase {
     }
 
     /// @notice See IFlexMarket.forfeitCommitment.
-    function forfeitCommitment(uint256 roundId, bytes32 commitment_) external onlyDelegated whenNotPaused {
+    function forfeitCommitment(uint256 roundId, bytes32 commitment_) external onlyDelegated {
         (FlexTypes.RoundConfig storage c, Round storage r) = _round(roundId);
-        if (c.sealMode != FlexTypes.SEAL_COMMIT_REVEAL) revert WrongSealMode(roundId, c.sealMode);
+        if (r.sealMode != FlexTypes.SEAL_COMMIT_REVEAL) revert WrongSealMode(roundId, r.sealMode);
         FlexTypes.RoundState s = _state(c, r);
         if (s == FlexTypes.RoundState.CANCELLED) revert WrongRoundState(roundId, s);
-        uint256 revealEnd = uint256(c.gateClosure) + c.revealSeconds;
+        uint256 revealEnd = uint256(r.gateClosure) + c.revealSeconds;
         if (block.timestamp < revealEnd) revert TooEarly(roundId, revealEnd, block.timestamp);
         Commitment storage cm = _commitments[roundId][commitment_];
         address provider = cm.provider;
         if (provider == address(0)) revert UnknownCommitment(roundId, commitment_);
         if (cm.closed) revert CommitmentClosed(roundId, commitment_);
         uint256 deposit = _deposits[roundId][provider];
-        uint256 amount = c.bidDeposit < deposit ? c.bidDeposit : deposit;
+        uint256 amount = r.bidDeposit < deposit ? r.bidDeposit : deposit;
         cm.closed = true;
         _deposits[roundId][provider] = deposit - amount;
         _balances[r.dso] += amount;
@@ -118,14 +118,14 @@ contract FlexMarketSettlement is FlexMarketBase {
     function publishRoundKey(uint256 roundId, bytes32 secretKey) external onlyDelegated whenNotPaused {
         if (!_registry.isOracle(msg.sender)) revert Unauthorized(msg.sender, _registry.ORACLE_ROLE());
         (FlexTypes.RoundConfig storage c, Round storage r) = _round(roundId);
-        if (c.sealMode != FlexTypes.SEAL_ENCRYPTED) revert WrongSealMode(roundId, c.sealMode);
+        if (r.sealMode != FlexTypes.SEAL_ENCRYPTED) revert WrongSealMode(roundId, r.sealMode);
         FlexTypes.RoundState s = _state(c, r);
-        if (r.committedAt == 0 || s == FlexTypes.RoundState.CANCELLED) revert WrongRoundState(roundId, s);
+        if (r.finalAt == 0 || s == FlexTypes.RoundState.CANCELLED) revert WrongRoundState(roundId, s);
         emit RoundKeyPublished(roundId, msg.sender, secretKey);
     }
 
     /// @notice See IFlexMarket.dispute.
-    function dispute(uint256 roundId, bytes32 reasonHash) external onlyDelegated whenNotPaused nonReentrant {
+    function dispute(uint256 roundId, bytes32 reasonHash) external onlyDelegated nonReentrant {
         (FlexTypes.RoundConfig storage c, Round storage r) = _round(roundId);
         FlexTypes.RoundState s = _state(c, r);
         if (s != FlexTypes.RoundState.COMMITTED) revert WrongRoundState(roundId, s);
@@ -137,7 +137,7 @@ contract FlexMarketSettlement is FlexMarketBase {
     }
 
     /// @notice See IFlexMarket.claimCharge.
-    function claimCharge(FlexTypes.Trade calldata trade, bytes32[] calldata proof) external onlyDelegated whenNotPaused {
+    function claimCharge(FlexTypes.Trade calldata trade, bytes32[] calldata proof) external onlyDelegated {
         uint256 roundId = trade.roundId;
         (FlexTypes.RoundConfig storage c, Round storage r) = _round(roundId);
         _requireClaimable(roundId, c, r);
@@ -160,7 +160,7 @@ contract FlexMarketSettlement is FlexMarketBase {
         bytes32[] calldata proof,
         uint64 deliveredPowerW,
         bytes32[] calldata meteringProof
-    ) external onlyDelegated whenNotPaused {
+    ) external onlyDelegated {
         (FlexTypes.RoundConfig storage c, Round storage r) = _round(trade.roundId);
         _requireClaimable(trade.roundId, c, r);
         if (trade.paymentMicro <= 0) revert WrongPaymentSign(trade.roundId, trade.paymentMicro);
@@ -170,11 +170,11 @@ contract FlexMarketSettlement is FlexMarketBase {
     }
 
     /// @notice See IFlexMarket.closeRound.
-    function closeRound(uint256 roundId) external onlyDelegated whenNotPaused {
+    function closeRound(uint256 roundId) external onlyDelegated {
         (FlexTypes.RoundConfig storage c, Round storage r) = _round(roundId);
         FlexTypes.RoundState s = _state(c, r);
         if (s != FlexTypes.RoundState.FINAL) revert WrongRoundState(roundId, s);
-        uint256 deadline = _claimDeadline(c);
+        uint256 deadline = r.claimDeadline;
         if (block.timestamp < deadline) revert TooEarly(roundId, deadline, block.timestamp);
         uint256 toDso = uint256(r.charged) - r.paid;
         r.state = FlexTypes.RoundState.SETTLED;
@@ -204,7 +204,7 @@ contract FlexMarketSettlement is FlexMarketBase {
         status.state = _state(c, r);
         status.orderCount = r.orderCount;
         status.votes = r.votes;
-        status.committedAt = r.committedAt;
+        status.committedAt = r.finalAt == 0 ? 0 : r.finalAt - c.disputeWindow;
         status.meteringAt = r.meteringAt;
         status.orderAccumulator = r.accumulator;
         status.pot = r.pot;
@@ -264,9 +264,9 @@ contract FlexMarketSettlement is FlexMarketBase {
         (FlexTypes.RoundConfig storage c, Round storage r) = _round(roundId);
         revealEnd = uint256(c.gateClosure) + c.revealSeconds;
         commitDeadline = revealEnd + c.clearingSeconds;
-        disputeDeadline = r.committedAt == 0 ? 0 : uint256(r.committedAt) + c.disputeWindow;
+        disputeDeadline = r.finalAt;
         meteringDeadline = _meteringDeadline(c);
-        claimDeadline = _claimDeadline(c);
+        claimDeadline = r.claimDeadline;
     }
 
     /// @dev The metered delivery of a payee leaf, or its accepted power when metering lapsed.
@@ -298,7 +298,7 @@ contract FlexMarketSettlement is FlexMarketBase {
     ) private {
         uint256 roundId = trade.roundId;
         (uint256 payout, uint256 penaltyExcess) =
-            FlexTypes.settle(uint256(trade.paymentMicro), trade.powerW, delivered, c.toleranceBps, c.penaltyBps);
+            FlexTypes.settle(uint256(trade.paymentMicro), trade.powerW, delivered, r.toleranceBps, r.penaltyBps);
         uint256 paid = r.paid;
         uint256 charged = r.charged;
         uint256 limit = charged < r.totalPayout ? charged : r.totalPayout;
@@ -320,7 +320,7 @@ contract FlexMarketSettlement is FlexMarketBase {
     function _requireClaimable(uint256 roundId, FlexTypes.RoundConfig storage c, Round storage r) private view {
         FlexTypes.RoundState s = _state(c, r);
         if (s != FlexTypes.RoundState.FINAL) revert WrongRoundState(roundId, s);
-        uint256 deadline = _claimDeadline(c);
+        uint256 deadline = r.claimDeadline;
         if (block.timestamp >= deadline) revert TooLate(roundId, deadline, block.timestamp);
     }
 

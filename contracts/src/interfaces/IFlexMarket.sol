@@ -200,7 +200,8 @@ interface IFlexMarket is IFlexMarketEvents {
     function balanceOf(address account) external view returns (uint256);
     /// @notice Whether a trade leaf was settled.
     function isClaimed(bytes32 leaf) external view returns (bool);
-    /// @notice Whether `oracle` voted in the round.
+    /// @notice Whether `oracle` voted in the round (tracked when oracleQuorum > 1; in a quorum-1
+    /// round the single vote is the ClearingCommitted transaction).
     function hasVoted(uint256 roundId, address oracle) external view returns (bool);
     /// @notice The round's deadlines (unix s).
     function deadlines(uint256 roundId)

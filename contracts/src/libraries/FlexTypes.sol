@@ -167,16 +167,60 @@ library FlexTypes {
     );
 
     /// @notice EIP-712 struct hash of a FlexOffer (arrays hashed as keccak256 of their 32-byte words).
-    function hashFlexOffer(FlexOffer calldata o) internal pure returns (bytes32) {
-        bytes32 slotsHash = keccak256(abi.encodePacked(o.slots));
-        bytes32 minHash = keccak256(abi.encodePacked(o.minPowerW));
-        bytes32 maxHash = keccak256(abi.encodePacked(o.maxPowerW));
-        return keccak256(
-            bytes.concat(
-                abi.encode(FLEX_OFFER_TYPEHASH, o.provider, o.roundId, o.bus, o.assetId, o.direction, slotsHash),
-                abi.encode(minHash, maxHash, o.priceMicroPerMwh, o.exclusiveGroup, o.minActivationBps, o.nonce, o.expiry)
-            )
-        );
+    /// @dev Equal to keccak256(abi.encode(FLEX_OFFER_TYPEHASH, provider, roundId, bus, assetId,
+    /// direction, keccak256(abi.encodePacked(slots)), keccak256(abi.encodePacked(minPowerW)),
+    /// keccak256(abi.encodePacked(maxPowerW)), priceMicroPerMwh, exclusiveGroup, minActivationBps,
+    /// nonce, expiry)), written in assembly because offers are hashed in batches of hundreds.
+    /// Calldata words of the arrays are hashed as they are: the ABI encodes every element in a
+    /// 32-byte word, and callers read every element through Solidity (which rejects dirty values)
+    /// before accepting an offer. Narrow static fields are read through Solidity here for the same reason.
+    function hashFlexOffer(FlexOffer calldata o) internal pure returns (bytes32 h) {
+        bytes32 slotsHash = _hashWords(o.slots);
+        bytes32 minHash = _hashWords(o.minPowerW);
+        bytes32 maxHash = _hashWords(o.maxPowerW);
+        bytes32 typehash = FLEX_OFFER_TYPEHASH;
+        address provider = o.provider;
+        uint256 bus = o.bus;
+        uint256 direction = o.direction;
+        uint256 price = o.priceMicroPerMwh;
+        uint256 bps = o.minActivationBps;
+        uint256 expiry = o.expiry;
+        assembly ("memory-safe") {
+            let ptr := mload(0x40)
+            mstore(ptr, typehash)
+            mstore(add(ptr, 0x20), provider)
+            mstore(add(ptr, 0x40), calldataload(add(o, 0x20))) // roundId
+            mstore(add(ptr, 0x60), bus)
+            mstore(add(ptr, 0x80), calldataload(add(o, 0x60))) // assetId
+            mstore(add(ptr, 0xa0), direction)
+            mstore(add(ptr, 0xc0), slotsHash)
+            mstore(add(ptr, 0xe0), minHash)
+            mstore(add(ptr, 0x100), maxHash)
+            mstore(add(ptr, 0x120), price)
+            mstore(add(ptr, 0x140), calldataload(add(o, 0x120))) // exclusiveGroup
+            mstore(add(ptr, 0x160), bps)
+            mstore(add(ptr, 0x180), calldataload(add(o, 0x160))) // nonce
+            mstore(add(ptr, 0x1a0), expiry)
+            h := keccak256(ptr, 0x1c0)
+        }
+    }
+
+    function _hashWords(uint16[] calldata a) private pure returns (bytes32 h) {
+        assembly ("memory-safe") {
+            let ptr := mload(0x40)
+            let len := shl(5, a.length)
+            calldatacopy(ptr, a.offset, len)
+            h := keccak256(ptr, len)
+        }
+    }
+
+    function _hashWords(uint64[] calldata a) private pure returns (bytes32 h) {
+        assembly ("memory-safe") {
+            let ptr := mload(0x40)
+            let len := shl(5, a.length)
+            calldatacopy(ptr, a.offset, len)
+            h := keccak256(ptr, len)
+        }
     }
 
     /// @notice EIP-712 struct hash of a P2POrder.
