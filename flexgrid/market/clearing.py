@@ -121,7 +121,8 @@ def leaf_order_id(order: Order) -> str:
 
 
 def _order_json(order: Order) -> dict[str, Any]:
-    return json.loads(order.model_dump_json())  # type: ignore[no-any-return]
+    out: dict[str, Any] = json.loads(order.model_dump_json())
+    return out
 
 
 def inputs_hash(round_config: RoundConfig, grid_hash: str, orders: Sequence[Order], wholesale: FloatArray,
@@ -130,7 +131,8 @@ def inputs_hash(round_config: RoundConfig, grid_hash: str, orders: Sequence[Orde
     doc = {
         "round": json.loads(round_config.model_dump_json()),
         "grid_model_hash": grid_hash,
-        "orders": sorted(([type(o).__name__, _order_json(o)] for o in orders), key=lambda e: (e[0], e[1]["order_id"])),
+        "orders": [[type(o).__name__, _order_json(o)]
+                   for o in sorted(orders, key=lambda o: (type(o).__name__, str(o.order_id)))],
         "wholesale_eur_per_mwh": [float(v) for v in wholesale],
         "formulation": formulation,
         "pricing": int(pricing),
@@ -327,6 +329,7 @@ def clear_market(
     ac_slots: Sequence[int] | None = None,
     certificate: bool = True,
     now_s: int | None = None,
+    check_grid_hash: bool = True,
 ) -> ClearingOutcome:
     """Clear one round: validate -> build -> solve -> check status -> extract -> price -> AC-validate -> certify.
 
@@ -337,6 +340,9 @@ def clear_market(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     view = view or build_view(net, round_config.grid_id)
+    if check_grid_hash and round_config.grid_model_hash != view.model_hash():
+        raise InputError("grid_model_hash", f"the round declares {round_config.grid_model_hash}, but grid "
+                         f"{round_config.grid_id!r} hashes to {view.model_hash()}")
     rule = PricingRule(round_config.pricing_rule if pricing is None else pricing)
     if profiles.slot_count != round_config.slot_count:
         raise InputError("profiles", f"{profiles.slot_count} slots, but the round has {round_config.slot_count}")

@@ -44,7 +44,7 @@ def parse_orders_file(doc: Any) -> OrdersFile:
     for key, model in (("requests", FlexRequest), ("offers", FlexOffer), ("p2p", P2POrder)):
         for i, entry in enumerate(_list(doc, key)):
             try:
-                orders.append(model.model_validate(entry))  # type: ignore[attr-defined]
+                orders.append(model.model_validate(entry))
             except InputError as exc:
                 raise InputError(f"{key}[{i}].{exc.field}", exc.reason, order_id=exc.order_id) from exc
     dev = doc.get("devices", {}) or {}

@@ -136,20 +136,23 @@ class DispatchProblem:
             self.add_withdrawal_mw(nn, ss, ci, 1.0)
             self.add_withdrawal_mw(nn, ss, di, -1.0)
             self.device_blocks.update(bat_ch=ch, bat_dis=dis, bat_soc=soc)
-        for kind, devs in (("shift", d.shiftable), ("ev", d.evs)):
+        windows = {
+            "shift": [(x.device_id, x.bus, x.start_slot, x.end_slot, x.p_max_mw, x.energy_mwh, 1.0) for x in d.shiftable],
+            "ev": [(x.device_id, x.bus, x.arrival_slot, x.departure_slot, x.p_max_mw, x.energy_mwh, x.eta) for x in d.evs],
+        }
+        for kind, devs in windows.items():
             if not devs:
                 continue
             nd = len(devs)
-            nodes = self._nodes([x.bus for x in devs], [x.device_id for x in devs])
+            nodes = self._nodes([x[1] for x in devs], [x[0] for x in devs])
             blk = m.add_block(f"{kind}_p", nd, t_count)
             pi = blk.idx()
             upper = np.zeros((nd, t_count))
-            for i, x in enumerate(devs):
-                lo, hi = (x.start_slot, x.end_slot) if kind == "shift" else (x.arrival_slot, x.departure_slot)  # type: ignore[union-attr]
-                upper[i, lo:hi] = x.p_max_mw
+            for i, (_, _, lo, hi, p_max, _, _) in enumerate(devs):
+                upper[i, lo:hi] = p_max
             m.bound(f"{kind}_p", pi, 0.0, upper)
-            energy = np.array([x.energy_mwh for x in devs])
-            eff = np.ones(nd) if kind == "shift" else np.array([x.eta for x in devs])  # type: ignore[union-attr]
+            energy = np.array([x[5] for x in devs])
+            eff = np.array([x[6] for x in devs])
             rows = np.repeat(np.arange(nd)[:, None], t_count, 1)
             if kind == "shift":
                 m.add("shiftable_energy", "zero", rows, pi, h, energy, category="devices")
@@ -166,7 +169,7 @@ class DispatchProblem:
             ci = blk.idx()
             m.bound("pv_curtail", ci, 0.0, avail)
             m.add_cost(ci, np.array([x.cost_eur_per_mwh * h for x in d.pv])[:, None] * np.ones((1, t_count)))
-            np.add.at(self.wp.constant_pu, (nodes, slice(None)), -avail / self.base)
+            np.add.at(self.wp.constant_pu, nodes, -avail / self.base)
             self.add_withdrawal_mw(np.repeat(nodes[:, None], t_count, 1), np.repeat(slots[None, :], npv, 0), ci, 1.0)
             self.device_blocks["pv_curtail"] = blk
 
