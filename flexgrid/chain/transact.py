@@ -65,13 +65,16 @@ class TxSender:
         self.w3 = w3
         self.account = account
         self.timeout_s = timeout_s
+        self._chain_id: int | None = None
 
     @property
     def address(self) -> str:
         return str(self.account.address)
 
     def _send(self, tx: dict[str, Any]) -> Any:
-        tx.setdefault("chainId", self.w3.eth.chain_id)
+        if self._chain_id is None:
+            self._chain_id = int(self.w3.eth.chain_id)
+        tx.setdefault("chainId", self._chain_id)
         tx["nonce"] = self.w3.eth.get_transaction_count(self.account.address, "pending")
         signed = self.account.sign_transaction(tx)
         tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)

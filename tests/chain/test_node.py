@@ -94,3 +94,18 @@ def test_shipped_artifacts_have_bytecode() -> None:
     for name in ("FlexToken", "FlexRegistry", "FlexMarket"):
         artifact = load_artifact(name)
         assert len(artifact.bytecode) > 1000 and artifact.abi
+
+
+def test_anvil_is_stopped_when_the_interpreter_exits_without_closing(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "from flexgrid.chain import connect\nchain = connect()\nprint(chain.node._process.pid, flush=True)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "FLEXGRID_RPC_URL"}
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env, check=True
+    )
+    pid = int(out.stdout.split()[0])
+    assert not _alive(pid)
