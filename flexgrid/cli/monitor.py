@@ -1,0 +1,238 @@
+"""`flexgrid monitor ...`: state estimation and meter placement on a net by name or file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+monitor_app = typer.Typer(help="Grid monitoring: state estimation and meter placement.", no_args_is_help=True)
+
+NetArg = Annotated[str, typer.Argument(help="built-in net name (case33bw, cigre_mv, kerber_dorfnetz, …) or a file")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of tables")]
+PlotsOpt = Annotated[Path | None, typer.Option("--plots", help="write PNG figures into this folder")]
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    Console(stderr=True).print(f"[red]error:[/] {exc}")
+    return typer.Exit(code=2)
+
+
+def _parse_buses(text: str | None, field: str) -> list[int] | None:
+    from flexgrid.errors import InputError
+
+    if text is None or text.strip() in ("", "auto"):
+        return None
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise InputError(field, f"expected comma-separated bus numbers, got {text!r}") from None
+
+
+@monitor_app.command("estimate")
+def estimate_cmd(
+    net: NetArg,
+    meters: Annotated[
+        str | None, typer.Option("--meters", help="buses with a voltage + feeding-line flow meter, e.g. 5,12,29 (default: 3 placed automatically)")
+    ] = None,
+    pseudo_sigma: Annotated[float, typer.Option("--pseudo-sigma", help="σ of pseudo-measurements, share of the forecast")] = 0.3,
+    load_scale: Annotated[float, typer.Option("--load-scale", help="forecast load = net load × this")] = 1.0,
+    seed: Annotated[int, typer.Option("--seed", help="seed of the simulated truth and meter noise")] = 0,
+    trials: Annotated[int, typer.Option("--trials", help="also run this many seeded trials and report accuracy")] = 0,
+    gross_error: Annotated[float | None, typer.Option("--gross-error", help="add a gross error of this many σ to the voltage meter of the first metered bus")] = None,
+    as_json: JsonOpt = False,
+    plots: PlotsOpt = None,
+) -> None:
+    """Estimate the state from the substation meter, a few meters and pseudo-measurements.
+
+    The truth is simulated (loads drawn around the forecast with σ = --pseudo-sigma), so the
+    estimate, its ±2σ band and the error can be shown against it."""
+    import numpy as np
+
+    from flexgrid.errors import InputError
+    from flexgrid.grid import load_net
+    from flexgrid.monitoring import (
+        MeasurementSet,
+        Meter,
+        PseudoConfig,
+        best_k_meters,
+        build_model,
+        check_observability,
+        estimate,
+        meter_channels,
+        pseudo_measurements,
+        run_trials,
+        sample_injections,
+        simulate_readings,
+        solve_batch,
+        substation_meter,
+    )
+
+    try:
+        pnet = load_net(net)
+        model = build_model(pnet, net)
+        cfg = PseudoConfig(load_sigma_rel=pseudo_sigma)
+        buses = _parse_buses(meters, "--meters")
+        if buses is None:
+            buses = list(best_k_meters(model, min(3, model.n_bus - 1), pseudo=cfg, exhaustive=False, load_scale=load_scale)[0])
+        meter_list = [substation_meter(model), *(Meter(bus=b) for b in buses)]
+        channels = meter_channels(model, meter_list)
+        rng = np.random.default_rng(seed)
+        s_true = sample_injections(model, 1, rng, load_sigma_rel=pseudo_sigma, gen_sigma_rel=cfg.gen_sigma_rel, load_scale=load_scale)
+        truth = solve_batch(model, s_true).v[:, 0]
+        ps = pseudo_measurements(model, load_scale * model.load_p_pu, load_scale * model.load_q_pu,
+                                 model.gen_p_pu, model.gen_q_pu, cfg)
+        ms = MeasurementSet.concat([simulate_readings(model, channels, truth, rng), ps])
+        if gross_error is not None:
+            i = channels.labels.index(f"bus {buses[0]}: V") if buses else 0
+            ms = ms.with_value(i, ms.value[i] + gross_error * ms.sigma[i])
+        obs = check_observability(model, ms)
+        meters_only = check_observability(model, MeasurementSet.concat([simulate_readings(model, channels, truth, rng)]))
+        est = estimate(model, ms)
+        stats: dict[str, float] = {}
+        if trials > 0:
+            stats = run_trials(model, meter_list, trials, seed, pseudo=cfg, load_scale=load_scale,
+                               gross_error_sigma=15.0).summary()
+    except InputError as exc:
+        raise _fail(exc) from None
+    vm_true = np.abs(truth)
+    err = np.abs(est.vm_pu - vm_true)
+    result: dict[str, Any] = {
+        "net": net,
+        "meters": [substation_meter(model).bus, *buses],
+        "converged": est.converged,
+        "iterations": est.iterations,
+        "chi2": {"objective": est.objective, "threshold": est.chi2_threshold, "dof": est.dof},
+        "removed_bad_data": list(est.removed),
+        "observable": obs.observable,
+        "unobservable_with_meters_only": {str(b): meters_only.reasons[b] for b in meters_only.unobservable_buses},
+        "max_error_pu": float(err.max()),
+        "rmse_pu": float(np.sqrt(np.mean(err**2))),
+        "buses": [
+            {"bus": int(b), "vm_true_pu": float(t), "vm_est_pu": float(e), "vm_std_pu": float(s)}
+            for b, t, e, s in zip(model.bus_ids, vm_true, est.vm_pu, est.vm_std_pu, strict=True)
+        ],
+        "trials": stats,
+    }
+    if plots is not None:
+        from flexgrid.monitoring import plots as figs
+
+        plots.mkdir(parents=True, exist_ok=True)
+        result["plots"] = [str(figs.voltage_profile(
+            plots / f"{Path(net).stem}_estimate.png", [int(b) for b in model.bus_ids], est.vm_pu, est.vm_std_pu,
+            vm_true, f"State estimate of {net} (meters at {buses})", metered=buses,
+        ))]
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    console = Console()
+    table = Table(title=f"State estimate of {net}: substation + meters at {buses}, pseudo σ {pseudo_sigma:.0%}")
+    for col in ("bus", "V true (pu)", "V est (pu)", "σ (pu)", "|error| (pu)", "within 2σ"):
+        table.add_column(col, justify="right")
+    for b, t, e, s in zip(model.bus_ids, vm_true, est.vm_pu, est.vm_std_pu, strict=True):
+        table.add_row(str(b), f"{t:.4f}", f"{e:.4f}", f"{s:.4f}", f"{abs(e - t):.4f}", "yes" if abs(e - t) <= 2 * s else "no")
+    console.print(table)
+    console.print(f"max error {err.max():.4f} pu, RMSE {np.sqrt(np.mean(err**2)):.4f} pu; "
+                  f"chi-square {est.objective:.1f} (threshold {est.chi2_threshold:.1f}); removed: {list(est.removed) or 'none'}")
+    if meters_only.unobservable_buses:
+        console.print(f"meters alone leave {len(meters_only.unobservable_buses)} buses unobservable "
+                      f"(e.g. bus {meters_only.unobservable_buses[0]}: {meters_only.reasons[meters_only.unobservable_buses[0]]}); "
+                      f"pseudo-measurements make the grid {'observable' if obs.observable else 'NOT observable'}")
+    if stats:
+        t2 = Table(title=f"{trials} seeded trials")
+        t2.add_column("figure")
+        t2.add_column("value", justify="right")
+        for k, v in stats.items():
+            t2.add_row(k, f"{v:.4f}")
+        console.print(t2)
+    for p in result.get("plots", []):
+        console.print(f"plot: {p}")
+
+
+@monitor_app.command("place-meters")
+def place_meters_cmd(
+    net: NetArg,
+    tolerance: Annotated[float, typer.Option("--tolerance", help="voltage error target (pu)")] = 0.01,
+    probability: Annotated[float, typer.Option("--probability", help="probability of staying within the target")] = 0.95,
+    pseudo_sigma: Annotated[float, typer.Option("--pseudo-sigma", help="σ of pseudo-measurements, share of the forecast")] = 0.5,
+    candidates: Annotated[str | None, typer.Option("--candidates", help="candidate buses, e.g. 3,6,9 (default: all)")] = None,
+    robust: Annotated[bool, typer.Option("--robust", help="the target must hold with any one meter failed")] = False,
+    extra_steps: Annotated[int, typer.Option("--extra-steps", help="continue the cost-accuracy curve past the target")] = 3,
+    compare_exhaustive: Annotated[int, typer.Option("--compare-exhaustive", help="compare greedy with exhaustive search for 1..K meters")] = 0,
+    as_json: JsonOpt = False,
+    plots: PlotsOpt = None,
+) -> None:
+    """Cheapest meter set meeting the accuracy target, with the cost-accuracy curve."""
+    from flexgrid.errors import InputError
+    from flexgrid.grid import load_net
+    from flexgrid.monitoring import PseudoConfig, best_k_meters, build_model, greedy_placement
+
+    try:
+        pnet = load_net(net)
+        model = build_model(pnet, net)
+        cfg = PseudoConfig(load_sigma_rel=pseudo_sigma)
+        placement = greedy_placement(
+            model, candidate_buses=_parse_buses(candidates, "--candidates"), tolerance_pu=tolerance,
+            probability=probability, robust=robust, pseudo=cfg, continue_after_target=extra_steps,
+        )
+        comparison = []
+        for k in range(1, compare_exhaustive + 1):
+            exact = best_k_meters(model, k, pseudo=cfg)
+            greedy = best_k_meters(model, k, pseudo=cfg, exhaustive=False)
+            comparison.append({"k": k, "exhaustive_buses": list(exact[0]), "exhaustive_sigma_pu": exact[1],
+                               "greedy_buses": list(greedy[0]), "greedy_sigma_pu": greedy[1],
+                               "ratio": greedy[1] / exact[1]})
+    except InputError as exc:
+        raise _fail(exc) from None
+    result: dict[str, Any] = {
+        "net": net,
+        "meters": [{"bus": b, "type": t} for b, t in placement.meters],
+        "cost_eur": placement.cost_eur,
+        "error_bound_pu": placement.error_bound_pu,
+        "meets_target": placement.meets_target,
+        "robust": placement.robust,
+        "curve": [{"cost_eur": p.cost_eur, "error_bound_pu": p.error_bound_pu, "worst_bus": p.worst_bus,
+                   "meters": [{"bus": b, "type": t} for b, t in p.meters]} for p in placement.curve],
+        "exhaustive_comparison": comparison,
+    }
+    if plots is not None:
+        from flexgrid.monitoring import plots as figs
+
+        plots.mkdir(parents=True, exist_ok=True)
+        result["plots"] = [str(figs.cost_accuracy(
+            plots / f"{Path(net).stem}_cost_accuracy.png", [p.cost_eur for p in placement.curve],
+            [p.error_bound_pu for p in placement.curve], tolerance, f"Cost-accuracy curve, {net}",
+        ))]
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    console = Console()
+    table = Table(title=f"Meter placement on {net}: every bus within {tolerance:.1%} with ≥{probability:.0%} probability"
+                  + (" (robust to one failed meter)" if robust else ""))
+    for col in ("step", "added meter", "cost (EUR)", "95 % error bound (pu)", "worst bus"):
+        table.add_column(col, justify="right")
+    for i, p in enumerate(placement.curve):
+        added = f"{p.meters[-1][1]} at bus {p.meters[-1][0]}" if p.meters else "substation only"
+        table.add_row(str(i), added, f"{p.cost_eur:,.0f}", f"{p.error_bound_pu:.4f}", str(p.worst_bus))
+    console.print(table)
+    verdict = "meets" if placement.meets_target else "does NOT meet"
+    console.print(f"chosen: {placement.meters or 'no extra meter'} for {placement.cost_eur:,.0f} EUR, {verdict} the target "
+                  f"(bound {placement.error_bound_pu:.4f} pu)")
+    if comparison:
+        t2 = Table(title="Greedy (+swap) vs exhaustive search, worst-bus σ")
+        for col in ("k", "exhaustive", "σ (pu)", "greedy", "σ (pu)", "ratio"):
+            t2.add_column(col, justify="right")
+        for c in comparison:
+            t2.add_row(str(c["k"]), str(c["exhaustive_buses"]), f"{c['exhaustive_sigma_pu']:.5f}", str(c["greedy_buses"]),
+                       f"{c['greedy_sigma_pu']:.5f}", f"{c['ratio']:.3f}")
+        console.print(t2)
+    for p in result.get("plots", []):
+        console.print(f"plot: {p}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(monitor_app, name="monitor")

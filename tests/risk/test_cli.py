@@ -1,0 +1,59 @@
+"""The `flexgrid monitor` and `flexgrid risk` commands, run as a user runs them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from flexgrid.cli.main import app
+
+runner = CliRunner()
+
+
+def _run(*args: str) -> dict:  # type: ignore[type-arg]
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)  # type: ignore[no-any-return]
+
+
+def test_monitor_estimate_json_and_plot(tmp_path: Path) -> None:
+    out = _run("monitor", "estimate", "case33bw", "--meters", "5,12,29", "--json", "--plots", str(tmp_path))
+    assert out["converged"] and out["observable"]
+    assert out["meters"] == [0, 5, 12, 29]
+    assert out["max_error_pu"] < 0.01
+    assert len(out["buses"]) == 33
+    assert Path(out["plots"][0]).stat().st_size > 10_000
+
+
+def test_monitor_estimate_removes_a_gross_error() -> None:
+    out = _run("monitor", "estimate", "case33bw", "--meters", "5,12,29", "--gross-error", "15", "--json")
+    assert out["removed_bad_data"] == ["bus 5: V"]
+
+
+def test_monitor_place_meters_table_and_curve(tmp_path: Path) -> None:
+    out = _run("monitor", "place-meters", "cigre_mv", "--json", "--plots", str(tmp_path))
+    assert out["meets_target"] and out["cost_eur"] > 0
+    assert [p["cost_eur"] for p in out["curve"]] == sorted(p["cost_eur"] for p in out["curve"])
+    assert Path(out["plots"][0]).exists()
+    table = runner.invoke(app, ["monitor", "place-meters", "case33bw"])
+    assert table.exit_code == 0 and "Meter placement on case33bw" in table.output
+
+
+def test_risk_n1_probabilistic_and_requests(tmp_path: Path) -> None:
+    n1 = _run("risk", "n1", "case33bw", "--json", "--plots", str(tmp_path))
+    assert len(n1["outages"]) == 32 and n1["eens_mwh_per_yr"] > 0
+    pr = _run("risk", "probabilistic", "case33bw", "--scenarios", "500", "--json", "--plots", str(tmp_path))
+    assert 0 < pr["any_violation_prob"] < 1 and pr["cvar_kw"] >= pr["var_kw"]
+    rq = _run("risk", "requests", "case33bw", "--slot-start-s", str(18 * 3600), "--slot-count", "2",
+              "--scenarios", "500", "--json", "--plots", str(tmp_path))
+    assert rq["requests"] and rq["requests"][0]["direction"] in (0, "UP")
+    assert all(s["violation_prob_out_of_sample"] <= 0.05 + 0.03 for s in rq["slots"])
+    assert len(list(tmp_path.glob("*.png"))) == 4
+
+
+def test_unknown_net_is_reported_with_the_field() -> None:
+    result = runner.invoke(app, ["risk", "n1", "no_such_net"])
+    assert result.exit_code == 2
+    assert "net" in result.output and "no_such_net" in result.output
