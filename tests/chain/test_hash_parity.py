@@ -1,11 +1,14 @@
 """Property test: Python and Solidity agree on order hashes and Merkle proofs (docs/trading-language.md).
 
 Hypothesis (derandomised, so every run checks the same cases) draws random offers and P2P
-orders over the whole range of every field: 50 examples × 10 of each = 1,000 orders whose
+orders over the whole range of every field: 50 examples × 10 offers and 50 × 10 P2P orders,
+1,000 orders in all, whose
 Python EIP-712 digest must equal the contract's `hashOffer` / `hashP2POrder`. It also draws
 20 trees of 50 random trade leaves (1,000 leaves); each tree is committed as a round's clearing
 root and every Python proof must pass the contract's `MerkleProof` check in `claimCharge`
 (run as `eth_call`, so the leaves stay unclaimed and the checks are independent).
+A third test checks metering proofs and the settlement rule against `claimPayment` (100 leaves,
+30 real claims whose payouts must equal `flexgrid.trading.settle`).
 Calls are sent as JSON-RPC batches to keep this fast.
 """
 
@@ -21,8 +24,18 @@ from web3 import Web3
 from flexgrid.chain.artifacts import decode_revert
 from flexgrid.chain.market import offer_struct, p2p_struct, trade_struct
 from flexgrid.chain.node import revert_to, snapshot
-from flexgrid.trading import ClearingResult, Direction, FlexOffer, FlexRequest, P2POrder, Side, Trade
-from flexgrid.trading.merkle import TradeTree
+from flexgrid.trading import (
+    ClearingResult,
+    Direction,
+    FlexOffer,
+    FlexRequest,
+    MeterReading,
+    P2POrder,
+    Side,
+    Trade,
+    settle,
+)
+from flexgrid.trading.merkle import MeteringTree, TradeTree
 from flexgrid.trading.units import UINT16_MAX, UINT32_MAX, UINT64_MAX, UINT256_MAX
 from tests.conftest import MarketEnv
 
@@ -206,3 +219,130 @@ def test_python_merkle_proofs_verify_on_chain(market_env: MarketEnv) -> None:
 
     check()
     assert sum(checked) == TREES * LEAVES
+
+
+def test_python_metering_proofs_and_settlement_agree_with_chain(market_env: MarketEnv) -> None:
+    """10 rounds × 10 payee leaves with random metering: every Python metering proof verifies in
+    `claimPayment`, a changed reading is refused, and the payouts of real claims equal `settle()`."""
+    env = market_env
+    op, dso = env.client(), env.client(env.dso)
+    checked: list[int] = []
+
+    @settings(
+        max_examples=10,
+        derandomize=True,
+        deadline=None,
+        database=None,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+            HealthCheck.large_base_example,
+        ],
+    )
+    @given(st.data())
+    def check(data: st.DataObject) -> None:
+        snap = snapshot(env.w3)
+        try:
+            tolerance_bps = data.draw(st.integers(0, 10_000))
+            penalty_bps = data.draw(st.integers(0, 10_000))
+            cfg = op.create_round(env.round_config(tolerance_bps=tolerance_bps, penalty_bps=penalty_bps))
+            request = dso.submit_request(
+                FlexRequest(
+                    round_id=cfg.round_id,
+                    bus=0,
+                    direction=Direction.UP,
+                    slots=(0, 1, 2, 3),
+                    kw=(1000.0,) * 4,
+                    price_cap_eur_per_mwh=500.0,
+                )
+            )
+            assert request.order_id is not None
+            payee = st.builds(
+                Trade,
+                round_id=st.just(cfg.round_id),
+                participant=st.sampled_from([p.address for p in env.providers]),
+                order_id=bytes32,
+                slot=st.integers(0, 3),
+                kw=st.integers(1, 10**9).map(lambda w: w / 1000),
+                price_eur_per_mwh=price,
+                payment_eur=st.integers(1, 10_000_000).map(lambda m: m / 1_000_000),
+            )
+            payees = data.draw(st.lists(payee, min_size=10, max_size=10, unique_by=lambda t: t.order_id))
+            delivered_w = [data.draw(st.integers(0, 2 * t.power_w)) for t in payees]
+            fund = Trade(
+                round_id=cfg.round_id,
+                participant=env.dso.address,
+                order_id=request.order_id,
+                slot=0,
+                kw=1.0,
+                price_eur_per_mwh=1.0,
+                payment_eur=-sum(t.payment_micro for t in payees) / 1e6,
+            )
+            tree = TradeTree([*payees, fund])
+            readings = [
+                MeterReading(
+                    round_id=cfg.round_id,
+                    participant=t.participant,
+                    order_id=t.order_id,
+                    slot=t.slot,
+                    delivered_kw=w / 1000,
+                )
+                for t, w in zip(payees, delivered_w, strict=True)
+            ]
+            mtree = MeteringTree(readings)
+            env.time_travel(cfg.gate_closure_s)
+            env.client(env.oracle).commit_clearing(
+                ClearingResult(
+                    round_id=cfg.round_id,
+                    trades=(*payees, fund),
+                    merkle_root=tree.root,
+                    input_hash="0x" + "01" * 32,
+                    certificate_hash="0x" + "02" * 32,
+                )
+            )
+            dso.approve_result(cfg.round_id)
+            env.client(env.metering).commit_metering(cfg.round_id, mtree.root)
+            op.claim_charge(fund, tree.proof(fund))
+
+            def claim(t: Trade, r: MeterReading, proof: list[str]) -> str:
+                return op.market.encode_abi(
+                    "claimPayment",
+                    [
+                        trade_struct(t),
+                        [bytes.fromhex(p[2:]) for p in tree.proof(t)],
+                        r.delivered_power_w,
+                        [bytes.fromhex(p[2:]) for p in proof],
+                    ],
+                )
+
+            sender = env.providers[0].address
+            responses = _eth_calls(
+                env.w3,
+                op.market.address,
+                [claim(t, r, mtree.proof(r)) for t, r in zip(payees, readings, strict=True)],
+                sender,
+            )
+            assert [r.get("error") for r in responses] == [None] * len(payees)
+            wrong = [
+                r.model_copy(update={"delivered_kw": (r.delivered_power_w + 1) / 1000}) for r in readings[:3]
+            ]
+            responses = _eth_calls(
+                env.w3,
+                op.market.address,
+                [claim(t, w, mtree.proof(r)) for t, w, r in zip(payees, wrong, readings, strict=False)],
+                sender,
+            )
+            for r in responses:
+                assert decode_revert(r["error"]["data"]).error_name == "InvalidMeteringProof"
+            for t, r in list(zip(payees, readings, strict=True))[:3]:
+                before = op.balance_of_micro(t.participant)
+                op.claim_payment(t, tree.proof(t), r.delivered_kw, mtree.proof(r))
+                expected = settle(t, r.delivered_kw, tolerance_bps=tolerance_bps, penalty_bps=penalty_bps)
+                assert op.balance_of_micro(t.participant) - before == expected.paid_micro
+            checked.append(len(payees))
+        finally:
+            revert_to(env.w3, snap)
+
+    check()
+    assert sum(checked) == 100
