@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-DEPLOYABLE = ("FlexToken", "FlexRegistry", "FlexMarket", "FlexMarketSettlement")
+# FlexTypesHarness (contracts/test/harness) is test-only: the Python parity tests deploy it.
+DEPLOYABLE = ("FlexToken", "FlexRegistry", "FlexMarket", "FlexMarketSettlement", "FlexTypesHarness")
 # Contracts whose functions FlexMarket serves through its fallback (delegatecall).
 MERGED_INTO = {"FlexMarket": ("FlexMarketSettlement",)}
 INTERFACE_OF = {"FlexMarket": "IFlexMarket", "FlexRegistry": "IFlexRegistry"}

@@ -217,6 +217,22 @@ contract FlexMarketSettlement is FlexMarketBase {
         status.disputer = r.disputer;
     }
 
+    /// @notice See IFlexMarket.hashOffers.
+    function hashOffers(FlexTypes.FlexOffer[] calldata offers) external view returns (bytes32[] memory hashes) {
+        hashes = new bytes32[](offers.length);
+        for (uint256 i; i < offers.length; ++i) {
+            hashes[i] = _hashTypedDataV4(FlexTypes.hashFlexOffer(offers[i]));
+        }
+    }
+
+    /// @notice See IFlexMarket.hashP2POrders.
+    function hashP2POrders(FlexTypes.P2POrder[] calldata orders) external view returns (bytes32[] memory hashes) {
+        hashes = new bytes32[](orders.length);
+        for (uint256 i; i < orders.length; ++i) {
+            hashes[i] = _hashTypedDataV4(FlexTypes.hashP2POrder(orders[i]));
+        }
+    }
+
     /// @notice See IFlexMarket.requestInfo.
     function requestInfo(uint256 requestId) external view returns (FlexTypes.RequestInfo memory) {
         return _requests[requestId];

@@ -188,6 +188,10 @@ interface IFlexMarket is IFlexMarketEvents {
     function hashOffer(FlexTypes.FlexOffer calldata offer) external view returns (bytes32);
     /// @notice The EIP-712 digest (order hash) of a P2P order.
     function hashP2POrder(FlexTypes.P2POrder calldata order) external view returns (bytes32);
+    /// @notice The order hashes of many FlexOffers (for parity checks and tools).
+    function hashOffers(FlexTypes.FlexOffer[] calldata offers) external view returns (bytes32[] memory);
+    /// @notice The order hashes of many P2P orders.
+    function hashP2POrders(FlexTypes.P2POrder[] calldata orders) external view returns (bytes32[] memory);
     /// @notice The EIP-712 domain separator.
     function domainSeparator() external view returns (bytes32);
     /// @notice A commitment's provider and whether it is closed (revealed or forfeited).
