@@ -221,8 +221,25 @@ class ChainConnection:
         return self.node is not None
 
     def dev_accounts(self) -> list[LocalAccount]:
-        """Funded accounts with keys: those of the managed anvil (empty for an external chain)."""
-        return self.node.dev_accounts() if self.node is not None else []
+        """Funded accounts with their keys, for development chains.
+
+        The managed anvil's accounts; on an external chain, the accounts of `FLEXGRID_MNEMONIC`
+        (`FLEXGRID_ACCOUNTS` of them, default 10), else those of anvil's/hardhat's default
+        mnemonic that the node reports as its own (`eth_accounts`), else none.
+        """
+        if self.node is not None:
+            return self.node.dev_accounts()
+        mnemonic = os.environ.get("FLEXGRID_MNEMONIC")
+        if mnemonic:
+            return dev_accounts(int(os.environ.get("FLEXGRID_ACCOUNTS", "10")), mnemonic)
+        try:
+            unlocked = {str(a) for a in self.w3.eth.accounts}
+        except Exception:  # nodes without eth_accounts
+            return []
+        if not unlocked:
+            return []
+        derived = dev_accounts(min(len(unlocked), 50))
+        return [a for a in derived if a.address in unlocked]
 
     def close(self) -> None:
         if self.node is not None:

@@ -40,8 +40,21 @@ def test_connect_uses_flexgrid_rpc_url(monkeypatch: pytest.MonkeyPatch, anvil: A
     with connect() as chain:
         assert not chain.managed
         assert chain.url == anvil.url
-        assert chain.dev_accounts() == []
+        # an external dev node: its unlocked accounts of the default mnemonic, with their keys
+        assert [a.address for a in chain.dev_accounts()] == [a.address for a in anvil.dev_accounts()]
     assert anvil.running  # closing a connection to an external chain leaves the chain alone
+
+
+def test_flexgrid_mnemonic_gives_the_accounts_of_an_external_chain(
+    monkeypatch: pytest.MonkeyPatch, anvil: AnvilNode
+) -> None:
+    mnemonic = "legal winner thank year wave sausage worth useful legal winner thank yellow"
+    monkeypatch.setenv("FLEXGRID_MNEMONIC", mnemonic)
+    monkeypatch.setenv("FLEXGRID_ACCOUNTS", "3")
+    with connect(anvil.url) as chain:
+        accounts = chain.dev_accounts()
+    assert len(accounts) == 3
+    assert accounts[0].address not in {a.address for a in anvil.dev_accounts()}
 
 
 def test_connect_to_a_dead_url_is_a_chain_error() -> None:
