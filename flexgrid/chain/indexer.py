@@ -9,7 +9,8 @@ orphaned blocks and reads the new ones.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -203,6 +204,21 @@ class EventIndexer:
                 orders_added=orders_added,
                 reorged_blocks=dropped,
             )
+
+    def follow(
+        self,
+        *,
+        poll_interval_s: float = 2.0,
+        stop: threading.Event | None = None,
+        on_report: Callable[[IndexerReport], None] | None = None,
+    ) -> None:
+        """Index new blocks every `poll_interval_s` until `stop` is set (or forever)."""
+        stop = stop or threading.Event()
+        while not stop.is_set():
+            report = self.run_once()
+            if on_report is not None:
+                on_report(report)
+            stop.wait(poll_interval_s)
 
     def _remember_block(self, session: Session, number: int, block_hash: str) -> None:
         existing = session.exec(

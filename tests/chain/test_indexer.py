@@ -124,3 +124,51 @@ def test_reorg_drops_events_of_orphaned_blocks(market: MarketEnv, engine: Engine
     assert _count(engine) == base + 1  # only the new branch's RoundCreated
     created = round_events(engine, market.deployment, cfg.round_id, "RoundCreated")
     assert created[0]["args"]["config"]["slotCount"] == 8
+
+
+def test_anvil_reorg_of_the_last_blocks_is_undone(market: MarketEnv, engine: Engine) -> None:
+    indexer = EventIndexer(market.w3, market.deployment, engine)
+    cfg, _, offers = _round_with_orders(market, offers=3)  # the last three blocks hold one offer each
+    indexer.run_once()
+    assert len(round_orders(engine, market.deployment, cfg.round_id).offers) == 3
+    # anvil replaces the last two blocks by empty ones: two offers leave the chain.
+    market.w3.provider.make_request("anvil_reorg", [2, []])  # type: ignore[arg-type]
+    report = indexer.run_once()
+    assert report.reorged_blocks >= 1
+    on_chain = {e["args"]["orderHash"] for e in _chain_offer_events(market, cfg.round_id)}
+    indexed = {o.order_id for o in round_orders(engine, market.deployment, cfg.round_id).offers}
+    assert indexed == on_chain
+    assert offers[0].order_id in indexed and offers[2].order_id not in indexed
+
+
+def _chain_offer_events(market: MarketEnv, round_id: int) -> list[dict[str, object]]:
+    market_contract = market.client().market
+    logs = market_contract.events.FlexOfferSubmitted().get_logs(
+        from_block=market.deployment.block_number, argument_filters={"roundId": round_id}
+    )
+    return [{"args": {"orderHash": "0x" + bytes(log["args"]["orderHash"]).hex()}} for log in logs]
+
+
+def test_follow_indexes_new_blocks_until_stopped(market: MarketEnv, engine: Engine) -> None:
+    import threading
+
+    indexer = EventIndexer(market.w3, market.deployment, engine)
+    indexer.run_once()
+    stop = threading.Event()
+    reports = []
+
+    def on_report(report: object) -> None:
+        reports.append(report)
+        if _count(engine, "FlexOfferSubmitted") >= 1:
+            stop.set()
+
+    _round_with_orders(market, offers=1)
+    worker = threading.Thread(
+        target=indexer.follow, kwargs=dict(poll_interval_s=0.05, stop=stop, on_report=on_report)
+    )
+    worker.start()
+    worker.join(timeout=30)
+    alive = worker.is_alive()
+    stop.set()
+    assert not alive
+    assert _count(engine, "FlexOfferSubmitted") == 1
