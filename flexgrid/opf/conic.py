@@ -98,6 +98,7 @@ class ConicModel:
     groups: list[Group] = field(default_factory=list)
     _cost: list[tuple[IntArray, FloatArray]] = field(default_factory=list)
     integer: list[IntArray] = field(default_factory=list)
+    solver_options: dict[str, object] = field(default_factory=dict)
 
     def add_block(self, name: str, rows: int, slots: int) -> Block:
         if name in self.blocks:
@@ -193,7 +194,7 @@ class ConicModel:
             cons.append(x[fi] == np.array([fixed[int(i)] for i in fi]))
         c = self.cost()
         prob = cp.Problem(cp.Minimize(c @ x), cons)
-        opts: dict[str, object] = {}
+        opts: dict[str, object] = dict(self.solver_options)
         if solver == "HIGHS":
             opts["output_flag"] = False
             if len(ints):

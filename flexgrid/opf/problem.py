@@ -58,6 +58,7 @@ class DispatchResult:
     slack_p_mw: FloatArray
     violations: list[Violation]
     relaxation_gap_mw: float | None  # largest fictitious loss r (l - (P^2+Q^2)/v) of the SOC relaxation, MW
+    devices_mw: dict[str, FloatArray] = field(default_factory=dict)  # bat_ch, bat_dis, bat_soc (MWh), ... device x slot
     extra: dict[str, object] = field(default_factory=dict)
 
 
@@ -306,6 +307,7 @@ class DispatchProblem:
             slack_p_mw=sol.x[net.slack_p.idx()] * self.base,
             violations=self.violations(sol),
             relaxation_gap_mw=self.relaxation_gap_mw(sol),
+            devices_mw={name: sol.x[blk.idx()] for name, blk in self.device_blocks.items()},
         )
 
     def solve(self, *, fixed: dict[int, float] | None = None) -> DispatchResult:
