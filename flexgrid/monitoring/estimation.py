@@ -69,12 +69,16 @@ class _Workspace:
     n: int
     slack: int
     theta_cols: np.ndarray  # buses whose angle is a state
+    v_no_load: ComplexArray  # start point: carries transformer phase shifts, unlike a flat start
 
 
 def _workspace(model: NetworkModel) -> _Workspace:
+    from flexgrid.monitoring.powerflow import solve_batch
+
     yf, _ = model.branch_matrices()
     cols = np.array([b for b in range(model.n_bus) if b != model.slack])
-    return _Workspace(model.ybus(), yf, model.n_bus, model.slack, cols)
+    v0 = solve_batch(model, np.zeros(model.n_bus, dtype=np.complex128)).v[:, 0]
+    return _Workspace(model.ybus(), yf, model.n_bus, model.slack, cols, v0)
 
 
 def _h_jac(model: NetworkModel, ws: _Workspace, ms: MeasurementSet, v: ComplexArray) -> tuple[FloatArray, FloatArray]:
@@ -215,7 +219,7 @@ def estimate(
     _validate(model, measurements)
     ws = workspace or _workspace(model)
     n_state = 2 * ws.n - 1
-    start = np.full(ws.n, model.v_slack, dtype=np.complex128) if v0 is None else v0
+    start = ws.v_no_load if v0 is None else v0
     ms = measurements
     index = np.arange(ms.size)
     removed: list[str] = []
