@@ -37,7 +37,7 @@ from flexgrid.trading.models import (
     Trade,
     request_order_hash,
 )
-from flexgrid.trading.units import UINT256_MAX, eur_to_micro, micro_to_eur_per_mwh, w_to_kw
+from flexgrid.trading.units import UINT256_MAX, eur_to_micro, kw_to_w, micro_to_eur_per_mwh, w_to_kw
 
 # ---------------------------------------------------------------------------------------------
 # Encoding between the trading models and the contract structs
@@ -459,8 +459,6 @@ class MarketClient:
         metering_proof: Sequence[str] = (),
     ) -> TxResult:
         """Settle a payee leaf (payment > 0) against its metered delivery."""
-        from flexgrid.trading.units import kw_to_w
-
         delivered_w = kw_to_w(delivered_kw, field="delivered_kw", order_id=trade.order_id)
         return self._tx(
             self.market.functions.claimPayment(

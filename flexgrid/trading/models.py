@@ -30,6 +30,7 @@ from flexgrid.trading.units import (
     fraction_to_bps,
     kw_to_w,
     scale_exact,
+    value_micro_up,
 )
 
 ZERO_BYTES32 = "0x" + "00" * 32
@@ -353,10 +354,7 @@ class FlexRequest(FlexModel):
 
     def budget_micro(self, slot_seconds: int) -> int:
         """The budget the market escrows for this request (rounded up, in token base units)."""
-        from flexgrid.trading.units import WS_PER_MWH
-
-        total = sum(self.power_w) * slot_seconds * self.price_cap_micro_per_mwh
-        return -((-total) // WS_PER_MWH)
+        return value_micro_up(sum(self.power_w), slot_seconds, self.price_cap_micro_per_mwh)
 
 
 class FlexOffer(FlexModel):
