@@ -349,6 +349,19 @@ def round_orders(engine: Engine, deployment: Deployment, round_id: int) -> Round
     return RoundOrders(requests=requests, offers=offers, p2p=p2p)
 
 
+def accepted_order_hashes(engine: Engine, deployment: Deployment, round_id: int) -> list[str]:
+    """Order hashes of the round's accepted orders in acceptance order (input of the accumulator)."""
+    with Session(engine) as session:
+        rows = session.exec(
+            select(OrderRecord.order_hash)
+            .where(OrderRecord.chain_id == deployment.chain_id)
+            .where(OrderRecord.market == deployment.market)
+            .where(OrderRecord.round_id == round_id)
+            .order_by(col(OrderRecord.block_number), col(OrderRecord.log_index))
+        ).all()
+    return [str(h) for h in rows]
+
+
 def round_events(
     engine: Engine, deployment: Deployment, round_id: int, event: str | None = None
 ) -> list[dict[str, Any]]:
@@ -375,4 +388,4 @@ def round_events(
     ]
 
 
-__all__ = ["EventIndexer", "IndexerReport", "RoundOrders", "jsonable", "round_events", "round_orders"]
+__all__ = ["EventIndexer", "IndexerReport", "RoundOrders", "accepted_order_hashes", "jsonable", "round_events", "round_orders"]

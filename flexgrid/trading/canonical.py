@@ -16,7 +16,7 @@ from eth_utils import keccak
 
 from flexgrid.errors import InputError
 from flexgrid.trading.eip712 import Eip712Domain, digest
-from flexgrid.trading.models import FlexOffer, FlexRequest, P2POrder
+from flexgrid.trading.models import FlexOffer, FlexRequest, P2POrder, request_order_hash
 
 
 def canonical_json(value: Any) -> bytes:
@@ -137,10 +137,26 @@ def input_hash(
     return "0x" + bytes(keccak(canonical_json(inputs))).hex()
 
 
+def order_accumulator(round_id: int, order_hashes: Sequence[str]) -> str:
+    """The round's order accumulator (docs/trading-language.md, "Order accumulator").
+
+    `acc = bytes32(roundId)`, then `acc = keccak256(abi.encode(acc, orderHash))` for every accepted
+    order in acceptance order (a request's order hash is `bytes32(requestId)`). Equal to the value
+    `ClearingCommitted` emits when `order_hashes` are exactly the round's accepted orders.
+    """
+    acc = request_order_hash(round_id)
+    for i, order_hash in enumerate(order_hashes):
+        if not (isinstance(order_hash, str) and len(order_hash) == 66 and order_hash.startswith("0x")):
+            raise InputError(f"order_hashes[{i}]", f"{order_hash!r} is not a bytes32")
+        acc = "0x" + bytes(keccak(bytes.fromhex(acc[2:]) + bytes.fromhex(order_hash[2:]))).hex()
+    return acc
+
+
 __all__ = [
     "canonical_inputs",
     "canonical_json",
     "input_hash",
+    "order_accumulator",
     "order_json",
     "request_id_of",
     "request_json",

@@ -172,3 +172,30 @@ def test_follow_indexes_new_blocks_until_stopped(market: MarketEnv, engine: Engi
     stop.set()
     assert not alive
     assert _count(engine, "FlexOfferSubmitted") == 1
+
+
+def test_indexed_orders_rebuild_the_contracts_order_accumulator(market: MarketEnv, engine: Engine) -> None:
+    from flexgrid.chain.indexer import accepted_order_hashes
+    from flexgrid.trading import P2POrder, Side
+    from flexgrid.trading.canonical import order_accumulator
+
+    cfg, _, _ = _round_with_orders(market, offers=2)
+    trader = market.providers[4]
+    order = P2POrder(
+        trader=trader.address,
+        round_id=cfg.round_id,
+        bus=4,
+        side=Side.SELL,
+        slot=0,
+        kw=2.0,
+        limit_price_eur_per_mwh=50.0,
+        nonce=cfg.round_id << 64,
+        expiry_s=market.now_s() + 1000,
+    )
+    market.client().submit_p2p_orders([order.sign(trader, market.deployment.domain)])
+    EventIndexer(market.w3, market.deployment, engine).run_once()
+    hashes = accepted_order_hashes(engine, market.deployment, cfg.round_id)
+    status = market.client().round_status(cfg.round_id)
+    assert len(hashes) == status["orderCount"] == 4
+    assert order_accumulator(cfg.round_id, hashes) == status["orderAccumulator"]
+    assert order_accumulator(cfg.round_id, hashes[::-1]) != status["orderAccumulator"]

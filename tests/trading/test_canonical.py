@@ -82,3 +82,18 @@ def test_request_without_its_chain_id_cannot_be_hashed() -> None:
     with pytest.raises(InputError) as info:
         input_hash(**bad)  # type: ignore[arg-type]
     assert info.value.field == "order_id"
+
+
+def test_order_accumulator_folds_hashes_in_order() -> None:
+    from eth_utils import keccak
+
+    from flexgrid.trading.canonical import order_accumulator
+
+    a, b = "0x" + "aa" * 32, "0x" + "bb" * 32
+    start = (7).to_bytes(32, "big")
+    expected = keccak(keccak(start + bytes.fromhex(a[2:])) + bytes.fromhex(b[2:]))
+    assert order_accumulator(7, [a, b]) == "0x" + expected.hex()
+    assert order_accumulator(7, []) == "0x" + start.hex()
+    with pytest.raises(InputError) as info:
+        order_accumulator(7, [a, "0x12"])
+    assert info.value.field == "order_hashes[1]"
