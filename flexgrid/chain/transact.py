@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
@@ -58,8 +59,22 @@ def call_view(fn: Callable[[], T]) -> T:
         raise decode_revert(data) from exc
 
 
+_LOCKS_GUARD = threading.Lock()
+_SEND_LOCKS: dict[str, threading.Lock] = {}
+
+
+def _send_lock(address: str) -> threading.Lock:
+    """One lock per sending account in this process, so concurrent senders never share a nonce."""
+    with _LOCKS_GUARD:
+        return _SEND_LOCKS.setdefault(address, threading.Lock())
+
+
 class TxSender:
-    """Signs and sends transactions for one account; waits for the receipt."""
+    """Signs and sends transactions for one account; waits for the receipt.
+
+    Threads of one process may share an account: picking the nonce and sending are serialised
+    per account (waiting for the receipt is not).
+    """
 
     def __init__(self, w3: Web3, account: LocalAccount, *, timeout_s: float = 120.0) -> None:
         self.w3 = w3
@@ -75,9 +90,10 @@ class TxSender:
         if self._chain_id is None:
             self._chain_id = int(self.w3.eth.chain_id)
         tx.setdefault("chainId", self._chain_id)
-        tx["nonce"] = self.w3.eth.get_transaction_count(self.account.address, "pending")
-        signed = self.account.sign_transaction(tx)
-        tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
+        with _send_lock(self.address):
+            tx["nonce"] = self.w3.eth.get_transaction_count(self.account.address, "pending")
+            signed = self.account.sign_transaction(tx)
+            tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
         try:
             receipt = self.w3.eth.wait_for_transaction_receipt(
                 tx_hash, timeout=self.timeout_s, poll_latency=0.05

@@ -285,3 +285,19 @@ def test_p2p_buy_order_escrows_its_value(market: MarketEnv) -> None:
     # 8 kW * 0.25 h * 0.15 EUR/kWh = 0.3 EUR
     assert op.escrow_of_micro(cfg.round_id, buyer.address) == (300_000, 0)
     assert op.hash_p2p_order(order) == order.digest(market.deployment.domain)
+
+
+def test_threads_sharing_one_relayer_account_do_not_collide(market: MarketEnv) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    op = market.client()
+    cfg = op.create_round(market.round_config())
+    signed = [
+        make_offer(market, cfg.round_id, provider_index=i).sign(market.providers[i], market.deployment.domain)
+        for i in range(6)
+    ]
+    relayer = market.client(market.oracle)
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        hashes = list(pool.map(relayer.submit_offer, signed))
+    assert hashes == [s.order_hash for s in signed]
+    assert op.round_status(cfg.round_id)["orderCount"] == 6
