@@ -379,3 +379,18 @@ def estimate_series(
         out.append(est)
         v0 = est.v
     return out
+
+
+def residual_correlation(model: NetworkModel, measurements: MeasurementSet, v: ComplexArray) -> FloatArray:
+    """Correlation of the residuals, ρ_ij = Ω_ij / sqrt(Ω_ii Ω_jj), Ω = R − H G⁻¹ Hᵀ, at voltages v.
+
+    Two measurements with |ρ| close to 1 form a bad-data group: an error in one shows equally
+    in the other's normalised residual, so the largest normalised residual test cannot tell
+    which of them is wrong (it can still detect that one is)."""
+    ws = _workspace(model)
+    _, jac = _h_jac(model, ws, measurements, v)
+    w = 1.0 / measurements.sigma**2
+    cov = np.linalg.inv(jac.T @ (jac * w[:, None]))
+    omega = np.diag(measurements.sigma**2) - jac @ cov @ jac.T
+    d = np.sqrt(np.clip(np.diag(omega), 1e-300, None))
+    return np.asarray(omega / d[:, None] / d[None, :])

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from flexgrid.errors import InputError
-from flexgrid.monitoring.estimation import estimate, workspace
+from flexgrid.monitoring.estimation import estimate, residual_correlation, workspace
 from flexgrid.monitoring.measurements import (
     MeasurementSet,
     Meter,
     PseudoConfig,
+    Source,
     meter_channels,
     pseudo_measurements,
     simulate_readings,
@@ -71,7 +72,7 @@ class TrialResult:
     gross_detected: BoolArray  # the channel with the gross error was removed
     gross_rmse_pu: FloatArray  # RMSE after bad-data processing of the corrupted set
     gross_channel: np.ndarray  # index of the corrupted channel (-1 if none)
-    detectable_share: FloatArray  # share of meter channels whose 15σ error is detectable
+    detectable_share: FloatArray  # share of meter channels whose gross error is detectable and identifiable
     estimate_seconds: float  # mean wall time of one clean estimate
     abs_error_pu: FloatArray  # (n_trials, n_bus) |V_est - V_true| of the clean estimates
 
@@ -104,13 +105,17 @@ def run_trials(
     pseudo: PseudoConfig | None = None,
     gross_error_sigma: float | None = None,
     detectable_only: bool = True,
+    max_residual_correlation: float = 0.9,
     load_scale: float = 1.0,
     gen_scale: float = 1.0,
 ) -> TrialResult:
     """Seeded estimation trials. With `gross_error_sigma`, each trial also corrupts one random
     meter channel by that many σ (among channels where such an error is detectable, i.e.
     whose minimal detectable error is at most that size, unless `detectable_only` is False)
-    and records whether bad-data processing removes it."""
+    and records whether bad-data processing removes it. "Detectable" means the minimal detectable
+    error (99 % power) is at most that size and the channel is identifiable: its residual
+    correlation with every removable measurement is below `max_residual_correlation` (else the
+    largest normalised residual test cannot tell the two apart)."""
     import time
 
     cfg = pseudo or PseudoConfig()
@@ -159,8 +164,12 @@ def run_trials(
         mde = est.minimal_detectable_error_sigma()
         kept = np.array(est.kept_index)
         meter_pos = np.flatnonzero(kept < channels.size)
-        ok = kept[meter_pos][mde[meter_pos] <= gross_error_sigma] if detectable_only else kept[meter_pos]
-        det_share[k] = np.mean(mde[meter_pos] <= gross_error_sigma) if meter_pos.size else 0.0
+        rho = np.abs(residual_correlation(model, ms.subset(np.isin(np.arange(ms.size), kept)), est.v))
+        np.fill_diagonal(rho, 0.0)
+        rho[:, ms.source[kept] == Source.VIRTUAL] = 0.0  # never removed, so never confused
+        qualifies = (mde[meter_pos] <= gross_error_sigma) & (rho[meter_pos].max(axis=1) < max_residual_correlation)
+        ok = kept[meter_pos][qualifies] if detectable_only else kept[meter_pos]
+        det_share[k] = np.mean(qualifies) if meter_pos.size else 0.0
         if ok.size == 0:
             continue
         i = int(rng.choice(ok))

@@ -121,14 +121,16 @@ def test_two_sigma_band_covers_the_truth_90_to_98_percent(
 def test_gross_error_of_15_sigma_is_found_and_removed(
     net_name: str, case33bw: NetworkModel, kerber: NetworkModel
 ) -> None:
-    """A 15σ error in a random meter channel whose minimal detectable error (99 % power) is at
-    most 15σ is removed in ≥95 % of trials, and the estimate after removal stays within 1.5x
-    the clean one."""
+    """A 15σ error in a random meter channel that can be detected (minimal detectable error at
+    99 % power ≤ 15σ) and identified (residual correlation < 0.9 with every removable
+    measurement) is removed in ≥95 % of trials, and the estimate after removal stays within
+    1.5x the clean one. Channels outside that set are reported (`detectable_channel_share`)."""
     model = case33bw if net_name == "case33bw" else kerber
     meters = _case33_meters(model) if net_name == "case33bw" else _kerber_meters(model)
     stats = run_trials(model, meters, 100 if net_name == "case33bw" else 60, seed=5, gross_error_sigma=15.0).summary()
     assert stats["gross_detected_share"] >= 0.95
     assert stats["gross_rmse_ratio"] <= 1.5
+    assert stats["detectable_channel_share"] > 0.15  # at least the voltage channels qualify
 
 
 def test_without_bad_data_processing_a_gross_error_spoils_the_estimate(case33bw: NetworkModel) -> None:
