@@ -64,6 +64,7 @@ lint: install contracts
 bench: install
 	$(PY) benchmarks/clearing.py
 	$(PY) benchmarks/monitoring.py
+	$(PY) benchmarks/chain.py
 
 # eth-brownie in its own throw-away venv (build/brownie-venv): compile and a deploy-and-offer test.
 brownie: node

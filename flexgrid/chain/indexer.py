@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from eth_abi import decode as abi_decode
 from sqlalchemy import Engine
 from sqlmodel import Session, col, delete, select
 from web3 import Web3
@@ -67,6 +68,39 @@ def _struct(args: dict[str, Any], key: str) -> dict[str, Any]:
     return out
 
 
+def _abi_type(p: dict[str, Any]) -> str:
+    t = str(p["type"])
+    if t.startswith("tuple"):
+        return "(" + ",".join(_abi_type(c) for c in p["components"]) + ")" + t[len("tuple") :]
+    return t
+
+
+_DYNAMIC = ("string", "bytes", "tuple")
+
+
+class _LogDecoder:
+    """Decodes one event's logs with eth-abi (web3's `process_log` is ~5x slower)."""
+
+    def __init__(self, item: dict[str, Any]) -> None:
+        self.inputs = list(item["inputs"])
+        self.indexed = [p for p in self.inputs if p.get("indexed")]
+        self.data_params = [p for p in self.inputs if not p.get("indexed")]
+        self.data_types = [_abi_type(p) for p in self.data_params]
+
+    def decode(self, log: Any) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for param, topic in zip(self.indexed, list(log["topics"])[1:], strict=True):
+            kind = _abi_type(param)
+            if kind.endswith("]") or kind.startswith(_DYNAMIC):
+                values[param["name"]] = "0x" + bytes(topic).hex()  # only the hash is in the topic
+            else:
+                values[param["name"]] = jsonable(abi_decode([kind], bytes(topic))[0], param)
+        decoded = abi_decode(self.data_types, bytes(log["data"])) if self.data_types else ()
+        for param, value in zip(self.data_params, decoded, strict=True):
+            values[param["name"]] = jsonable(value, param)
+        return {p["name"]: values[p["name"]] for p in self.inputs}
+
+
 @dataclass(frozen=True)
 class IndexerReport:
     """What one `run_once` did."""
@@ -104,7 +138,6 @@ class EventIndexer:
             address = Web3.to_checksum_address(getattr(deployment, attr))
             self._addresses[str(address)] = name
             abi = load_artifact(name).abi
-            contract = w3.eth.contract(address=address, abi=abi)
             for item in abi:
                 if item.get("type") == "event" and not item.get("anonymous"):
                     topic = bytes(Web3.keccak(text=_event_signature(item)))
@@ -112,7 +145,7 @@ class EventIndexer:
                         name,
                         str(item["name"]),
                         item,
-                        contract.events[item["name"]],
+                        _LogDecoder(item),
                     )
 
     # -- cursor and reorgs -----------------------------------------------------------------------
@@ -247,6 +280,7 @@ class EventIndexer:
             ).all():
                 existing.add((tx_hash, log_index))
         events_added = orders_added = 0
+        blocks: dict[int, str] = {}
         for log in rows:
             if not log["topics"]:
                 continue
@@ -259,8 +293,7 @@ class EventIndexer:
             if (tx_hash, log_index) in existing:
                 continue
             contract_name, event_name, abi_item, event = entry
-            decoded = event().process_log(log)
-            args = {p["name"]: jsonable(decoded["args"][p["name"]], p) for p in abi_item["inputs"]}
+            args = event.decode(log)
             block_number = int(log["blockNumber"])
             block_hash = "0x" + bytes(log["blockHash"]).hex()
             order = self._order(event_name, args)
@@ -287,7 +320,7 @@ class EventIndexer:
                     args_json=json.dumps(args, sort_keys=True, separators=(",", ":")),
                 )
             )
-            self._remember_block(session, block_number, block_hash)
+            blocks[block_number] = block_hash
             events_added += 1
             if order is not None:
                 kind, participant, model = order
@@ -307,6 +340,8 @@ class EventIndexer:
                 )
                 orders_added += 1
             existing.add((tx_hash, log_index))
+        for number, block_hash in blocks.items():
+            self._remember_block(session, number, block_hash)
         return events_added, orders_added
 
     def _order(

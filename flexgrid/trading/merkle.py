@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from typing import Any, Generic, TypeVar
 
 from murky_tree import StandardMerkleTree
-from murky_tree.core import hash_pair
+from murky_tree.core import get_proof, hash_pair
+from murky_tree.merkletree import build_tree
 from murky_tree.standard import standard_leaf_hash
 
 from flexgrid.errors import InputError
@@ -42,9 +43,10 @@ class _LeafTree(Generic[L]):
     def __init__(self, items: Sequence[L]) -> None:
         self.items: tuple[L, ...] = tuple(items)
         values = [item.leaf_values() for item in self.items]
+        hashes = [standard_leaf_hash(v, self.leaf_types) for v in values]
         seen: dict[str, int] = {}
         for i, item in enumerate(self.items):
-            h = leaf_hash(values[i], self.leaf_types)
+            h = "0x" + bytes(hashes[i]).hex()
             if h in seen:
                 raise InputError(
                     f"{self.kind}[{i}]",
@@ -53,9 +55,11 @@ class _LeafTree(Generic[L]):
                 )
             seen[h] = i
         self._index = seen
-        self._tree: StandardMerkleTree[list[Any]] | None = (
-            StandardMerkleTree.of(values, self.leaf_types) if values else None
-        )
+        # murky-tree builds the tree from the leaf hashes computed once above (as its `of` does).
+        self._tree: StandardMerkleTree[list[Any]] | None = None
+        if values:
+            tree, indexed = build_tree(values, hashes, True, hash_pair)
+            self._tree = StandardMerkleTree(tree, indexed, self.leaf_types, _leaf_hashes=hashes)
 
     @property
     def root(self) -> str:
@@ -72,7 +76,8 @@ class _LeafTree(Generic[L]):
         )
         if index is None or self._tree is None or not 0 <= index < len(self.items):
             raise InputError(self.kind, "is not a leaf of this tree")
-        return [str(p) for p in self._tree.get_proof(index)]
+        tree = self._tree.tree
+        return ["0x" + bytes(p).hex() for p in get_proof(tree, self._tree.values[index].tree_index)]
 
     def to_json(self) -> dict[str, Any]:
         """The tree in `@openzeppelin/merkle-tree`'s JSON format (empty dict for an empty tree)."""
