@@ -296,7 +296,7 @@ class EventIndexer:
             args = event.decode(log)
             block_number = int(log["blockNumber"])
             block_hash = "0x" + bytes(log["blockHash"]).hex()
-            order = self._order(event_name, args)
+            order = order_from_event(event_name, args)
             order_hash = args.get("orderHash")
             if event_name == "FlexRequestSubmitted":
                 order_hash = request_order_hash(int(args["requestId"]))
@@ -344,19 +344,21 @@ class EventIndexer:
             self._remember_block(session, number, block_hash)
         return events_added, orders_added
 
-    def _order(
-        self, event_name: str, args: dict[str, Any]
-    ) -> tuple[str, str, FlexRequest | FlexOffer | P2POrder] | None:
-        if event_name == "FlexRequestSubmitted":
-            request = request_from_struct(int(args["requestId"]), args["dso"], dict(args["request"]))
-            return "request", str(args["dso"]), request
-        if event_name == "FlexOfferSubmitted":
-            offer = offer_from_struct(_struct(args, "offer"), args["orderHash"])
-            return "offer", offer.provider, offer
-        if event_name == "P2POrderSubmitted":
-            order = p2p_from_struct(_struct(args, "order"), args["orderHash"])
-            return "p2p", order.trader, order
-        return None
+
+def order_from_event(
+    event_name: str, args: dict[str, Any]
+) -> tuple[str, str, FlexRequest | FlexOffer | P2POrder] | None:
+    """(kind, participant, model) of an order event's decoded (JSON-able) args; None for other events."""
+    if event_name == "FlexRequestSubmitted":
+        request = request_from_struct(int(args["requestId"]), args["dso"], dict(args["request"]))
+        return "request", str(args["dso"]), request
+    if event_name == "FlexOfferSubmitted":
+        offer = offer_from_struct(_struct(args, "offer"), args["orderHash"])
+        return "offer", offer.provider, offer
+    if event_name == "P2POrderSubmitted":
+        order = p2p_from_struct(_struct(args, "order"), args["orderHash"])
+        return "p2p", order.trader, order
+    return None
 
 
 @dataclass(frozen=True)
@@ -381,6 +383,45 @@ def round_orders(engine: Engine, deployment: Deployment, round_id: int) -> Round
     requests = [FlexRequest.model_validate_json(r.model_json) for r in rows if r.kind == "request"]
     offers = [FlexOffer.model_validate_json(r.model_json) for r in rows if r.kind == "offer"]
     p2p = [P2POrder.model_validate_json(r.model_json) for r in rows if r.kind == "p2p"]
+    return RoundOrders(requests=requests, offers=offers, p2p=p2p)
+
+
+ORDER_EVENTS = ("FlexRequestSubmitted", "FlexOfferSubmitted", "P2POrderSubmitted")
+
+
+def read_round_orders(
+    w3: Web3, deployment: Deployment, round_id: int, *, from_block: int | None = None
+) -> RoundOrders:
+    """The orders of `round_id` read straight from the chain's events (no database), in acceptance
+    order: what an oracle or auditor rebuilds the clearing inputs from."""
+    abi = load_artifact("FlexMarket").abi
+    decoders: dict[bytes, tuple[str, _LogDecoder]] = {}
+    for item in abi:
+        if item.get("type") == "event" and item["name"] in ORDER_EVENTS:
+            decoders[bytes(Web3.keccak(text=_event_signature(item)))] = (str(item["name"]), _LogDecoder(item))
+    logs = w3.eth.get_logs(
+        {
+            "fromBlock": deployment.block_number if from_block is None else from_block,
+            "toBlock": "latest",
+            "address": Web3.to_checksum_address(deployment.market),
+            "topics": [["0x" + t.hex() for t in decoders], "0x" + round_id.to_bytes(32, "big").hex()],
+        }
+    )
+    requests: list[FlexRequest] = []
+    offers: list[FlexOffer] = []
+    p2p: list[P2POrder] = []
+    for log in sorted(logs, key=lambda log: (int(log["blockNumber"]), int(log["logIndex"]))):
+        name, decoder = decoders[bytes(log["topics"][0])]
+        order = order_from_event(name, decoder.decode(log))
+        if order is None:
+            continue
+        model = order[2]
+        if isinstance(model, FlexRequest):
+            requests.append(model)
+        elif isinstance(model, FlexOffer):
+            offers.append(model)
+        else:
+            p2p.append(model)
     return RoundOrders(requests=requests, offers=offers, p2p=p2p)
 
 
@@ -423,4 +464,12 @@ def round_events(
     ]
 
 
-__all__ = ["EventIndexer", "IndexerReport", "RoundOrders", "accepted_order_hashes", "jsonable", "round_events", "round_orders"]
+__all__ = [
+    "EventIndexer",
+    "IndexerReport",
+    "RoundOrders",
+    "accepted_order_hashes",
+    "jsonable",
+    "round_events",
+    "round_orders",
+]

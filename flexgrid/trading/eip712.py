@@ -118,6 +118,44 @@ class SignedOrder:
     def signature_bytes(self) -> bytes:
         return bytes.fromhex(self.signature[2:])
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form: `{"kind", "order", "domain", "signature"}` (order in user units)."""
+        return {
+            "kind": "offer" if isinstance(self.order, FlexOffer) else "p2p",
+            "order": self.order.model_dump(mode="json"),
+            "domain": self.domain.as_dict(),
+            "signature": self.signature,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SignedOrder:
+        """Parse `to_dict`'s form; bad input raises `InputError` naming the field."""
+        if not isinstance(data, dict):
+            raise InputError("signed_order", "must be an object with kind, order, domain and signature")
+        kind = data.get("kind")
+        model: type[FlexOffer] | type[P2POrder]
+        if kind == "offer":
+            model = FlexOffer
+        elif kind == "p2p":
+            model = P2POrder
+        else:
+            raise InputError("kind", f"must be 'offer' or 'p2p', got {kind!r}")
+        order = model.model_validate(data.get("order"))
+        domain_data = data.get("domain")
+        if not isinstance(domain_data, dict):
+            raise InputError("domain", "must be an object with name, version, chainId and verifyingContract")
+        domain = Eip712Domain(
+            chain_id=domain_data.get("chainId"),  # type: ignore[arg-type]
+            verifying_contract=domain_data.get("verifyingContract"),  # type: ignore[arg-type]
+            name=str(domain_data.get("name", DOMAIN_NAME)),
+            version=str(domain_data.get("version", DOMAIN_VERSION)),
+        )
+        signature = data.get("signature")
+        if not (isinstance(signature, str) and signature.startswith("0x") and len(signature) == 132):
+            raise SignatureError("signature", "must be 65 bytes as 0x hex", order_id=order.order_id)
+        _hex_bytes(signature)
+        return cls(order=order, domain=domain, signature=signature.lower())
+
     def verify(self, expected_domain: Eip712Domain | None = None) -> str:
         """Check domain (if given) and signer; return the order hash. Raises `SignatureError`."""
         if expected_domain is not None:

@@ -199,3 +199,15 @@ def test_indexed_orders_rebuild_the_contracts_order_accumulator(market: MarketEn
     assert len(hashes) == status["orderCount"] == 4
     assert order_accumulator(cfg.round_id, hashes) == status["orderAccumulator"]
     assert order_accumulator(cfg.round_id, hashes[::-1]) != status["orderAccumulator"]
+
+
+def test_orders_read_straight_from_chain_equal_the_indexed_ones(market: MarketEnv, engine: Engine) -> None:
+    from flexgrid.chain.indexer import read_round_orders
+
+    cfg, request, offers = _round_with_orders(market, offers=3)
+    other, _, _ = _round_with_orders(market, offers=1)  # another round's orders are left out
+    EventIndexer(market.w3, market.deployment, engine).run_once()
+    from_chain = read_round_orders(market.w3, market.deployment, cfg.round_id)
+    assert from_chain == round_orders(engine, market.deployment, cfg.round_id)
+    assert from_chain.requests == [request] and from_chain.offers == offers
+    assert len(read_round_orders(market.w3, market.deployment, other.round_id).offers) == 1
