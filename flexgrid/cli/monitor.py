@@ -160,7 +160,8 @@ def place_meters_cmd(
     probability: Annotated[float, typer.Option("--probability", help="probability of staying within the target")] = 0.95,
     pseudo_sigma: Annotated[float, typer.Option("--pseudo-sigma", help="σ of pseudo-measurements, share of the forecast")] = 0.5,
     candidates: Annotated[str | None, typer.Option("--candidates", help="candidate buses, e.g. 3,6,9 (default: all)")] = None,
-    robust: Annotated[bool, typer.Option("--robust", help="the target must hold with any one meter failed")] = False,
+    robust: Annotated[bool, typer.Option("--robust", help="the target must hold with any one meter failed (greedy)")] = False,
+    method: Annotated[str, typer.Option("--method", help="greedy (with the cost-accuracy curve) or milp (HiGHS)")] = "greedy",
     extra_steps: Annotated[int, typer.Option("--extra-steps", help="continue the cost-accuracy curve past the target")] = 3,
     compare_exhaustive: Annotated[int, typer.Option("--compare-exhaustive", help="compare greedy with exhaustive search for 1..K meters")] = 0,
     as_json: JsonOpt = False,
@@ -169,16 +170,25 @@ def place_meters_cmd(
     """Cheapest meter set meeting the accuracy target, with the cost-accuracy curve."""
     from flexgrid.errors import InputError
     from flexgrid.grid import load_net
-    from flexgrid.monitoring import PseudoConfig, best_k_meters, build_model, greedy_placement
+    from flexgrid.monitoring import PseudoConfig, best_k_meters, build_model, greedy_placement, milp_placement
 
     try:
         pnet = load_net(net)
         model = build_model(pnet, net)
         cfg = PseudoConfig(load_sigma_rel=pseudo_sigma)
-        placement = greedy_placement(
-            model, candidate_buses=_parse_buses(candidates, "--candidates"), tolerance_pu=tolerance,
-            probability=probability, robust=robust, pseudo=cfg, continue_after_target=extra_steps,
-        )
+        cand = _parse_buses(candidates, "--candidates")
+        if method == "greedy":
+            placement = greedy_placement(
+                model, candidate_buses=cand, tolerance_pu=tolerance,
+                probability=probability, robust=robust, pseudo=cfg, continue_after_target=extra_steps,
+            )
+        elif method == "milp":
+            if robust:
+                raise InputError("--robust", "the robust variant is available with --method greedy")
+            placement = milp_placement(model, candidate_buses=cand, tolerance_pu=tolerance,
+                                       probability=probability, pseudo=cfg)
+        else:
+            raise InputError("--method", f"must be greedy or milp, got {method!r}")
         comparison = []
         for k in range(1, compare_exhaustive + 1):
             exact = best_k_meters(model, k, pseudo=cfg)
@@ -190,6 +200,7 @@ def place_meters_cmd(
         raise _fail(exc) from None
     result: dict[str, Any] = {
         "net": net,
+        "method": method,
         "meters": [{"bus": b, "type": t} for b, t in placement.meters],
         "cost_eur": placement.cost_eur,
         "error_bound_pu": placement.error_bound_pu,
@@ -213,10 +224,13 @@ def place_meters_cmd(
     console = Console()
     table = Table(title=f"Meter placement on {net}: every bus within {tolerance:.1%} with ≥{probability:.0%} probability"
                   + (" (robust to one failed meter)" if robust else ""))
-    for col in ("step", "added meter", "cost (EUR)", "95 % error bound (pu)", "worst bus"):
+    for col in ("step", "added meters", "cost (EUR)", "95 % error bound (pu)", "worst bus"):
         table.add_column(col, justify="right")
+    previous: set[tuple[int, str]] = set()
     for i, p in enumerate(placement.curve):
-        added = f"{p.meters[-1][1]} at bus {p.meters[-1][0]}" if p.meters else "substation only"
+        new = [m for m in p.meters if m not in previous]
+        previous = set(p.meters)
+        added = ", ".join(f"{t} at bus {b}" for b, t in new) if new else "substation only"
         table.add_row(str(i), added, f"{p.cost_eur:,.0f}", f"{p.error_bound_pu:.4f}", str(p.worst_bus))
     console.print(table)
     verdict = "meets" if placement.meets_target else "does NOT meet"

@@ -31,6 +31,7 @@ from flexgrid.monitoring.placement import (
     Placement,
     best_k_meters,
     greedy_placement,
+    milp_placement,
 )
 from flexgrid.monitoring.powerflow import BatchFlow, solve_batch
 from flexgrid.monitoring.simulation import TrialResult, run_trials, sample_injections
@@ -57,6 +58,7 @@ __all__ = [
     "estimate_series",
     "greedy_placement",
     "meter_channels",
+    "milp_placement",
     "pseudo_measurements",
     "readings",
     "run_trials",

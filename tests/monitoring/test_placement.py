@@ -104,3 +104,29 @@ def test_bad_placement_inputs_get_typed_errors(case33bw: NetworkModel) -> None:
     with pytest.raises(InputError) as exc:
         greedy_placement(case33bw, probability=1.5)
     assert exc.value.field == "probability"
+
+
+def test_milp_placement_is_verified_and_optimal_on_case33bw(case33bw: NetworkModel) -> None:
+    """At a tight target (0.5 %), no one- or two-meter set of any type meets it, and the MILP
+    meets it with three voltage meters, the cheapest possible three; greedy pays more."""
+    from flexgrid.monitoring.placement import milp_placement
+
+    tol = 0.005
+    milp = milp_placement(case33bw, pseudo=PSEUDO_50, tolerance_pu=tol)
+    greedy = greedy_placement(case33bw, pseudo=PSEUDO_50, tolerance_pu=tol)
+    assert milp.meets_target and milp.error_bound_pu <= tol
+    assert milp.cost_eur <= greedy.cost_eur
+    ev = _Evaluator(case33bw, PSEUDO_50, 1.0)
+    cands = [(int(b), t) for i, b in enumerate(case33bw.bus_ids) if i != case33bw.slack for t in DEFAULT_METER_TYPES]
+    gains = np.stack([ev.gain_of(t.at(b)) for b, t in cands])
+    for k in (1, 2):
+        idx = np.array([c for c in itertools.combinations(range(len(cands)), k)
+                        if len({cands[i][0] for i in c}) == k])
+        bound = 1.959964 * ev.vm_std(ev.g_base[None] + gains[idx].sum(axis=1)).max(axis=1)
+        assert bound.min() > tol
+    cheapest_three = 3 * min(t.cost_eur for t in DEFAULT_METER_TYPES)
+    assert milp.cost_eur == cheapest_three
+    # the MILP's own check agrees with an independent evaluation of its meters
+    types = {t.name: t for t in DEFAULT_METER_TYPES}
+    g = ev.g_base + sum(ev.gain_of(types[t].at(b)) for b, t in milp.meters)
+    assert 1.959964 * ev.vm_std(g[None])[0].max() == pytest.approx(milp.error_bound_pu, rel=1e-6)

@@ -39,6 +39,8 @@ def test_monitor_place_meters_table_and_curve(tmp_path: Path) -> None:
     assert Path(out["plots"][0]).exists()
     table = runner.invoke(app, ["monitor", "place-meters", "case33bw"])
     assert table.exit_code == 0 and "Meter placement on case33bw" in table.output
+    milp = _run("monitor", "place-meters", "case33bw", "--method", "milp", "--tolerance", "0.005", "--json")
+    assert milp["method"] == "milp" and milp["meets_target"] and milp["error_bound_pu"] <= 0.005
 
 
 def test_risk_n1_probabilistic_and_requests(tmp_path: Path) -> None:
