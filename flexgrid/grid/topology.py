@@ -4,8 +4,8 @@ pandapower builds the branch model (`_pd2ppc`, run through a DC power flow): bus
 closed bus-bus switches are fused into one node, lines behind an open switch end at an
 auxiliary node, out-of-service elements are dropped, transformers become pi branches. We keep
 its per-unit impedances (on `base_mva`) so that our OPF and pandapower's AC power flow see the
-same network. Off-nominal tap ratios and phase shifts are not modelled by the OPF (the AC
-validation reports the difference they make).
+same network, including off-nominal transformer tap ratios (an ideal transformer at the
+from end). Phase shifts do not matter to the radial branch-flow models and are ignored.
 
 Which formulations apply: a network is *radial* when every connected component of the
 operated network holds exactly one slack (external grid) and is a tree. Branch-flow models
@@ -65,6 +65,7 @@ class GridView:
     g_shunt_pu: FloatArray  # total shunt conductance of the pi model (half at each end)
     b_shunt_pu: FloatArray  # total shunt susceptance of the pi model (half at each end)
     i_max_pu: FloatArray  # current limit (inf when none)
+    tap_ratio: FloatArray  # off-nominal ratio of an ideal transformer at the from end (1 for lines)
     branch_kind: tuple[str, ...]  # "line" or "trafo"
     branch_element: IntArray  # pandapower line / trafo index
     node_g_pu: FloatArray  # bus shunts
@@ -143,7 +144,8 @@ def grid_model_hash(view: GridView) -> str:
                 int(view.branch_element[k]),
                 *_rounded(
                     np.array(
-                        [view.r_pu[k], view.x_pu[k], view.g_shunt_pu[k], view.b_shunt_pu[k], view.i_max_pu[k]]
+                        [view.r_pu[k], view.x_pu[k], view.g_shunt_pu[k], view.b_shunt_pu[k], view.i_max_pu[k],
+                         view.tap_ratio[k]]
                     )
                 ),
             ]
@@ -245,6 +247,8 @@ def build_view(net: pp.pandapowerNet, name: str = "net", *, v_min_pu: float | No
     x_pu = br[rows_a, idx_brch.BR_X].real.astype(float)
     b_sh = br[rows_a, idx_brch.BR_B].real.astype(float)
     g_sh = br[rows_a, idx_brch.BR_G].real.astype(float) if br.shape[1] > idx_brch.BR_G else np.zeros(len(rows))
+    tap = br[rows_a, idx_brch.TAP].real.astype(float) if len(rows) else np.zeros(0)
+    tap = np.where(tap == 0.0, 1.0, tap)
     i_max = _branch_ratings(work, kinds, elements, base_mva, vn_kv[f_node] if len(rows) else np.zeros(0))
 
     # Slack nodes and their voltage set-points.
@@ -273,6 +277,9 @@ def build_view(net: pp.pandapowerNet, name: str = "net", *, v_min_pu: float | No
     bs = bus_ppc[active, idx_bus.BS].astype(float) / base_mva
 
     radial, reason, f_or, t_or = _orient(n_node, f_node, t_node, slack_nodes)
+    flipped = (f_or != f_node) & (np.abs(tap - 1.0) > 1e-12)
+    if np.any(flipped):  # a transformer fed from its low side: keep pandapower's ratio at the new from end
+        tap = np.where(flipped, 1.0 / tap, tap)
     return GridView(
         name=name,
         base_mva=base_mva,
@@ -291,6 +298,7 @@ def build_view(net: pp.pandapowerNet, name: str = "net", *, v_min_pu: float | No
         g_shunt_pu=g_sh,
         b_shunt_pu=b_sh,
         i_max_pu=i_max,
+        tap_ratio=tap,
         branch_kind=tuple(kinds),
         branch_element=np.array(elements, dtype=np.int64),
         node_g_pu=gs,

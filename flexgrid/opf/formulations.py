@@ -87,9 +87,10 @@ def _row(nodes: IntArray, n: int, t_count: int) -> IntArray:
 def _node_shunts(view: GridView) -> tuple[FloatArray, FloatArray]:
     g = view.node_g_pu.copy()
     b = view.node_b_pu.copy()
-    np.add.at(g, view.from_node, view.g_shunt_pu / 2)
+    inv_tap2 = 1.0 / view.tap_ratio**2  # the from-end half sits behind the ideal transformer
+    np.add.at(g, view.from_node, view.g_shunt_pu / 2 * inv_tap2)
     np.add.at(g, view.to_node, view.g_shunt_pu / 2)
-    np.add.at(b, view.from_node, view.b_shunt_pu / 2)
+    np.add.at(b, view.from_node, view.b_shunt_pu / 2 * inv_tap2)
     np.add.at(b, view.to_node, view.b_shunt_pu / 2)
     return g, b
 
@@ -223,11 +224,12 @@ def _distflow(model: ConicModel, view: GridView, t_count: int, wp: Withdrawal, w
     _balance(model, "balance_p", view, t_count, wp, terms_p)
     _balance(model, "balance_q", view, t_count, wq, terms_q)
 
-    # v_to - v_from + 2 (r P + x Q) - |z|^2 l = 0
+    # v_to - v_from / tap^2 + 2 (r P + x Q) - |z|^2 l = 0  (ideal transformer at the from end)
     br = _row(np.arange(nb), nb, t_count)
+    inv_tap2 = (1.0 / view.tap_ratio**2)[:, None] * np.ones((1, t_count))
     rows = [br, br, br, br]
     cols = [vi[t], vi[f], pi, qi]
-    vals = [np.ones_like(r2), -np.ones_like(r2), 2 * r2, 2 * x2]
+    vals = [np.ones_like(r2), -inv_tap2, 2 * r2, 2 * x2]
     if lb is not None:
         rows.append(br)
         cols.append(lb.idx())
@@ -241,13 +243,14 @@ def _distflow(model: ConicModel, view: GridView, t_count: int, wp: Withdrawal, w
 
     if lb is not None:
         li = lb.idx()
-        # (v_f + l, 2P, 2Q, v_f - l) in the second-order cone, one cone per branch and slot
+        # (v_f/tap^2 + l, 2P, 2Q, v_f/tap^2 - l) in the second-order cone, one per branch and slot
         cone = br.ravel()  # cone number = slot * nb + branch, in the same order as pi.ravel()
+        it2 = inv_tap2.ravel()
+        ones = np.ones(cone.size)
         rows4 = [4 * cone, 4 * cone, 4 * cone + 1, 4 * cone + 2, 4 * cone + 3, 4 * cone + 3]
         cols4 = [vi[f].ravel(), li.ravel(), pi.ravel(), qi.ravel(), vi[f].ravel(), li.ravel()]
-        vals4 = [-1.0, -1.0, -2.0, -2.0, -1.0, 1.0]
-        model.add("branch_cone", "soc", np.concatenate(rows4), np.concatenate(cols4),
-                  np.concatenate([np.full(len(c), v) for c, v in zip(cols4, vals4, strict=True)]),
+        vals4 = [-it2, -ones, -2 * ones, -2 * ones, -it2, ones]
+        model.add("branch_cone", "soc", np.concatenate(rows4), np.concatenate(cols4), np.concatenate(vals4),
                   np.zeros(4 * nb * t_count), cone_dim=4, category="losses")
 
     # soft voltage limits on every node but the slacks
@@ -277,7 +280,8 @@ def _distflow(model: ConicModel, view: GridView, t_count: int, wp: Withdrawal, w
             si = sig.idx()
             m = len(lim_b) * t_count
             cone = np.arange(m).reshape(t_count, len(lim_b)).T.ravel()
-            i2 = np.broadcast_to((view.i_max_pu[lim_b] ** 2)[:, None], (len(lim_b), t_count)).ravel()
+            i2 = np.broadcast_to((view.i_max_pu[lim_b] ** 2 / view.tap_ratio[lim_b] ** 2)[:, None],
+                                 (len(lim_b), t_count)).ravel()
             vf = vi[f[lim_b]].ravel()
             rows_t = [4 * cone, 4 * cone, 4 * cone + 1, 4 * cone + 2, 4 * cone + 3, 4 * cone + 3]
             cols_t = [vf, si.ravel(), pi[lim_b].ravel(), qi[lim_b].ravel(), vf, si.ravel()]

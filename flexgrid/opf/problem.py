@@ -264,7 +264,7 @@ class DispatchProblem:
             return None
         b = self.model.blocks
         p, q, l_ = sol.x[b["P"].idx()], sol.x[b["Q"].idx()], sol.x[b["L"].idx()]
-        vf = np.maximum(sol.x[b["v"].idx()][self.view.from_node], 1e-6)
+        vf = np.maximum(sol.x[b["v"].idx()][self.view.from_node] / self.view.tap_ratio[:, None] ** 2, 1e-6)
         fictitious = self.view.r_pu[:, None] * np.abs(l_ - (p**2 + q**2) / vf) * self.base
         return float(fictitious.max(initial=0.0))
 
@@ -281,7 +281,7 @@ class DispatchProblem:
                     k = pos
                     element = f"{self.view.branch_kind[k]} {int(self.view.branch_element[k])}"
                     if self.formulation == "socp":
-                        vf = sol.x[self.model.blocks["v"].idx()][self.view.from_node[k], s]
+                        vf = sol.x[self.model.blocks["v"].idx()][self.view.from_node[k], s] / self.view.tap_ratio[k] ** 2
                         amount = (np.sqrt(1 + val[r, s] / (lim[r, 0] * max(vf, 1e-6))) - 1) * 100
                     else:
                         amount = val[r, s] / lim[r, 0] * 100
@@ -310,8 +310,8 @@ class DispatchProblem:
             devices_mw={name: sol.x[blk.idx()] for name, blk in self.device_blocks.items()},
         )
 
-    def solve(self, *, fixed: dict[int, float] | None = None) -> DispatchResult:
+    def solve(self, *, fixed: dict[int, float] | None = None, backend: str = "direct") -> DispatchResult:
         """Build, solve (raises `SolverError` unless optimal), extract."""
         self.build()
-        sol = self.model.solve(fixed=fixed)
+        sol = self.model.solve(fixed=fixed, backend=backend)
         return self.result(sol)

@@ -142,3 +142,10 @@ def test_csv_profiles_are_read_and_bad_rows_are_named() -> None:
         profiles_from_csv("slot,bus,load_kw,pv_kw\n2,5,1,0\n", view, slot_count=2)
     with pytest.raises(InputError, match="finite"):
         profiles_from_csv("slot,bus,load_kw,pv_kw\n0,5,nan,0\n", view, slot_count=2)
+
+
+def test_transformer_tap_ratios_come_from_pandapower() -> None:
+    view = build_view(load_net("mv_oberrhein"))
+    taps = sorted(np.round(view.tap_ratio[np.abs(view.tap_ratio - 1) > 1e-9], 4).tolist())
+    assert taps == [0.955, 0.97]  # tap positions -3 and -2 at 1.5 % per step
+    assert len(view.slack_nodes) == 2 and view.is_radial

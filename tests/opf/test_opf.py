@@ -41,8 +41,9 @@ def _kkt_ok(problem: DispatchProblem, sol) -> bool:  # type: ignore[no-untyped-d
     return report.ok
 
 
-@pytest.mark.parametrize("name", ["case33bw", "cigre_mv"])
+@pytest.mark.parametrize("name", ["case33bw", "cigre_mv", "mv_oberrhein"])
 def test_socp_matches_an_ac_power_flow(name: str) -> None:
+    # cigre_mv: open switches and dangling lines; mv_oberrhein: two substations, off-nominal taps
     net, view = _grid(name)
     prob = DispatchProblem(view, _profiles(name), slot_seconds=3600, wholesale_eur_per_mwh=60.0)
     res = prob.solve()
@@ -50,6 +51,16 @@ def test_socp_matches_an_ac_power_flow(name: str) -> None:
     ac = validate_ac(net, view, res.withdrawal_p_mw, res.withdrawal_q_mvar, res.v_pu, slots=[0, 3])
     assert ac.max_v_error_pu is not None and ac.max_v_error_pu < 1e-4
     assert _kkt_ok(prob, res.solution)
+
+
+def test_direct_clarabel_and_cvxpy_give_the_same_optimum() -> None:
+    _, view = _grid("case33bw")
+    direct = DispatchProblem(view, _profiles("case33bw", load=1.5), slot_seconds=3600, wholesale_eur_per_mwh=60.0)
+    via_cvxpy = DispatchProblem(view, _profiles("case33bw", load=1.5), slot_seconds=3600, wholesale_eur_per_mwh=60.0)
+    a, b = direct.solve(backend="direct"), via_cvxpy.solve(backend="cvxpy")
+    assert a.solution.objective == pytest.approx(b.solution.objective, rel=1e-7)
+    np.testing.assert_allclose(a.dlmp_eur_per_mwh, b.dlmp_eur_per_mwh, rtol=1e-5, atol=1e-3)
+    assert _kkt_ok(direct, a.solution) and _kkt_ok(via_cvxpy, b.solution)
 
 
 @pytest.mark.parametrize("name", ["case33bw", "kerber_dorfnetz"])
