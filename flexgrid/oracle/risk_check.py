@@ -1,0 +1,116 @@
+"""The oracle's risk check: a cleared result must not create a grid violation that did not exist
+without it, nor make an existing one worse; the margins left are reported.
+
+Pure computation on two AC validation reports of the same slots (`flexgrid.opf.validate`):
+`before` (the round's base load and PV, no flexibility) and `after` (with the cleared result).
+
+- Thermal: per branch and slot from the reports' loading tables; a branch above 100 % + 1 %
+  (the validation's tolerance) after clearing is new if it was not above before, worsened if it was
+  and rose by more than 1 %.
+- Voltage: the validation reports the worst bus per slot and side (low/high) beyond its limit
+  + 0.005 pu; a slot flagged after and not before is a new violation, flagged in both and worse by
+  more than 0.001 pu is worsened.
+- Margins (after clearing): `voltageLowPu` = lowest voltage − the tightest lower limit,
+  `voltageHighPu` = the tightest upper limit − highest voltage, `thermalPercent` = 100 − the
+  largest loading. Negative means a limit is exceeded.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from flexgrid.grid.topology import GridView
+from flexgrid.opf.validate import ACReport
+
+THERMAL_LIMIT_PERCENT = 100.0
+THERMAL_TOL_PERCENT = 1.0
+VOLTAGE_WORSE_TOL_PU = 0.001
+
+_VOLTAGE_FLAG = re.compile(r"slot (\d+): voltage ([0-9.]+) pu at bus (\d+) (below|above)")
+
+METHOD = (
+    "AC power flow (pandapower runpp) per slot without and with the cleared result; thermal per "
+    "branch and slot beyond 101 %, voltage per slot and side beyond the bus limits + 0.005 pu"
+)
+
+
+@dataclass(frozen=True)
+class RiskCheck:
+    ok: bool
+    new_violations: list[str] = field(default_factory=list)
+    worsened: list[str] = field(default_factory=list)
+    margins: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "newViolations": self.new_violations,
+            "worsened": self.worsened,
+            "margins": self.margins,
+            "method": METHOD,
+        }
+
+
+def _voltage_flags(report: ACReport) -> dict[tuple[int, str], tuple[float, int]]:
+    out: dict[tuple[int, str], tuple[float, int]] = {}
+    for flag in report.flags:
+        m = _VOLTAGE_FLAG.match(flag)
+        if m:
+            out[(int(m.group(1)), m.group(4))] = (float(m.group(2)), int(m.group(3)))
+    return out
+
+
+def risk_check(before: ACReport, after: ACReport, view: GridView) -> RiskCheck:
+    """Compare `after` with `before` (see the module docstring)."""
+    if tuple(before.slots) != tuple(after.slots):
+        raise ValueError(f"the reports cover different slots: {before.slots} and {after.slots}")
+    new: list[str] = []
+    worse: list[str] = []
+    if before.loading_percent is not None and after.loading_percent is not None:
+        limit = THERMAL_LIMIT_PERCENT + THERMAL_TOL_PERCENT
+        b, a = before.loading_percent, after.loading_percent
+        for branch, col in zip(*np.nonzero(a > limit), strict=True):
+            slot = after.slots[int(col)]
+            if b[branch, col] <= limit:
+                new.append(f"slot {slot}: branch {int(branch)} loaded {a[branch, col]:.1f}% (was {b[branch, col]:.1f}%)")
+            elif a[branch, col] > b[branch, col] + THERMAL_TOL_PERCENT:
+                worse.append(f"slot {slot}: branch {int(branch)} loaded {a[branch, col]:.1f}% (was {b[branch, col]:.1f}%)")
+    vb, va = _voltage_flags(before), _voltage_flags(after)
+    for (slot, side), (v_after, bus) in sorted(va.items()):
+        what = f"slot {slot}: voltage {v_after:.4f} pu at bus {bus} {side} its limit"
+        if (slot, side) not in vb:
+            new.append(what)
+            continue
+        v_before = vb[(slot, side)][0]
+        if (side == "below" and v_after < v_before - VOLTAGE_WORSE_TOL_PU) or (
+            side == "above" and v_after > v_before + VOLTAGE_WORSE_TOL_PU
+        ):
+            worse.append(f"{what} (was {v_before:.4f} pu)")
+    nodes = view.bus_of_node >= 0
+    margins = {
+        "voltageLowPu": round(float(after.v_min_pu - np.min(view.v_min_pu[nodes])), 6),
+        "voltageHighPu": round(float(np.max(view.v_max_pu[nodes]) - after.v_max_pu), 6),
+        "thermalPercent": round(float(THERMAL_LIMIT_PERCENT - after.max_loading_percent), 4),
+    }
+    return RiskCheck(ok=not new and not worse, new_violations=new, worsened=worse, margins=margins)
+
+
+def ac_json(report: ACReport | None) -> dict[str, Any] | None:
+    """An AC report as publication JSON."""
+    if report is None:
+        return None
+    return {
+        "slots": list(report.slots),
+        "vMinPu": round(float(report.v_min_pu), 6),
+        "vMaxPu": round(float(report.v_max_pu), 6),
+        "maxLoadingPercent": round(float(report.max_loading_percent), 4),
+        "maxVErrorPu": None if report.max_v_error_pu is None else round(float(report.max_v_error_pu), 9),
+        "flags": list(report.flags),
+    }
+
+
+__all__ = ["METHOD", "RiskCheck", "ac_json", "risk_check"]

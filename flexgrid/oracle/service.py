@@ -1,0 +1,635 @@
+"""The oracle service: clear every round past gate closure, commit the result, publish it.
+
+Per round, a persisted checkpoint (`OracleCheckpoint`, one row per chain, market, round and
+oracle account) moves through
+
+    read ─► solved ─► sending ─► sent ─► voted ─► published        (or refused, with the reason)
+
+- read: the orders were read from the chain's events and re-verified; the input hash is stored.
+- solved: the clearing, AC validation and risk check ran; the whole publication document (hence
+  the trade root, the input and certificate hashes and the URI) is stored, so a restart never
+  solves again and always commits the same result.
+- sending: the commit transaction is signed and its hash, nonce and raw bytes are stored BEFORE it
+  is sent; a restart re-broadcasts exactly those bytes (same nonce: it cannot be mined twice).
+- sent: the raw transaction was handed to the node.
+- voted: the receipt is in (or the chain shows that this oracle voted, or that the round was
+  committed with the same root). With a quorum above one, the round may still wait for the
+  other oracles' votes.
+- published: the round is committed on chain; the publication file is written and its rows are in
+  the database (`flexgrid.oracle.publication`).
+
+Before any transaction the chain is asked first (`roundStatus`, `hasVoted`), so an oracle never
+votes twice for a round.
+
+Test hook: the environment variable `FLEXGRID_ORACLE_CRASH_AT=<checkpoint>` (or
+`OracleSettings.crash_at`) makes the process kill itself with SIGKILL at that checkpoint, one of
+`CHECKPOINTS`: after_read, after_solve, before_send (tx stored, not sent), after_send (sent, no
+receipt yet), after_receipt, during_publish (file written, rows not yet). It exists for the
+crash-recovery tests; never set it in production.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from eth_account.signers.local import LocalAccount
+from sqlalchemy import BigInteger, Column, Text, UniqueConstraint
+from sqlalchemy.engine import Engine
+from sqlmodel import Field, Session, SQLModel, select
+from web3 import Web3
+from web3.exceptions import ContractLogicError, TimeExhausted, TransactionNotFound
+
+from flexgrid.chain.artifacts import decode_revert
+from flexgrid.chain.deploy import Deployment
+from flexgrid.chain.indexer import EventIndexer, round_events
+from flexgrid.chain.market import MarketClient, clearing_struct, grid_id_hash, total_payout_micro
+from flexgrid.chain.node import chain_time_s
+from flexgrid.chain.transact import revert_data
+from flexgrid.errors import ChainError, ContractRevert, FlexGridError, InputError, SolverError
+from flexgrid.grid import BUILTIN_NETS, build_view, load_net, synthetic_profiles
+from flexgrid.market import clear_market
+from flexgrid.opf.validate import validate_ac
+from flexgrid.oracle.inputs import OracleInputError, RoundInputs, read_round_inputs
+from flexgrid.oracle.publication import (
+    FORMAT,
+    default_results_uri,
+    load_publication,
+    publication_path,
+    publication_uri,
+    store_publication,
+    trade_json,
+    trades_from_publication,
+    write_publication,
+)
+from flexgrid.oracle.risk_check import ac_json, risk_check
+from flexgrid.store.db import init_db
+from flexgrid.trading.canonical import canonical_inputs, input_hash
+from flexgrid.trading.merkle import TradeTree
+from flexgrid.trading.models import ClearingResult, RoundState, SealMode
+
+CRASH_ENV = "FLEXGRID_ORACLE_CRASH_AT"
+CHECKPOINTS = ("after_read", "after_solve", "before_send", "after_send", "after_receipt", "during_publish")
+ZERO32 = "0x" + "00" * 32
+
+Log = Callable[[str], None]
+
+
+class Stage(StrEnum):
+    NEW = "new"
+    READ = "read"
+    SOLVED = "solved"
+    SENDING = "sending"
+    SENT = "sent"
+    VOTED = "voted"
+    PUBLISHED = "published"
+    REFUSED = "refused"
+
+
+TERMINAL = (Stage.PUBLISHED, Stage.REFUSED)
+
+
+class OracleError(FlexGridError):
+    """The oracle cannot clear or commit a round; the message says why."""
+
+
+class OracleCheckpoint(SQLModel, table=True):
+    """Where one oracle is with one round (see the module docstring)."""
+
+    __tablename__ = "oracle_checkpoint"
+    __table_args__ = (UniqueConstraint("chain_id", "market", "round_id", "oracle", name="uq_oracle_round"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    chain_id: int = Field(index=True, sa_type=BigInteger)
+    market: str = Field(index=True)
+    round_id: int = Field(index=True, sa_type=BigInteger)
+    oracle: str = Field(index=True)
+    stage: str = Stage.NEW.value
+    input_hash: str | None = None
+    trade_root: str | None = None
+    certificate_hash: str | None = None
+    uri: str | None = None
+    document: str | None = Field(default=None, sa_column=Column(Text))  # the publication, once solved
+    tx_hash: str | None = None
+    tx_nonce: int | None = None
+    raw_tx: str | None = Field(default=None, sa_column=Column(Text))
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    updated_s: float = 0.0
+
+
+@dataclass
+class OracleSettings:
+    results_dir: Path
+    results_uri: str | None = None  # default: the file:// URI of results_dir
+    formulation: str = "socp"
+    wholesale_eur_per_mwh: float = 60.0
+    receipt_timeout_s: float = 120.0
+    crash_at: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.crash_at is not None and self.crash_at not in CHECKPOINTS:
+            raise InputError(CRASH_ENV, f"{self.crash_at!r} is not a checkpoint ({', '.join(CHECKPOINTS)})")
+
+
+@dataclass(frozen=True)
+class RoundOutcome:
+    """What one pass did for one round."""
+
+    round_id: int
+    stage: str
+    trade_root: str | None = None
+    detail: str = ""
+
+
+def grid_name_of(grid_id_hex: str) -> str | None:
+    """The built-in net whose `keccak256(name)` is the round's grid id, if any."""
+    for name in sorted(BUILTIN_NETS):
+        if "0x" + grid_id_hash(name).hex() == grid_id_hex.lower():
+            return name
+    return None
+
+
+class Oracle:
+    """One oracle account clearing the rounds of one deployment."""
+
+    def __init__(
+        self,
+        w3: Web3,
+        deployment: Deployment,
+        account: LocalAccount,
+        engine: Engine,
+        settings: OracleSettings,
+        *,
+        log: Log | None = None,
+    ) -> None:
+        self.w3 = w3
+        self.deployment = deployment
+        self.account = account
+        self.engine = engine
+        self.settings = settings
+        self.client = MarketClient(w3, deployment, account)
+        self.indexer = EventIndexer(w3, deployment, engine)
+        self.log: Log = log or (lambda _msg: None)
+        init_db(engine)
+
+    # -- checkpoints -----------------------------------------------------------------------------
+
+    def checkpoint(self, round_id: int) -> OracleCheckpoint:
+        with Session(self.engine, expire_on_commit=False) as session:
+            cp = session.exec(
+                select(OracleCheckpoint)
+                .where(OracleCheckpoint.chain_id == self.deployment.chain_id)
+                .where(OracleCheckpoint.market == self.deployment.market)
+                .where(OracleCheckpoint.round_id == round_id)
+                .where(OracleCheckpoint.oracle == self.account.address)
+            ).first()
+        return cp or OracleCheckpoint(
+            chain_id=self.deployment.chain_id,
+            market=self.deployment.market,
+            round_id=round_id,
+            oracle=self.account.address,
+        )
+
+    def _save(self, cp: OracleCheckpoint, stage: Stage, **values: Any) -> None:
+        for key, value in values.items():
+            setattr(cp, key, value)
+        cp.stage = stage.value
+        cp.updated_s = time.time()
+        with Session(self.engine, expire_on_commit=False) as session:
+            session.add(cp)
+            session.commit()
+            session.refresh(cp)
+
+    def _crash_point(self, name: str) -> None:
+        if self.settings.crash_at == name:
+            self.log(f"test hook {CRASH_ENV}={name}: killing this process")
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def due_rounds(self) -> list[int]:
+        """Rounds to work on now: closed and past the reveal window, or unfinished here."""
+        now = chain_time_s(self.w3)
+        due = []
+        for round_id in range(1, self.client.round_count() + 1):
+            cp = self.checkpoint(round_id)
+            if cp.stage in TERMINAL:
+                continue
+            if cp.stage != Stage.NEW:
+                due.append(round_id)
+                continue
+            if self.client.round_state(round_id) != RoundState.CLOSED:
+                continue
+            deadlines = self.client.deadlines(round_id)
+            if deadlines["reveal_end_s"] <= now < deadlines["commit_deadline_s"]:
+                due.append(round_id)
+        return due
+
+    def run_once(self, round_id: int | None = None) -> list[RoundOutcome]:
+        """One pass: index the chain, then work on `round_id` or on every due round."""
+        self.indexer.run_once()
+        rounds = [round_id] if round_id is not None else self.due_rounds()
+        return [self.process(r) for r in rounds]
+
+    def run(self, *, poll_interval_s: float = 2.0, stop: threading.Event | None = None) -> None:
+        """Pass after pass until `stop` is set."""
+        stop = stop or threading.Event()
+        while not stop.is_set():
+            for outcome in self.run_once():
+                self.log(f"round {outcome.round_id}: {outcome.stage} {outcome.detail}")
+            stop.wait(poll_interval_s)
+
+    def process(self, round_id: int) -> RoundOutcome:
+        """Take round `round_id` as far as it can go now (idempotent; resumes from the checkpoint)."""
+        cp = self.checkpoint(round_id)
+        if cp.stage in (Stage.NEW, Stage.READ):
+            state = self.client.round_state(round_id)
+            if state != RoundState.CLOSED:
+                return RoundOutcome(round_id, cp.stage, detail=f"round is {state.name}, not CLOSED: nothing to clear")
+            reveal_end = self.client.deadlines(round_id)["reveal_end_s"]
+            if chain_time_s(self.w3) < reveal_end:
+                return RoundOutcome(round_id, cp.stage, detail=f"waiting for the reveal window to end at {reveal_end}")
+            try:
+                self._read_and_solve(cp)
+            except (OracleError, InputError, SolverError) as exc:
+                self._save(cp, Stage.REFUSED, error=str(exc))
+                self.log(f"round {round_id}: refused: {exc}")
+                return RoundOutcome(round_id, cp.stage, detail=str(exc))
+        if cp.stage == Stage.SOLVED:
+            self._commit(cp)
+        if cp.stage in (Stage.SENDING, Stage.SENT):
+            self._confirm(cp)
+        if cp.stage == Stage.VOTED:
+            self._publish(cp)
+        return RoundOutcome(round_id, cp.stage, cp.trade_root, cp.error or "")
+
+    # -- read and solve --------------------------------------------------------------------------
+
+    def _read_and_solve(self, cp: OracleCheckpoint) -> None:
+        round_id = cp.round_id
+        on_chain = self.client.round_config(round_id)
+        name = grid_name_of(on_chain.grid_id)
+        if name is None:
+            raise OracleError(
+                f"round {round_id}: grid id {on_chain.grid_id} is not keccak256 of a built-in net "
+                f"({', '.join(sorted(BUILTIN_NETS))}); this oracle cannot load its grid model"
+            )
+        net = load_net(name)
+        view = build_view(net, name)
+        model_hash = view.model_hash()
+        if model_hash.lower() != on_chain.grid_model_hash.lower():
+            raise OracleError(
+                f"round {round_id}: the grid-model hash on chain is {on_chain.grid_model_hash}, but the "
+                f"built-in net {name!r} hashes to {model_hash}: refusing to clear over another grid"
+            )
+        config = on_chain.model_copy(update={"grid_id": name})
+        status = self.client.round_status(round_id)
+        try:
+            inputs = read_round_inputs(self.w3, self.deployment, self.engine, config, view, status.values)
+        except OracleInputError:
+            self.indexer.run_once()  # the index may lag the status read: read once more
+            status = self.client.round_status(round_id)
+            inputs = read_round_inputs(self.w3, self.deployment, self.engine, config, view, status.values)
+        for d in inputs.dropped:
+            self.log(f"round {round_id}: dropped {d.kind} {d.order_hash}: {d.reason}")
+        ihash = self._input_hash(inputs)
+        if cp.stage == Stage.READ and cp.input_hash != ihash:
+            raise OracleError(f"round {round_id}: inputs changed since the last read ({cp.input_hash} -> {ihash})")
+        self._save(cp, Stage.READ, input_hash=ihash)
+        self._crash_point("after_read")
+
+        profiles = synthetic_profiles(
+            net, view, slot_start_s=config.slot_start_s, slot_seconds=config.slot_seconds, slot_count=config.slot_count
+        )
+        outcome = clear_market(
+            net,
+            profiles,
+            config,
+            inputs.orders,
+            wholesale_eur_per_mwh=self.settings.wholesale_eur_per_mwh,
+            formulation=self.settings.formulation,
+            view=view,
+        )
+        if outcome.ac is None:
+            raise OracleError(f"round {round_id}: the clearing returned no AC validation")
+        before = validate_ac(
+            net, view, profiles.load_p_mw - profiles.pv_p_mw, profiles.load_q_mvar, slots=outcome.ac.slots
+        )
+        risk = risk_check(before, outcome.ac, view)
+        if not outcome.trades:
+            raise OracleError(f"round {round_id}: the clearing accepted nothing; there is no trade root to commit")
+        if not risk.ok:
+            raise OracleError(
+                f"round {round_id}: the result fails the risk check: "
+                + "; ".join([*risk.new_violations, *risk.worsened])
+            )
+        trades = list(outcome.trades)
+        root = TradeTree(trades).root
+        if root != outcome.merkle_root:
+            raise OracleError(f"round {round_id}: the engine's root {outcome.merkle_root} is not the tree's {root}")
+        payee = sum(t.payment_micro for t in trades if t.payment_micro > 0)
+        payer = -sum(t.payment_micro for t in trades if t.payment_micro < 0)
+        funding = {"payeeMicro": payee, "payerMicro": payer, "unfundedMicro": max(payee - payer, 0), "ok": payee <= payer}
+        if not funding["ok"]:
+            self.log(
+                f"round {round_id}: WARNING payee leaves ({payee} micro) exceed payer leaves ({payer} micro): "
+                "the last claims will revert with RoundUnderfunded"
+            )
+        notes = list(outcome.notes)
+        if config.seal_mode == SealMode.ENCRYPTED:
+            notes.append("ENCRYPTED round: only offers revealed on chain are used; ciphertexts are not decrypted here")
+        uri = publication_uri(
+            self.settings.results_uri or default_results_uri(self.settings.results_dir),
+            self.deployment.chain_id,
+            self.deployment.market,
+            round_id,
+        )
+        cert = outcome.certificate
+        doc: dict[str, Any] = {
+            "format": FORMAT,
+            "chainId": self.deployment.chain_id,
+            "market": self.deployment.market.lower(),
+            "roundId": round_id,
+            "gridId": name,
+            "gridModelHash": model_hash.lower(),
+            "round": config.model_dump(mode="json"),
+            "orderAccumulator": inputs.order_accumulator,
+            "orderCount": inputs.order_count,
+            "inputs": self._canonical(inputs),
+            "inputHash": ihash,
+            "dropped": [d.to_json() for d in inputs.dropped],
+            "signatures": dict(sorted(inputs.signatures.items())),
+            "signatureChecks": dict(sorted(inputs.signature_checks.items())),
+            "clearing": {
+                "formulation": outcome.formulation,
+                "pricingRule": int(outcome.pricing),
+                "wholesaleEurPerMwh": [self.settings.wholesale_eur_per_mwh] * config.slot_count,
+                "objectiveEur": float(outcome.objective_eur),
+                "mipGap": outcome.mip_gap,
+                "relaxationGapMw": outcome.relaxation_gap_mw,
+                "budgetBalanceEur": float(outcome.budget_balance_eur),
+                "notes": notes,
+            },
+            "trades": [trade_json(t) for t in trades],
+            "tradeRoot": root,
+            "totalPayoutMicro": total_payout_micro(trades),
+            "funding": funding,
+            "certificate": json.loads(cert.to_json()) if cert is not None else None,
+            "certificateHash": outcome.certificate_hash or ZERO32,
+            "dlmp": {
+                "busOfNode": [int(b) for b in outcome.bus_of_node],
+                "eurPerMwh": [[float(v) for v in row] for row in outcome.dlmp_eur_per_mwh],
+            },
+            "ac": {"before": ac_json(before), "after": ac_json(outcome.ac)},
+            "risk": risk.to_json(),
+        }
+        self._save(
+            cp,
+            Stage.SOLVED,
+            trade_root=root,
+            certificate_hash=doc["certificateHash"],
+            uri=uri,
+            document=json.dumps(doc, sort_keys=True, separators=(",", ":")),
+        )
+        self.log(f"round {round_id}: solved, {len(trades)} leaves, root {root}")
+        self._crash_point("after_solve")
+
+    def _canonical(self, inputs: RoundInputs) -> dict[str, Any]:
+        return canonical_inputs(
+            round_id=inputs.config.round_id,
+            domain=self.deployment.domain,
+            grid_model_hash=inputs.config.grid_model_hash,
+            requests=inputs.requests,
+            offers=inputs.offers,
+            p2p=inputs.p2p,
+        )
+
+    def _input_hash(self, inputs: RoundInputs) -> str:
+        return input_hash(
+            round_id=inputs.config.round_id,
+            domain=self.deployment.domain,
+            grid_model_hash=inputs.config.grid_model_hash,
+            requests=inputs.requests,
+            offers=inputs.offers,
+            p2p=inputs.p2p,
+        )
+
+    # -- commit ----------------------------------------------------------------------------------
+
+    def _document(self, cp: OracleCheckpoint) -> dict[str, Any]:
+        if cp.document is None:
+            raise OracleError(f"round {cp.round_id}: checkpoint {cp.stage} has no stored result")
+        doc: dict[str, Any] = json.loads(cp.document)
+        return doc
+
+    def _result(self, cp: OracleCheckpoint) -> ClearingResult:
+        doc = self._document(cp)
+        return ClearingResult(
+            round_id=cp.round_id,
+            trades=tuple(trades_from_publication(doc)),
+            merkle_root=doc["tradeRoot"],
+            input_hash=doc["inputHash"],
+            certificate_hash=doc["certificateHash"],
+            uri=str(cp.uri),
+        )
+
+    def _already_done_on_chain(self, cp: OracleCheckpoint) -> bool:
+        """True when the chain shows this oracle's vote or the same result committed; raises
+        `OracleError` when a different result was committed."""
+        status = self.client.round_status(cp.round_id)
+        if status.state in (RoundState.COMMITTED, RoundState.DISPUTED, RoundState.FINAL, RoundState.SETTLED):
+            committed = str(status["tradeRoot"]).lower()
+            if committed != str(cp.trade_root).lower():
+                raise OracleError(
+                    f"round {cp.round_id}: the chain committed root {committed}, this oracle computed {cp.trade_root}"
+                )
+            return True
+        if status.state == RoundState.CANCELLED:
+            raise OracleError(f"round {cp.round_id} was cancelled")
+        quorum = self.client.round_config(cp.round_id).oracle_quorum
+        return quorum > 1 and self.client.has_voted(cp.round_id, self.account.address)
+
+    def _commit(self, cp: OracleCheckpoint) -> None:
+        try:
+            if self._already_done_on_chain(cp):
+                self._save(cp, Stage.VOTED)
+                return
+        except OracleError as exc:
+            self._save(cp, Stage.REFUSED, error=str(exc))
+            return
+        result = self._result(cp)
+        fn = self.client.market.functions.commitClearing(cp.round_id, clearing_struct(result))
+        nonce = self.w3.eth.get_transaction_count(self.account.address, "pending")
+        try:
+            tx = fn.build_transaction(
+                {"from": self.account.address, "nonce": nonce, "chainId": self.deployment.chain_id}
+            )
+        except ContractLogicError as exc:
+            data = revert_data(exc)
+            error: ContractRevert = decode_revert(data) if data else ContractRevert("Error", (str(exc),))
+            self._save(cp, Stage.REFUSED, error=f"commitClearing would revert: {error}")
+            self.log(f"round {cp.round_id}: commit refused by the contract: {error}")
+            return
+        signed = self.account.sign_transaction(dict(tx))  # type: ignore[arg-type]
+        self._save(
+            cp,
+            Stage.SENDING,
+            tx_hash="0x" + bytes(signed.hash).hex(),
+            tx_nonce=nonce,
+            raw_tx="0x" + bytes(signed.raw_transaction).hex(),
+        )
+        self._crash_point("before_send")
+        self.w3.eth.send_raw_transaction(signed.raw_transaction)
+        self._save(cp, Stage.SENT)
+        self.log(f"round {cp.round_id}: commit sent, tx {cp.tx_hash}")
+        self._crash_point("after_send")
+
+    def _confirm(self, cp: OracleCheckpoint) -> None:
+        assert cp.tx_hash is not None and cp.raw_tx is not None and cp.tx_nonce is not None
+        receipt = self._receipt(cp.tx_hash)
+        if receipt is None:
+            if self.w3.eth.get_transaction_count(self.account.address, "latest") > cp.tx_nonce:
+                # the nonce went to another transaction: ours can never be mined
+                try:
+                    done = self._already_done_on_chain(cp)
+                except OracleError as exc:
+                    self._save(cp, Stage.REFUSED, error=str(exc))
+                    return
+                self._save(cp, Stage.VOTED if done else Stage.SOLVED)
+                if not done:
+                    self._commit(cp)
+                    if cp.stage in (Stage.SENDING, Stage.SENT):
+                        self._confirm(cp)
+                return
+            try:
+                self.w3.eth.send_raw_transaction(bytes.fromhex(cp.raw_tx[2:]))
+            except ValueError as exc:  # "already known" and the like: the node has it
+                self.log(f"round {cp.round_id}: re-broadcast: {exc}")
+            try:
+                receipt = self.w3.eth.wait_for_transaction_receipt(
+                    cp.tx_hash,  # type: ignore[arg-type]
+                    timeout=self.settings.receipt_timeout_s,
+                    poll_latency=0.05,
+                )
+            except TimeExhausted as exc:
+                raise ChainError(f"round {cp.round_id}: commit {cp.tx_hash} not mined in time") from exc
+        if int(receipt["status"]) != 1:
+            try:
+                done = self._already_done_on_chain(cp)
+            except OracleError as exc:
+                done, reason = False, str(exc)
+            else:
+                reason = f"commit transaction {cp.tx_hash} reverted"
+            if not done:
+                self._save(cp, Stage.REFUSED, error=reason)
+                return
+        self._save(cp, Stage.VOTED)
+        self.log(f"round {cp.round_id}: vote mined in block {receipt['blockNumber']}")
+        self._crash_point("after_receipt")
+
+    def _receipt(self, tx_hash: str) -> Any:
+        try:
+            return self.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+        except TransactionNotFound:
+            try:
+                self.w3.eth.get_transaction(tx_hash)  # type: ignore[arg-type]
+            except TransactionNotFound:
+                return None
+            return self.w3.eth.wait_for_transaction_receipt(
+                tx_hash,  # type: ignore[arg-type]
+                timeout=self.settings.receipt_timeout_s,
+                poll_latency=0.05,
+            )
+
+    # -- publish ---------------------------------------------------------------------------------
+
+    def _publish(self, cp: OracleCheckpoint) -> None:
+        state = self.client.round_state(cp.round_id)
+        if state == RoundState.CLOSED:
+            return  # voted; the quorum is not reached yet
+        self.indexer.run_once()
+        events = round_events(self.engine, self.deployment, cp.round_id, "ClearingCommitted")
+        if not events:
+            raise OracleError(f"round {cp.round_id} is {state.name} but no ClearingCommitted event is indexed")
+        event = events[-1]
+        args = event["args"]
+        doc = self._document(cp)
+        if str(args["tradeRoot"]).lower() != str(cp.trade_root).lower():
+            self._save(
+                cp,
+                Stage.REFUSED,
+                error=f"the chain committed root {args['tradeRoot']}, this oracle computed {cp.trade_root}",
+            )
+            return
+        if str(args["orderAccumulator"]).lower() != doc["orderAccumulator"]:
+            raise OracleError(
+                f"round {cp.round_id}: committed accumulator {args['orderAccumulator']} differs from the one "
+                f"read ({doc['orderAccumulator']})"
+            )
+        path = publication_path(self.settings.results_dir, self.deployment.chain_id, self.deployment.market, cp.round_id)
+        write_publication(path, doc)
+        self._crash_point("during_publish")
+        store_publication(
+            self.engine,
+            doc,
+            uri=str(args["uri"]),
+            commit_tx_hash=str(event["tx_hash"]),
+            commit_block=int(event["block_number"]),
+        )
+        self._save(cp, Stage.PUBLISHED)
+        self.log(f"round {cp.round_id}: published {path}")
+
+
+def reindex_publications(
+    w3: Web3, deployment: Deployment, engine: Engine, *, results_dir: Path | None = None
+) -> int:
+    """Rebuild the publication tables from the chain's ClearingCommitted events and the published
+    files (at the committed URI, or under `results_dir`); run the event indexer first. Files whose
+    root does not match the chain are skipped. Returns the number of rounds stored."""
+    init_db(engine)
+    stored = 0
+    client = MarketClient(w3, deployment)
+    for round_id in range(1, client.round_count() + 1):
+        events = round_events(engine, deployment, round_id, "ClearingCommitted")
+        if not events:
+            continue
+        event = events[-1]
+        args = event["args"]
+        source: str | Path = str(args["uri"])
+        if results_dir is not None:
+            source = publication_path(results_dir, deployment.chain_id, deployment.market, round_id)
+        try:
+            doc = load_publication(source)
+        except InputError:
+            continue
+        if str(doc["tradeRoot"]).lower() != str(args["tradeRoot"]).lower():
+            continue
+        if TradeTree(trades_from_publication(doc)).root != str(args["tradeRoot"]).lower():
+            continue
+        store_publication(
+            engine, doc, uri=str(args["uri"]), commit_tx_hash=str(event["tx_hash"]), commit_block=int(event["block_number"])
+        )
+        stored += 1
+    return stored
+
+
+__all__ = [
+    "CHECKPOINTS",
+    "CRASH_ENV",
+    "Oracle",
+    "OracleCheckpoint",
+    "OracleError",
+    "OracleSettings",
+    "RoundOutcome",
+    "Stage",
+    "grid_name_of",
+    "reindex_publications",
+]

@@ -1,0 +1,93 @@
+"""The oracle service in-process on a real anvil: read, verify, clear, check, commit, publish."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import Engine
+
+from flexgrid.chain.market import MarketClient
+from flexgrid.grid import build_view, load_net, synthetic_profiles
+from flexgrid.market import clear_market
+from flexgrid.oracle.publication import load_publication, publication_path, published_round, published_trades
+from flexgrid.oracle.service import Oracle, OracleSettings, Stage
+from flexgrid.store import make_engine
+from flexgrid.trading import RoundState
+from flexgrid.trading.canonical import input_hash
+from tests.conftest import MarketEnv
+from tests.oracle.helpers import GRID, close_round, open_round
+
+pytestmark = pytest.mark.chain
+
+
+def _engine(tmp_path: Path, name: str = "oracle") -> Engine:
+    return make_engine(f"sqlite:///{tmp_path / f'{name}.db'}")
+
+
+def _oracle(env: MarketEnv, tmp_path: Path, account=None, name: str = "oracle") -> Oracle:  # type: ignore[no-untyped-def]
+    return Oracle(
+        env.w3,
+        env.deployment,
+        account or env.oracle,
+        _engine(tmp_path, name),
+        OracleSettings(results_dir=tmp_path / f"{name}-results"),
+    )
+
+
+def test_oracle_commits_the_clearing_of_the_chain_orders_and_publishes_it(market: MarketEnv, tmp_path: Path) -> None:
+    r = open_round(market, offer_buses=(17, 16, 999))  # bus 999 does not exist in case33bw
+    close_round(market, r)
+    oracle = _oracle(market, tmp_path)
+
+    [outcome] = oracle.run_once()
+
+    assert outcome.stage == Stage.PUBLISHED, outcome.detail
+    client = MarketClient(market.w3, market.deployment)
+    status = client.round_status(r.round_id)
+    assert status.state == RoundState.COMMITTED
+    # the same round cleared by hand from the orders we sent, without the unknown-bus offer
+    valid = [s.order.model_copy(update={"order_id": s.order_hash}) for s in r.offers[:2]]
+    net = load_net(GRID)
+    view = build_view(net, GRID)
+    cfg = r.config.model_copy(update={"grid_id": GRID})
+    profiles = synthetic_profiles(net, view, slot_start_s=cfg.slot_start_s, slot_seconds=cfg.slot_seconds,
+                                  slot_count=cfg.slot_count)
+    expected = clear_market(net, profiles, cfg, [r.request, *valid], view=view)
+    assert status["tradeRoot"] == expected.merkle_root
+    doc = load_publication(publication_path(tmp_path / "oracle-results", market.deployment.chain_id,
+                                            market.deployment.market, r.round_id))
+    assert doc["tradeRoot"] == expected.merkle_root
+    assert doc["inputHash"] == input_hash(round_id=r.round_id, domain=market.deployment.domain,
+                                          grid_model_hash=cfg.grid_model_hash, requests=[r.request], offers=valid, p2p=[])
+    assert doc["certificateHash"] == expected.certificate_hash
+    # the invalid order is reported with its reason, never silently dropped
+    [dropped] = doc["dropped"]
+    assert dropped["orderHash"] == r.offers[2].order_hash
+    assert "999" in dropped["reason"]
+    assert doc["signatureChecks"] == {s.order_hash: "ecdsa" for s in r.offers}  # dropped for its bus only
+    assert doc["risk"]["ok"] and doc["funding"]["ok"]
+    row = published_round(oracle.engine, market.deployment.chain_id, market.deployment.market, r.round_id)
+    assert row is not None and row.trade_root == expected.merkle_root and row.orders_dropped == 1
+    trades = published_trades(oracle.engine, market.deployment.chain_id, market.deployment.market, r.round_id)
+    assert [t.order_hash for t in trades] == [t.order_id for t in expected.trades]
+    # a second pass does nothing more
+    assert oracle.run_once() == []
+    assert oracle.process(r.round_id).stage == Stage.PUBLISHED
+
+
+def test_oracle_refuses_a_round_whose_grid_model_hash_differs(market: MarketEnv, tmp_path: Path) -> None:
+    r = open_round(market, grid_model_hash="0x" + "ab" * 32)
+    close_round(market, r)
+    oracle = _oracle(market, tmp_path)
+
+    [outcome] = oracle.run_once()
+
+    assert outcome.stage == Stage.REFUSED
+    assert "grid-model hash" in outcome.detail and "0x" + "ab" * 32 in outcome.detail
+    assert MarketClient(market.w3, market.deployment).round_state(r.round_id) == RoundState.CLOSED
+
+
+def test_oracle_waits_for_gate_closure(market: MarketEnv, tmp_path: Path) -> None:
+    open_round(market)
+    assert _oracle(market, tmp_path).run_once() == []
