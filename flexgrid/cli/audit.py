@@ -65,5 +65,67 @@ def audit_contracts(
         raise typer.Exit(code=1)
 
 
+@audit_app.command("verify")
+def audit_verify(
+    round_id: Annotated[int, typer.Option("--round", help="the round to verify")],
+    deployment_file: Annotated[Path, typer.Option("--deployment", help="deployment JSON written at deploy time")],
+    rpc_url: Annotated[
+        str | None, typer.Option("--rpc-url", envvar="FLEXGRID_RPC_URL", help="JSON-RPC endpoint of the chain")
+    ] = None,
+    resolve: Annotated[bool, typer.Option("--resolve", help="also re-run the clearing and compare")] = False,
+    publication: Annotated[
+        Path | None, typer.Option("--publication", help="the published result (default: the URI committed on chain)")
+    ] = None,
+    db: Annotated[
+        str | None, typer.Option("--db", help="database URL to index into (default: a temporary SQLite file)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+) -> None:
+    """Re-verify a round's committed clearing from chain data, the grid model and the published result."""
+    import tempfile
+
+    from web3 import Web3
+
+    from flexgrid.audit.verify import audit_round, load_round_publication
+    from flexgrid.chain.deploy import Deployment
+    from flexgrid.errors import FlexGridError
+    from flexgrid.store import init_db, make_engine
+
+    deployment = Deployment.load(deployment_file)
+    if rpc_url is None:
+        raise typer.BadParameter("no chain to audit: pass --rpc-url or set FLEXGRID_RPC_URL", param_hint="--rpc-url")
+    w3 = Web3(Web3.HTTPProvider(rpc_url))
+    doc = None
+    if publication is not None:
+        doc = load_round_publication(str(publication))
+        if doc is None:
+            raise typer.BadParameter(f"no publication at {publication}", param_hint="--publication")
+    with tempfile.TemporaryDirectory(prefix="flexgrid-audit-") as tmp:
+        engine = make_engine(db or f"sqlite:///{Path(tmp) / 'index.db'}")
+        init_db(engine)
+        try:
+            report = audit_round(w3, deployment, engine, round_id, resolve=resolve, publication=doc)
+        except FlexGridError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(code=2) from exc
+        finally:
+            engine.dispose()
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        table = Table(title=f"Audit of round {round_id}, chain {deployment.chain_id}")
+        for col in ("check", "result", "detail"):
+            table.add_column(col)
+        for f in report.findings:
+            table.add_row(f.check, "[green]ok[/]" if f.ok else "[red]MISMATCH[/]", "\n".join(f.details))
+        Console(width=160).print(table)
+        verdict = "VERIFIED" if report.ok else f"NOT VERIFIED ({len(report.problems())} mismatches)"
+        typer.echo(f"round {round_id}: {verdict}")
+        for line in report.problems():
+            typer.echo(f"  - {line}")
+    if not report.ok:
+        raise typer.Exit(code=1)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(audit_app, name="audit")

@@ -1,0 +1,259 @@
+"""`flexgrid audit verify`: an honest round verifies; a dishonest oracle is caught every time.
+
+One round on case33bw is set up once on the worker's anvil (a DSO request at the weak end of the
+feeder, five signed offers, one of them at a bus the grid does not have); it is cleared honestly
+with the real engine. Each test then commits a result with the oracle account — honest, or made
+dishonest by changing the honest one — publishes it, and runs the auditor's CLI against the chain.
+The chain is snapshotted around each test, so every test commits to the same fresh round.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from flexgrid.chain.indexer import EventIndexer, accepted_order_hashes, round_orders
+from flexgrid.chain.node import AnvilNode, revert_to, snapshot
+from flexgrid.cli.main import app
+from flexgrid.grid import build_view, load_net, synthetic_profiles
+from flexgrid.market import clear_market
+from flexgrid.oracle.publication import publication_path, trade_json, write_publication
+from flexgrid.store import init_db, make_engine
+from flexgrid.trading import ClearingResult, Direction, FlexOffer, FlexRequest, PricingRule, SealMode, Trade
+from flexgrid.trading.canonical import canonical_inputs, canonical_json, order_accumulator
+from flexgrid.trading.merkle import TradeTree
+from flexgrid.trading.units import value_micro_down
+from tests.conftest import MarketEnv
+
+pytestmark = [pytest.mark.chain, pytest.mark.xdist_group("audit-verify")]
+
+GRID = "case33bw"
+SLOTS = 4
+SLOT_S = 900
+WHOLESALE = [60.0] * SLOTS
+OFFERS = (  # provider index, bus, max kW, price EUR/MWh
+    (0, 17, 120.0, 110.0),
+    (1, 16, 90.0, 95.0),
+    (2, 15, 80.0, 140.0),
+    (3, 6, 150.0, 180.0),
+    (4, 500, 50.0, 90.0),  # no bus 500 in case33bw: valid on chain, refused by the clearing
+)
+
+
+@dataclass
+class Round:
+    env: MarketEnv
+    url: str
+    deployment_file: Path
+    out: Path
+    rc: Any
+    orders: list[Any]  # every order on chain, order_id = order hash
+    invalid: str  # the order hash of the offer at the unknown bus
+    net: Any
+    view: Any
+    doc: dict[str, Any]  # the honest publication
+
+
+def _asset(i: int) -> str:
+    return "0x" + f"{i + 1:02x}" * 32
+
+
+def _publication(r: Round, used: list[Any], dropped: list[tuple[str, str]], trades: list[Trade],
+                 outcome: Any) -> dict[str, Any]:
+    """A publication in the oracle's format (flexgrid.oracle.publication) of a clearing result."""
+    env, rc = r.env, r.rc
+    domain = env.deployment.domain
+    requests = [o for o in used if isinstance(o, FlexRequest)]
+    offers = [o for o in used if isinstance(o, FlexOffer)]
+    inputs = canonical_inputs(round_id=rc.round_id, domain=domain, grid_model_hash=rc.grid_model_hash,
+                              requests=requests, offers=offers, p2p=[])
+    from eth_utils import keccak
+
+    accepted = [o.order_id for o in r.orders]
+    cert = outcome.certificate
+    return {
+        "format": "flexgrid-clearing-publication/1",
+        "chainId": domain.chain_id,
+        "market": domain.verifying_contract.lower(),
+        "roundId": rc.round_id,
+        "gridId": GRID,
+        "gridModelHash": rc.grid_model_hash,
+        "round": rc.model_dump(mode="json"),
+        "orderAccumulator": order_accumulator(rc.round_id, accepted),
+        "orderCount": len(accepted),
+        "inputs": inputs,
+        "inputHash": "0x" + bytes(keccak(canonical_json(inputs))).hex(),
+        "dropped": [{"orderHash": h, "kind": "offer", "participant": "", "txHash": "", "reason": why}
+                    for h, why in dropped],
+        "signatures": {},
+        "signatureChecks": {},
+        "clearing": {"formulation": "socp", "pricingRule": int(rc.pricing_rule), "wholesaleEurPerMwh": WHOLESALE,
+                     "objectiveEur": outcome.objective_eur, "mipGap": outcome.mip_gap,
+                     "relaxationGapMw": outcome.relaxation_gap_mw, "budgetBalanceEur": outcome.budget_balance_eur,
+                     "notes": list(outcome.notes)},
+        "trades": [trade_json(t) for t in trades],
+        "tradeRoot": TradeTree(trades).root,
+        "totalPayoutMicro": sum(t.payment_micro for t in trades if t.payment_micro > 0),
+        "certificate": json.loads(cert.to_json()) if cert is not None else None,
+        "certificateHash": outcome.certificate_hash,
+        "dlmp": {"busOfNode": [int(b) for b in outcome.bus_of_node],
+                 "eurPerMwh": cert.doc["dlmp_eur_per_mwh"] if cert is not None else None},
+    }
+
+
+def _clear(r: Round, used: list[Any]) -> Any:
+    profiles = synthetic_profiles(r.net, r.view, slot_start_s=r.rc.slot_start_s, slot_seconds=SLOT_S,
+                                  slot_count=SLOTS)
+    return clear_market(r.net, profiles, r.rc, used, wholesale_eur_per_mwh=WHOLESALE, formulation="socp",
+                        view=r.view, ac_validation=False)
+
+
+@pytest.fixture(scope="module")
+def honest(market_env: MarketEnv, anvil: AnvilNode, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Round]:
+    env = market_env
+    snap = snapshot(env.w3)
+    out = tmp_path_factory.mktemp("audit")
+    op, dso = env.client(), env.client(env.dso)
+    op.set_dso(GRID, env.dso.address)
+    net = load_net(GRID)
+    view = build_view(net, GRID)
+    now = env.now_s()
+    slot_start = (now // 86_400 + 1) * 86_400 + 17 * 3600
+    rc = op.create_round(env.round_config(
+        grid_id=GRID, grid_model_hash=view.model_hash(), slot_start_s=slot_start, slot_seconds=SLOT_S,
+        slot_count=SLOTS, gate_closure_s=now + 1800, pricing_rule=PricingRule.PAY_AS_BID, seal_mode=SealMode.OPEN,
+        price_cap_eur_per_mwh=400.0, dispute_window_s=3600,
+    ))
+    rc = op.round_config(rc.round_id, grid_id=GRID)
+    dso.submit_request(FlexRequest(round_id=rc.round_id, bus=14, direction=Direction.UP, slots=tuple(range(SLOTS)),
+                                   kw=(200.0,) * SLOTS, price_cap_eur_per_mwh=250.0))
+    signed = []
+    for i, bus, max_kw, price in OFFERS:
+        provider = env.providers[i]
+        offer = FlexOffer(provider=provider.address, round_id=rc.round_id, bus=bus, asset_id=_asset(i),
+                          direction=Direction.UP, slots=tuple(range(SLOTS)), min_kw=(0.0,) * SLOTS,
+                          max_kw=(max_kw,) * SLOTS, price_eur_per_mwh=price, nonce=rc.round_id << 64,
+                          expiry_s=rc.gate_closure_s)
+        signed.append(offer.sign(provider, env.deployment.domain))
+    env.client(env.providers[5]).submit_offers(signed)  # a relayer
+    env.time_travel(rc.gate_closure_s)
+
+    engine = make_engine(f"sqlite:///{out / 'oracle.db'}")
+    init_db(engine)
+    EventIndexer(env.w3, env.deployment, engine).run_once()
+    chain_orders = round_orders(engine, env.deployment, rc.round_id)
+    orders = [*chain_orders.requests, *chain_orders.offers]
+    assert [o.order_id for o in orders] == accepted_order_hashes(engine, env.deployment, rc.round_id)
+    invalid = signed[-1].order_hash
+    deployment_file = out / "deployment.json"
+    env.deployment.save(deployment_file)
+    r = Round(env, anvil.url, deployment_file, out, rc, orders, invalid, net, view, {})
+    used = [o for o in orders if o.order_id != invalid]
+    outcome = _clear(r, used)
+    assert any(t.order_id == signed[0].order_hash for t in outcome.trades)  # the cheap offers are bought
+    r.doc = _publication(r, used, [(invalid, "bus 500 is not in case33bw")], list(outcome.trades), outcome)
+    try:
+        yield r
+    finally:
+        revert_to(env.w3, snap)
+
+
+@pytest.fixture
+def fresh(honest: Round) -> Iterator[Round]:
+    snap = snapshot(honest.env.w3)
+    try:
+        yield honest
+    finally:
+        revert_to(honest.env.w3, snap)
+
+
+def _commit_and_audit(r: Round, doc: dict[str, Any], *, resolve: bool = True) -> tuple[int, str]:
+    """Commit `doc`'s result with the oracle account, publish it, run `flexgrid audit verify`."""
+    trades = [Trade(round_id=t["roundId"], participant=t["participant"], order_id=t["orderHash"], slot=t["slot"],
+                    kw=t["powerW"] / 1000, price_eur_per_mwh=t["priceMicroPerMwh"] / 1e6,
+                    payment_eur=t["paymentMicro"] / 1e6) for t in doc["trades"]]
+    doc = {**doc, "tradeRoot": TradeTree(trades).root,
+           "totalPayoutMicro": sum(t.payment_micro for t in trades if t.payment_micro > 0)}
+    path = publication_path(r.out, doc["chainId"], doc["market"], doc["roundId"])
+    write_publication(path, doc)
+    r.env.client(r.env.oracle).commit_clearing(ClearingResult(
+        round_id=r.rc.round_id, trades=tuple(trades), merkle_root=doc["tradeRoot"], input_hash=doc["inputHash"],
+        certificate_hash=doc["certificateHash"], uri=path.resolve().as_uri()))
+    args = ["audit", "verify", "--round", str(r.rc.round_id), "--deployment", str(r.deployment_file),
+            "--rpc-url", r.url]
+    result = CliRunner().invoke(app, [*args, "--resolve"] if resolve else args)
+    return result.exit_code, result.output
+
+
+def _with_trade(doc: dict[str, Any], index: int, **change: int) -> dict[str, Any]:
+    trades = [dict(t) for t in doc["trades"]]
+    t = trades[index]
+    t.update(change)
+    t["paymentMicro"] = value_micro_down(t["powerW"], SLOT_S, t["priceMicroPerMwh"])  # a careful cheat
+    return {**doc, "trades": trades}
+
+
+def _offer_trade(doc: dict[str, Any]) -> int:
+    return next(i for i, t in enumerate(doc["trades"]) if t["paymentMicro"] > 0 and t["powerW"] > 0)
+
+
+def test_honest_result_verifies(fresh: Round) -> None:
+    code, output = _commit_and_audit(fresh, fresh.doc)
+    assert code == 0, output
+    assert f"round {fresh.rc.round_id}: VERIFIED" in output
+
+
+def test_raised_price_is_caught(fresh: Round) -> None:
+    i = _offer_trade(fresh.doc)
+    t = fresh.doc["trades"][i]
+    code, output = _commit_and_audit(fresh, _with_trade(fresh.doc, i, priceMicroPerMwh=t["priceMicroPerMwh"] + 25_000_000))
+    assert code == 1
+    assert "pay-as-bid gives its bid" in output  # seen without re-running the clearing
+    assert f"{t['orderHash']} slot {t['slot']}: the committed price is" in output  # and by the re-run
+
+
+def test_dropped_trade_is_caught(fresh: Round) -> None:
+    i = _offer_trade(fresh.doc)
+    t = fresh.doc["trades"][i]
+    doc = {**fresh.doc, "trades": [x for j, x in enumerate(fresh.doc["trades"]) if j != i]}
+    code, output = _commit_and_audit(fresh, doc)
+    assert code == 1
+    assert f"of {t['orderHash']} in slot {t['slot']}" in output and "has no such trade" in output
+
+
+def test_changed_quantity_is_caught(fresh: Round) -> None:
+    i = _offer_trade(fresh.doc)
+    t = fresh.doc["trades"][i]
+    code, output = _commit_and_audit(fresh, _with_trade(fresh.doc, i, powerW=t["powerW"] - 10_000))
+    assert code == 1
+    assert f"{t['orderHash']} slot {t['slot']}: the committed result has" in output
+
+
+@pytest.mark.parametrize("reported", [True, False], ids=["dropped-with-a-false-reason", "silently-left-out"])
+def test_omitted_valid_order_is_caught(fresh: Round, reported: bool) -> None:
+    victim = next(o for o in fresh.orders if isinstance(o, FlexOffer) and o.bus == 16)
+    used = [o for o in fresh.orders if o.order_id not in (fresh.invalid, victim.order_id)]
+    outcome = _clear(fresh, used)  # the oracle clears honestly, just without the victim's offer
+    dropped = [(fresh.invalid, "bus 500 is not in case33bw")]
+    if reported:
+        dropped.append((str(victim.order_id), "offer expired"))
+    doc = _publication(fresh, used, dropped, list(outcome.trades), outcome)
+    code, output = _commit_and_audit(fresh, doc, resolve=False)  # caught from chain data alone
+    assert code == 1
+    if reported:
+        assert f"order {victim.order_id} was dropped as 'offer expired', but it is valid" in output
+    else:
+        assert f"order {victim.order_id} was accepted on chain but is neither used nor reported" in output
+
+
+def test_unknown_round_is_a_clear_error(fresh: Round) -> None:
+    result = CliRunner().invoke(app, ["audit", "verify", "--round", "9999", "--deployment",
+                                      str(fresh.deployment_file), "--rpc-url", fresh.url])
+    assert result.exit_code == 2
+    assert "round 9999 does not exist" in result.output
