@@ -210,6 +210,29 @@ def case_scaling(q: Any, name: str, n_offers: int, formulation: str, runpp_yards
     })
 
 
+def case_vcg(q: Any, n_offers: int) -> None:
+    """What VCG costs: one extra clearing per accepted offer."""
+    from flexgrid.grid import build_view, synthetic_profiles
+    from flexgrid.market import clear_market
+    from flexgrid.trading import PricingRule
+
+    net = _net("case33bw")
+    view = build_view(net, "case33bw")
+    rc = _round(view, "case33bw")
+    prof = synthetic_profiles(net, view, slot_start_s=DAY_START_S, slot_seconds=SLOT_S, slot_count=SLOTS,
+                              load_scale=1.3)
+    offers = _offers(view, n_offers, 8, (20.0, 80.0), seed=3)
+    out = {}
+    for rule in (PricingRule.DLMP, PricingRule.VCG):
+        t0 = time.perf_counter()
+        res = clear_market(net, prof, rc, offers, wholesale_eur_per_mwh=_wholesale(), pricing=rule, view=view,
+                           ac_validation=False, certificate=False)
+        out[rule.name] = time.perf_counter() - t0
+        out["winners"] = len({a.order_id for a in res.accepted})
+        out[f"{rule.name}_paid"] = sum(t.payment_eur for t in res.trades if t.payment_eur > 0)
+    q.put(out)
+
+
 def _run(target: Any, *args: Any) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
@@ -225,7 +248,9 @@ def _run(target: Any, *args: Any) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer and smaller scaling cases")
+    parser.add_argument("--sections", default="1,2,4", help="which sections to run (1: vs runopp, 2: scaling, 4: VCG)")
     args = parser.parse_args()
+    sections = set(args.sections.split(","))
     lines: list[str] = []
 
     def emit(line: str = "") -> None:
@@ -236,6 +261,23 @@ def main() -> None:
     emit(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, Python {platform.python_version()}, "
          f"{platform.machine()}, {mp.cpu_count()} cores (shared); 96 x 15-min slots")
     emit()
+    if "1" in sections:
+        _section1(emit)
+    if "2" in sections:
+        _section2(emit, args.quick)
+    if "4" in sections:
+        emit()
+        emit("## 4. What VCG costs (case33bw, 96 slots, 40 offers of 8 slots, SOCP)")
+        v = _run(case_vcg, 40)
+        emit("| winners | DLMP clearing [s] | VCG clearing [s] | paid under DLMP [EUR] | paid under VCG [EUR] |")
+        emit("|---|---|---|---|---|")
+        emit(f"| {v['winners']} | {v['DLMP']:.2f} | {v['VCG']:.2f} | {v['DLMP_paid']:.2f} | {v['VCG_paid']:.2f} |")
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text("\n".join(lines) + "\n")
+    print(f"\nwritten to {OUT}")
+
+
+def _section1(emit: Any) -> None:
     emit("## 1. case33bw, 200 offers and 6 batteries: FlexGrid SOCP vs pandapower runopp x 96")
     r = _run(case_vs_runopp)
     emit("| FlexGrid SOCP clear [s] | runopp x 96 [s] | speed-up | FlexGrid cost [EUR] | runopp cost [EUR] | "
@@ -245,6 +287,9 @@ def main() -> None:
          f"{r['pp_cost']:.2f} | {100 * r['rel_diff']:.3f}% | {r['runopp_failed']} | {r['ac_v_err']:.1e} | "
          f"{r['relax_mw']:.1e} |")
     emit(f"Goals: >= 100x faster, cost within 0.5%, AC error <= 1e-4 pu. ({r['accepted']} offer-slots accepted)")
+
+
+def _section2(emit: Any, quick: bool) -> None:
     emit()
     emit("## 2-3. Scaling (96 slots, offers of 8 slots each; AC = pandapower runpp on the cleared set-points)")
     emit("| net | buses | offers | formulation | clear [s] | of which solve [s] | peak RSS [MB] | 96 x runpp [s] | "
@@ -252,7 +297,7 @@ def main() -> None:
     emit("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     cases = [("case33bw", 1000), ("kerber_dorfnetz", 2000), ("mv_oberrhein", 5000), ("ieee_european_lv", 5000),
              ("case33bw_x32", 10000)]
-    if args.quick:
+    if quick:
         cases = [("case33bw", 500), ("kerber_dorfnetz", 1000)]
     for name, n_off in cases:
         for formulation in ("socp", "lindistflow", "copperplate"):
@@ -262,9 +307,6 @@ def main() -> None:
             emit(f"| {name} | {s['buses']} | {s['offers']} | {formulation} | {s['clear_s']:.2f} | {s['solve_s']:.2f} | "
                  f"{s['peak_mb']:.0f} | {runpp} | {err} | {s['ac_v_min']:.4f} | {s['ac_max_loading']:.1f} | "
                  f"{s['ac_flags']} | {s['opf_violations']} |")
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text("\n".join(lines) + "\n")
-    print(f"\nwritten to {OUT}")
 
 
 if __name__ == "__main__":

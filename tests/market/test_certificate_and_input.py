@@ -143,3 +143,17 @@ def test_nan_or_negative_quantities_in_an_orders_file_name_the_entry(value: floa
     assert err.value.field.startswith("offers[0].max_kw")
     assert err.value.order_id == "bad"
     assert reason in err.value.reason
+
+
+def test_a_round_declaring_another_grid_is_rejected() -> None:
+    rc = round_config(slots=2).model_copy(update={"grid_model_hash": "0x" + "00" * 32})
+    _expect("grid_model_hash", [], rc=rc, prof=profiles(round_config(slots=2)))
+
+
+def test_p2p_pool_balances_in_every_slot(cleared) -> None:  # type: ignore[no-untyped-def]
+    sold: dict[int, float] = {}
+    for a in cleared.accepted:
+        if a.kind == "p2p":
+            sign = -1.0 if a.order_id in ("p1", "p4") else 1.0  # p1 and p4 sell
+            sold[a.slot] = sold.get(a.slot, 0.0) + sign * a.mw
+    assert sold and all(abs(v) < 1e-7 for v in sold.values())

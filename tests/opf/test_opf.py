@@ -144,7 +144,7 @@ def test_battery_charges_cheap_and_discharges_expensive() -> None:
 
 def test_shiftable_load_and_ev_keep_their_energy_at_any_slot_length() -> None:
     _, view = _grid("case33bw")
-    for slot_s, slots in ((900, 16), (3600, 4)):
+    for slot_s, slots in ((900, 16), (1800, 8), (3600, 4)):
         prices = np.linspace(100, 10, slots)  # cheapest at the end
         dev = Devices(shiftable=(ShiftableLoad("s", 10, energy_mwh=0.1, p_max_mw=0.1, start_slot=0, end_slot=slots),),
                       evs=(EVCharger("e", 20, energy_mwh=0.02, p_max_mw=0.011, arrival_slot=0,
