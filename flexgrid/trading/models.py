@@ -168,6 +168,13 @@ class FlexModel(BaseModel):
         except ValidationError as exc:
             raise _to_input_error(exc, data, type(self)) from None
 
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy with `update` applied, validated like a new model (pydantic's own copy is not)."""
+        if not update:
+            return super().model_copy(deep=deep)
+        data = {name: getattr(self, name) for name in type(self).model_fields}
+        return type(self)(**{**data, **update})
+
     @classmethod
     def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> Self:
         try:

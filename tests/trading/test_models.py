@@ -359,3 +359,10 @@ def test_settlement_caps_over_delivery_at_the_accepted_power() -> None:
     s = settle(_trade(100, 25.0), 150.0, tolerance_bps=0, penalty_bps=0)
     assert s.delivered_kw == 100.0
     assert s.paid_micro == 25_000_000
+
+
+def test_model_copy_with_an_update_is_validated() -> None:
+    assert offer().model_copy(update={"bus": 3}).bus == 3
+    with pytest.raises(InputError) as info:
+        offer().model_copy(update={"max_kw": (1.0, -1.0, 1.0)})
+    assert info.value.field == "max_kw[1]"
