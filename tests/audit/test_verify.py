@@ -53,7 +53,7 @@ class Round:
     deployment_file: Path
     out: Path
     rc: Any
-    orders: list[Any]  # every order on chain, order_id = order hash
+    orders: list[FlexRequest | FlexOffer]  # every order on chain, order_id = order hash
     invalid: str  # the order hash of the offer at the unknown bus
     net: Any
     view: Any
@@ -85,7 +85,7 @@ def _publication(r: Round, used: list[Any], dropped: list[tuple[str, str]], trad
         "gridId": GRID,
         "gridModelHash": rc.grid_model_hash,
         "round": rc.model_dump(mode="json"),
-        "orderAccumulator": order_accumulator(rc.round_id, accepted),
+        "orderAccumulator": order_accumulator(rc.round_id, [str(h) for h in accepted]),
         "orderCount": len(accepted),
         "inputs": inputs,
         "inputHash": "0x" + bytes(keccak(canonical_json(inputs))).hex(),
@@ -148,7 +148,7 @@ def honest(market_env: MarketEnv, anvil: AnvilNode, tmp_path_factory: pytest.Tem
     init_db(engine)
     EventIndexer(env.w3, env.deployment, engine).run_once()
     chain_orders = round_orders(engine, env.deployment, rc.round_id)
-    orders = [*chain_orders.requests, *chain_orders.offers]
+    orders: list[FlexRequest | FlexOffer] = [*chain_orders.requests, *chain_orders.offers]
     assert [o.order_id for o in orders] == accepted_order_hashes(engine, env.deployment, rc.round_id)
     invalid = signed[-1].order_hash
     deployment_file = out / "deployment.json"
@@ -257,3 +257,15 @@ def test_unknown_round_is_a_clear_error(fresh: Round) -> None:
                                       str(fresh.deployment_file), "--rpc-url", fresh.url])
     assert result.exit_code == 2
     assert "round 9999 does not exist" in result.output
+
+
+def test_certificate_with_a_raised_dlmp_does_not_verify(fresh: Round) -> None:
+    from flexgrid.market import Certificate
+
+    cert = json.loads(json.dumps(fresh.doc["certificate"]))
+    cert["dlmp_eur_per_mwh"][-1][0] += 30.0  # the end of the feeder looks dearer than its duals say
+    doc = {**fresh.doc, "certificate": cert, "certificateHash": Certificate(cert).hash(),
+           "dlmp": {**fresh.doc["dlmp"], "eurPerMwh": cert["dlmp_eur_per_mwh"]}}
+    code, output = _commit_and_audit(fresh, doc, resolve=False)
+    assert code == 1
+    assert "certificate: the certificate does not verify: stated DLMPs differ from the duals" in output

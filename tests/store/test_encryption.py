@@ -35,7 +35,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def _engine(path: Path) -> Engine:
     engine = make_engine(f"sqlite:///{path}")
-    PrivateRecord.metadata.create_all(engine, tables=[PrivateRecord.__table__])  # type: ignore[list-item]
+    PrivateRecord.metadata.create_all(engine, tables=[PrivateRecord.__table__])  # type: ignore[attr-defined]
     return engine
 
 

@@ -1,0 +1,122 @@
+"""An ENCRYPTED round end to end on anvil and case33bw, checked by the auditor.
+
+Providers seal their signed offers to the round key; after gate closure the oracle opens the
+ciphertexts and reveals the offers, clears the round with the real engine, commits, and publishes
+the round key; `flexgrid audit verify` then opens every ciphertext itself. An oracle that keeps a
+valid sealed offer out of the round (never reveals it) is caught, although the chain's order
+accumulator and input hash are consistent with what it revealed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from flexgrid.chain.indexer import EventIndexer, round_events, round_orders
+from flexgrid.chain.node import AnvilNode, revert_to, snapshot
+from flexgrid.grid import build_view, load_net
+from flexgrid.store import init_db, make_engine
+from flexgrid.trading import Direction, FlexOffer, FlexRequest, PricingRule, SealMode
+from flexgrid.trading.sealing import (
+    RoundKeyPair,
+    commitments_from_events,
+    open_commitments,
+    revealable,
+    seal_offer,
+)
+from tests.audit.test_verify import GRID, SLOT_S, SLOTS, Round, _clear, _commit_and_audit, _publication
+from tests.conftest import MarketEnv
+
+pytestmark = [pytest.mark.chain, pytest.mark.xdist_group("audit-verify")]
+
+SEALED = ((0, 17, 120.0, 110.0), (1, 16, 90.0, 95.0), (2, 15, 80.0, 140.0))
+
+
+@pytest.fixture
+def chain(market_env: MarketEnv) -> Iterator[MarketEnv]:
+    snap = snapshot(market_env.w3)
+    try:
+        yield market_env
+    finally:
+        revert_to(market_env.w3, snap)
+
+
+def _sealed_round(env: MarketEnv, url: str, out: Path, *, withhold: bool) -> Round:
+    op, oracle = env.client(), env.client(env.oracle)
+    op.set_dso(GRID, env.dso.address)
+    net = load_net(GRID)
+    view = build_view(net, GRID)
+    key = RoundKeyPair.generate()
+    now = env.now_s()
+    rc = op.create_round(env.round_config(
+        grid_id=GRID, grid_model_hash=view.model_hash(), slot_start_s=(now // 86_400 + 1) * 86_400 + 17 * 3600,
+        slot_seconds=SLOT_S, slot_count=SLOTS, gate_closure_s=now + 1800, pricing_rule=PricingRule.PAY_AS_BID,
+        seal_mode=SealMode.ENCRYPTED, reveal_s=600, encryption_key=key.public_key, price_cap_eur_per_mwh=400.0,
+    ))
+    rc = op.round_config(rc.round_id, grid_id=GRID)
+    env.client(env.dso).submit_request(FlexRequest(
+        round_id=rc.round_id, bus=14, direction=Direction.UP, slots=tuple(range(SLOTS)), kw=(200.0,) * SLOTS,
+        price_cap_eur_per_mwh=250.0))
+    for i, bus, max_kw, price in SEALED:
+        provider = env.providers[i]
+        offer = FlexOffer(provider=provider.address, round_id=rc.round_id, bus=bus, asset_id="0x" + f"{i + 1:02x}" * 32,
+                          direction=Direction.UP, slots=tuple(range(SLOTS)), min_kw=(0.0,) * SLOTS,
+                          max_kw=(max_kw,) * SLOTS, price_eur_per_mwh=price, nonce=rc.round_id << 64,
+                          expiry_s=rc.gate_closure_s + 3600)
+        sealed = seal_offer(offer.sign(provider, env.deployment.domain), key.public_key)
+        env.client(provider).commit_offer(rc.round_id, sealed.commitment, sealed.ciphertext)
+    env.time_travel(rc.gate_closure_s)
+
+    # the oracle: open the ciphertexts from the chain's events, reveal, clear
+    engine = make_engine(f"sqlite:///{out / 'oracle.db'}")
+    init_db(engine)
+    indexer = EventIndexer(env.w3, env.deployment, engine)
+    indexer.run_once()
+    committed = commitments_from_events(round_events(engine, env.deployment, rc.round_id, "OfferCommitted"))
+    opened = open_commitments(committed, key.secret_key, round_id=rc.round_id, domain=env.deployment.domain)
+    assert all(o.ok for o in opened)
+    offers, salts = revealable(opened)
+    if withhold:  # a dishonest oracle keeps the cheapest offer out of the round
+        offers, salts = offers[:1] + offers[2:], salts[:1] + salts[2:]
+    oracle.reveal_offers(offers, salts)
+    indexer.run_once()
+    chain_orders = round_orders(engine, env.deployment, rc.round_id)
+    orders: list[FlexRequest | FlexOffer] = [*chain_orders.requests, *chain_orders.offers]
+    env.deployment.save(out / "deployment.json")
+    r = Round(env, url, out / "deployment.json", out, rc, orders, "", net, view, {})
+    outcome = _clear(r, list(orders))
+    r.doc = _publication(r, list(orders), [], list(outcome.trades), outcome)
+    env.time_travel(op.deadlines(rc.round_id)["reveal_end_s"])
+    r.doc["_key"] = key.secret_key
+    return r
+
+
+def _audit_after_key(r: Round) -> tuple[int, str]:
+    key = r.doc.pop("_key")
+    from typer.testing import CliRunner
+
+    from flexgrid.cli.main import app
+
+    code, output = _commit_and_audit(r, r.doc, resolve=False)
+    assert code == 1 and "the round key has not been published" in output  # before the key: not checkable
+    r.env.client(r.env.oracle).publish_round_key(r.rc.round_id, key)
+    result = CliRunner().invoke(app, ["audit", "verify", "--round", str(r.rc.round_id), "--deployment",
+                                      str(r.deployment_file), "--rpc-url", r.url])
+    return result.exit_code, result.output
+
+
+def test_sealed_round_verifies_once_the_key_is_published(chain: MarketEnv, anvil: AnvilNode, tmp_path: Path) -> None:
+    r = _sealed_round(chain, anvil.url, tmp_path, withhold=False)
+    code, output = _audit_after_key(r)
+    assert code == 0, output
+    assert f"round {r.rc.round_id}: VERIFIED" in output
+
+
+def test_sealed_offer_the_oracle_never_revealed_is_caught(chain: MarketEnv, anvil: AnvilNode, tmp_path: Path) -> None:
+    r = _sealed_round(chain, anvil.url, tmp_path, withhold=True)
+    code, output = _audit_after_key(r)
+    assert code == 1
+    assert "that was never revealed" in output
+    assert "sealed offer" in output and "is not among the orders used by the clearing" in output
