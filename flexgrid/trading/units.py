@@ -10,7 +10,8 @@ always favours the escrow.
 from __future__ import annotations
 
 import math
-from decimal import Decimal, InvalidOperation
+import numbers
+from decimal import Decimal
 
 from flexgrid.errors import InputError
 
@@ -29,15 +30,16 @@ WS_PER_MWH = 3_600_000_000
 
 
 def _to_decimal(value: float | int, field: str, order_id: str | None) -> Decimal:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    # numbers.Integral/Real also cover numpy scalars (whose repr is not a plain number).
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise InputError(field, f"must be a number, got {type(value).__name__}", order_id=order_id)
-    if isinstance(value, float) and not math.isfinite(value):
+    if isinstance(value, numbers.Integral):
+        return Decimal(int(value))
+    number = float(value)
+    if not math.isfinite(number):
         raise InputError(field, f"must be a finite number, got {value}", order_id=order_id)
-    try:
-        # repr gives the shortest string that round-trips, so 0.1 is Decimal("0.1"), not 0.1000…05.
-        return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
-    except InvalidOperation as exc:  # pragma: no cover - finite floats always convert
-        raise InputError(field, f"not a number: {value!r}", order_id=order_id) from exc
+    # repr gives the shortest string that round-trips, so 0.1 is Decimal("0.1"), not 0.1000…05.
+    return Decimal(repr(number))
 
 
 def scale_exact(

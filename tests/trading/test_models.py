@@ -366,3 +366,15 @@ def test_model_copy_with_an_update_is_validated() -> None:
     with pytest.raises(InputError) as info:
         offer().model_copy(update={"max_kw": (1.0, -1.0, 1.0)})
     assert info.value.field == "max_kw[1]"
+
+
+def test_numpy_numbers_convert_like_python_numbers() -> None:
+    import numpy as np
+
+    from flexgrid.trading.units import eur_to_micro, kw_to_w
+
+    assert kw_to_w(np.float64(2.5)) == 2_500
+    assert kw_to_w(np.int64(3)) == 3_000
+    assert eur_to_micro(np.float64(-0.25), signed=True) == -250_000
+    with pytest.raises(InputError, match="more than 3 decimals"):
+        kw_to_w(np.float32(0.1))  # float32 cannot hold 0.1 kW exactly
