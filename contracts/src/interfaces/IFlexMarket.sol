@@ -192,6 +192,10 @@ interface IFlexMarket is IFlexMarketEvents {
     function hashOffers(FlexTypes.FlexOffer[] calldata offers) external view returns (bytes32[] memory);
     /// @notice The order hashes of many P2P orders.
     function hashP2POrders(FlexTypes.P2POrder[] calldata orders) external view returns (bytes32[] memory);
+    /// @notice Whether the market is paused (OpenZeppelin Pausable).
+    function paused() external view returns (bool);
+    /// @notice The next nonce of `owner` under `key` (OpenZeppelin NoncesKeyed: `key << 64 | sequence`).
+    function nonces(address owner, uint192 key) external view returns (uint256);
     /// @notice The EIP-712 domain separator.
     function domainSeparator() external view returns (bytes32);
     /// @notice A commitment's provider and whether it is closed (revealed or forfeited).
