@@ -466,11 +466,22 @@ def _check_certificate(doc: Mapping[str, Any], committed: Mapping[str, Any], rc:
     except (KeyError, TypeError, ValueError) as exc:
         problems.append(f"the publication's clearing parameters are incomplete: {exc}")
     dlmp = (doc.get("dlmp") or {}).get("eurPerMwh")
-    if dlmp is not None and dlmp != cert.doc.get("dlmp_eur_per_mwh"):
+    if dlmp is not None and not _same_prices(dlmp, cert.doc.get("dlmp_eur_per_mwh")):
         problems.append("the published DLMPs are not the certificate's")
     if int(cert.doc.get("round_id", -1)) != rc.round_id:
         problems.append(f"the certificate is for round {cert.doc.get('round_id')}, not {rc.round_id}")
     return problems
+
+
+def _same_prices(a: Any, b: Any) -> bool:
+    """Equal price tables to the certificate's precision (6 decimals of EUR/MWh)."""
+    import numpy as np
+
+    try:
+        x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    except (TypeError, ValueError):
+        return False
+    return x.shape == y.shape and bool(np.all(np.abs(x - y) <= 1.5e-6))
 
 
 def _check_trades(trades: Sequence[Trade], used: Mapping[str, Order], rc: RoundConfig) -> list[str]:

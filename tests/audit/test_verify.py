@@ -269,3 +269,21 @@ def test_certificate_with_a_raised_dlmp_does_not_verify(fresh: Round) -> None:
     code, output = _commit_and_audit(fresh, doc, resolve=False)
     assert code == 1
     assert "certificate: the certificate does not verify: stated DLMPs differ from the duals" in output
+
+
+def test_a_round_committed_by_the_oracle_service_verifies(market: MarketEnv, anvil: AnvilNode,
+                                                          tmp_path: Path) -> None:
+    from flexgrid.oracle.service import Oracle, OracleSettings, Stage
+    from tests.oracle.helpers import close_round, open_round
+
+    r = open_round(market, offer_buses=(17, 16, 999))  # one offer the oracle must drop
+    close_round(market, r)
+    oracle = Oracle(market.w3, market.deployment, market.oracle, make_engine(f"sqlite:///{tmp_path / 'o.db'}"),
+                    OracleSettings(results_dir=tmp_path / "results"))
+    [outcome] = oracle.run_once()
+    assert outcome.stage == Stage.PUBLISHED, outcome.detail
+    market.deployment.save(tmp_path / "deployment.json")
+    result = CliRunner().invoke(app, ["audit", "verify", "--round", str(r.round_id), "--deployment",
+                                      str(tmp_path / "deployment.json"), "--rpc-url", anvil.url, "--resolve"])
+    assert result.exit_code == 0, result.output
+    assert f"round {r.round_id}: VERIFIED" in result.output
