@@ -397,13 +397,19 @@ def verify_round(
     if rc_chain.seal_mode == SealMode.ENCRYPTED:
         report.add("sealed", _check_sealed(ev, used))
 
-    # -- metering ------------------------------------------------------------------------------------------
+    # -- metering and settlement ----------------------------------------------------------------------------
     metering = ev.of("MeteringCommitted")
-    if metering and metering_readings is not None:
-        mroot = MeteringTree(list(metering_readings)).root
+    if metering:
         want = _hex(metering[-1]["args"]["meteringRoot"])
-        report.add("metering-root", [] if mroot == want else
-                   [f"the metering readings hash to {mroot}, the committed metering root is {want}"])
+        if metering_readings is None:
+            report.add("metering-root", [], f"committed {want}; no readings published, so not recomputed")
+        else:
+            mroot = MeteringTree(list(metering_readings)).root if metering_readings else "0x" + "00" * 32
+            report.add("metering-root", [] if mroot == want else
+                       [f"the metering readings hash to {mroot}, the committed metering root is {want}"],
+                       f"{len(metering_readings)} readings, root {mroot}")
+    if ev.of("PaymentSettled") or ev.of("ChargeSettled"):
+        report.add("settlement", _check_settlement(ev, trades, rc))
 
     # -- re-run ----------------------------------------------------------------------------------------------
     if resolve:
@@ -537,6 +543,56 @@ def _check_trades(trades: Sequence[Trade], used: Mapping[str, Order], rc: RoundC
     return problems
 
 
+def _check_settlement(ev: RoundEvidence, trades: Sequence[Trade], rc: RoundConfig) -> list[str]:
+    """Each settled leaf against the published trade and the settlement rule of the trading language."""
+    from flexgrid.trading.models import settle
+
+    by_leaf = {(t.participant.lower(), t.order_id.lower(), t.slot): t for t in trades}
+    problems = []
+    for e in ev.of("ChargeSettled"):
+        a = e["args"]
+        key = (str(a["payer"]).lower(), _hex(a["orderHash"]), int(a["slot"]))
+        t = by_leaf.get(key)
+        if t is None:
+            problems.append(f"a charge was settled for {key[1]} slot {key[2]}, which is not a published trade")
+        elif int(a["amount"]) != -t.payment_micro:
+            problems.append(f"{key[1]} slot {key[2]}: charged {a['amount']} micro, the trade says {-t.payment_micro}")
+    for e in ev.of("PaymentSettled"):
+        a = e["args"]
+        key = (str(a["payee"]).lower(), _hex(a["orderHash"]), int(a["slot"]))
+        t = by_leaf.get(key)
+        if t is None:
+            problems.append(f"a payment was settled for {key[1]} slot {key[2]}, which is not a published trade")
+            continue
+        s = settle(t, int(a["deliveredPowerW"]) / 1000, tolerance_bps=rc.tolerance_bps, penalty_bps=rc.penalty_bps)
+        if int(a["payout"]) != max(s.paid_micro, 0):
+            problems.append(f"{key[1]} slot {key[2]}: paid {a['payout']} micro for {a['deliveredPowerW']} W delivered, "
+                            f"the settlement rule gives {max(s.paid_micro, 0)}")
+        if int(a["penaltyFromDeposit"]) > s.deposit_penalty_micro:
+            problems.append(f"{key[1]} slot {key[2]}: {a['penaltyFromDeposit']} micro taken from the deposit, "
+                            f"the rule allows at most {s.deposit_penalty_micro}")
+    return problems
+
+
+def readings_from_json(doc: Any, round_id: int) -> list[MeterReading]:
+    """Metering readings from JSON: a list, or an object with `readings`; each reading
+    `{participant, orderHash, slot, deliveredPowerW}` (on-chain encoding) or the model's own fields."""
+    items = doc.get("readings") if isinstance(doc, dict) else doc
+    if not isinstance(items, list):
+        raise InputError("readings", "expected a list of metering readings")
+    out = []
+    for i, r in enumerate(items):
+        if not isinstance(r, dict):
+            raise InputError(f"readings[{i}]", "expected an object")
+        if "deliveredPowerW" in r:
+            out.append(MeterReading(round_id=int(r.get("roundId", round_id)), participant=r["participant"],
+                                    order_id=str(r["orderHash"]), slot=int(r["slot"]),
+                                    delivered_kw=int(r["deliveredPowerW"]) / 1000))
+        else:
+            out.append(MeterReading.model_validate(r))
+    return out
+
+
 def _check_sealed(ev: RoundEvidence, used: Sequence[Order]) -> list[str]:
     keys = ev.of("RoundKeyPublished")
     if not keys:
@@ -620,6 +676,7 @@ def audit_round(
     *,
     resolve: bool = False,
     publication: Mapping[str, Any] | None = None,
+    metering_readings: Sequence[MeterReading] | None = None,
 ) -> AuditReport:
     """Gather the evidence for `round_id` and verify it; the publication is read from the URI
     committed on chain unless given."""
@@ -627,7 +684,27 @@ def audit_round(
     committed = ev.committed()
     if publication is None and committed is not None:
         publication = load_round_publication(str(committed.get("uri", "")))
-    return verify_round(ev, publication, resolve=resolve)
+    metering = ev.of("MeteringCommitted")
+    if metering_readings is None and metering:
+        metering_readings = _readings_at(str(metering[-1]["args"].get("uri", "")), round_id)
+    return verify_round(ev, publication, resolve=resolve, metering_readings=metering_readings)
+
+
+def _readings_at(uri: str, round_id: int) -> list[MeterReading] | None:
+    """Readings published at a `file://` URI or path, if there are any."""
+    import json
+    from pathlib import Path
+    from urllib.parse import unquote, urlparse
+
+    if not uri:
+        return None
+    path = Path(unquote(urlparse(uri).path)) if uri.startswith("file://") else Path(uri)
+    if not path.is_file():
+        return None
+    try:
+        return readings_from_json(json.loads(path.read_text()), round_id)
+    except (ValueError, KeyError):
+        return None
 
 
 __all__ = [
@@ -637,6 +714,7 @@ __all__ = [
     "audit_round",
     "gather_evidence",
     "load_round_publication",
+    "readings_from_json",
     "signatures_from_calldata",
     "verify_round",
 ]

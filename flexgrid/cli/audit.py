@@ -76,6 +76,10 @@ def audit_verify(
     publication: Annotated[
         Path | None, typer.Option("--publication", help="the published result (default: the URI committed on chain)")
     ] = None,
+    metering: Annotated[
+        Path | None,
+        typer.Option("--metering", help="metering readings JSON (default: the file at the committed metering URI)"),
+    ] = None,
     db: Annotated[
         str | None, typer.Option("--db", help="database URL to index into (default: a temporary SQLite file)")
     ] = None,
@@ -86,7 +90,7 @@ def audit_verify(
 
     from web3 import Web3
 
-    from flexgrid.audit.verify import audit_round, load_round_publication
+    from flexgrid.audit.verify import audit_round, load_round_publication, readings_from_json
     from flexgrid.chain.deploy import Deployment
     from flexgrid.errors import FlexGridError
     from flexgrid.store import init_db, make_engine
@@ -100,11 +104,19 @@ def audit_verify(
         doc = load_round_publication(str(publication))
         if doc is None:
             raise typer.BadParameter(f"no publication at {publication}", param_hint="--publication")
+    readings = None
+    if metering is not None:
+        try:
+            readings = readings_from_json(json.loads(metering.read_text()), round_id)
+        except (OSError, ValueError) as exc:
+            raise typer.BadParameter(f"cannot read metering readings from {metering}: {exc}",
+                                     param_hint="--metering") from exc
     with tempfile.TemporaryDirectory(prefix="flexgrid-audit-") as tmp:
         engine = make_engine(db or f"sqlite:///{Path(tmp) / 'index.db'}")
         init_db(engine)
         try:
-            report = audit_round(w3, deployment, engine, round_id, resolve=resolve, publication=doc)
+            report = audit_round(w3, deployment, engine, round_id, resolve=resolve, publication=doc,
+                                 metering_readings=readings)
         except FlexGridError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(code=2) from exc

@@ -121,6 +121,7 @@ def honest(market_env: MarketEnv, anvil: AnvilNode, tmp_path_factory: pytest.Tem
     out = tmp_path_factory.mktemp("audit")
     op, dso = env.client(), env.client(env.dso)
     op.set_dso(GRID, env.dso.address)
+    dso.set_metering_agent(GRID, env.metering.address)
     net = load_net(GRID)
     view = build_view(net, GRID)
     now = env.now_s()
@@ -287,3 +288,61 @@ def test_a_round_committed_by_the_oracle_service_verifies(market: MarketEnv, anv
                                       str(tmp_path / "deployment.json"), "--rpc-url", anvil.url, "--resolve"])
     assert result.exit_code == 0, result.output
     assert f"round {r.round_id}: VERIFIED" in result.output
+
+
+def test_metering_root_and_settled_payments_are_checked(fresh: Round) -> None:
+    from dataclasses import replace
+
+    from flexgrid.audit.verify import gather_evidence, verify_round
+    from flexgrid.oracle.publication import trades_from_publication
+    from flexgrid.trading import MeterReading
+    from flexgrid.trading.merkle import MeteringTree
+
+    env, rc = fresh.env, fresh.rc
+    code, output = _commit_and_audit(fresh, fresh.doc, resolve=False)
+    assert code == 0, output
+    trades = trades_from_publication(fresh.doc)
+    tree = TradeTree(trades)
+    env.client(env.dso).approve_result(rc.round_id)
+    env.time_travel(rc.slot_start_s + SLOTS * SLOT_S)
+    payees = [t for t in trades if t.payment_micro > 0]
+    readings = [MeterReading(round_id=rc.round_id, participant=t.participant, order_id=t.order_id, slot=t.slot,
+                             delivered_kw=round(t.kw * (0.5 if i == 0 else 1.0), 3)) for i, t in enumerate(payees)]
+    metering_file = fresh.out / "metering.json"
+    metering_file.write_text(json.dumps({"readings": [
+        {"participant": m.participant, "orderHash": m.order_id, "slot": m.slot, "deliveredPowerW": m.delivered_power_w}
+        for m in readings]}))
+    mtree = MeteringTree(readings)
+    env.client(env.metering).commit_metering(rc.round_id, mtree.root, metering_file.resolve().as_uri())
+    anyone = env.client(env.providers[5])
+    for t in trades:
+        if t.payment_micro < 0:
+            anyone.claim_charge(t, tree.proof(t))
+    for t, m in zip(payees, readings, strict=True):
+        anyone.claim_payment(t, tree.proof(t), m.delivered_kw, mtree.proof(m))
+
+    args = ["audit", "verify", "--round", str(rc.round_id), "--deployment", str(fresh.deployment_file),
+            "--rpc-url", fresh.url, "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    checks = {f["check"]: f for f in json.loads(result.output)["findings"]}
+    assert checks["metering-root"]["ok"] and checks["metering-root"]["details"][0].startswith(f"{len(payees)} readings")
+    assert checks["settlement"]["ok"]
+
+    altered = json.loads(metering_file.read_text())
+    altered["readings"][0]["deliveredPowerW"] += 1000  # the under-deliverer claims 1 kW more afterwards
+    (fresh.out / "altered.json").write_text(json.dumps(altered))
+    result = CliRunner().invoke(app, [*args, "--metering", str(fresh.out / "altered.json")])
+    assert result.exit_code == 1
+    assert "the metering readings hash to" in result.output
+
+    # a payout that does not follow the settlement rule (as a faulty contract would make) is named
+    engine = make_engine(f"sqlite:///{fresh.out / 'auditor.db'}")
+    init_db(engine)
+    ev = gather_evidence(env.w3, env.deployment, engine, rc.round_id)
+    events = [dict(e, args={**e["args"], "payout": int(e["args"]["payout"]) + 1})
+              if e["event"] == "PaymentSettled" and e["args"]["orderHash"] == payees[0].order_id else e
+              for e in ev.events]
+    report = verify_round(replace(ev, events=events), fresh.doc)
+    assert [f.check for f in report.failures] == ["settlement"]
+    assert "the settlement rule gives" in report.problems()[0]
