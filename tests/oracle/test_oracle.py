@@ -13,7 +13,7 @@ from flexgrid.market import clear_market
 from flexgrid.oracle.publication import load_publication, publication_path, published_round, published_trades
 from flexgrid.oracle.service import Oracle, OracleSettings, Stage
 from flexgrid.store import make_engine
-from flexgrid.trading import RoundState
+from flexgrid.trading import FlexOffer, RoundState
 from flexgrid.trading.canonical import input_hash
 from tests.conftest import MarketEnv
 from tests.oracle.helpers import GRID, close_round, open_round
@@ -48,6 +48,7 @@ def test_oracle_commits_the_clearing_of_the_chain_orders_and_publishes_it(market
     assert status.state == RoundState.COMMITTED
     # the same round cleared by hand from the orders we sent, without the unknown-bus offer
     valid = [s.order.model_copy(update={"order_id": s.order_hash}) for s in r.offers[:2]]
+    valid_offers = [o for o in valid if isinstance(o, FlexOffer)]
     net = load_net(GRID)
     view = build_view(net, GRID)
     cfg = r.config.model_copy(update={"grid_id": GRID})
@@ -59,7 +60,7 @@ def test_oracle_commits_the_clearing_of_the_chain_orders_and_publishes_it(market
                                             market.deployment.market, r.round_id))
     assert doc["tradeRoot"] == expected.merkle_root
     assert doc["inputHash"] == input_hash(round_id=r.round_id, domain=market.deployment.domain,
-                                          grid_model_hash=cfg.grid_model_hash, requests=[r.request], offers=valid, p2p=[])
+                                          grid_model_hash=cfg.grid_model_hash, requests=[r.request], offers=valid_offers, p2p=[])
     assert doc["certificateHash"] == expected.certificate_hash
     # the invalid order is reported with its reason, never silently dropped
     [dropped] = doc["dropped"]
