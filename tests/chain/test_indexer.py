@@ -211,3 +211,16 @@ def test_orders_read_straight_from_chain_equal_the_indexed_ones(market: MarketEn
     assert from_chain == round_orders(engine, market.deployment, cfg.round_id)
     assert from_chain.requests == [request] and from_chain.offers == offers
     assert len(read_round_orders(market.w3, market.deployment, other.round_id).offers) == 1
+
+
+def test_anvil_rollback_below_the_cursor_is_undone(market: MarketEnv, engine: Engine) -> None:
+    indexer = EventIndexer(market.w3, market.deployment, engine)
+    cfg, _, offers = _round_with_orders(market, offers=2)
+    indexer.run_once()
+    # The chain loses its last block (the second offer) and is now shorter than the cursor.
+    market.w3.provider.make_request("anvil_rollback", [1])  # type: ignore[arg-type]
+    report = indexer.run_once()
+    assert report.reorged_blocks >= 1
+    assert [o.order_id for o in round_orders(engine, market.deployment, cfg.round_id).offers] == [
+        offers[0].order_id
+    ]
