@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from eth_utils import keccak
@@ -229,7 +230,9 @@ def _trades(doc: Mapping[str, Any]) -> list[Trade]:
     return trades_from_publication(doc)
 
 
+@lru_cache(maxsize=4)
 def _grid(grid_id: str) -> tuple[Any, Any, str]:
+    """A built-in net, its operated view and model hash (cached: built-ins do not change in a process)."""
     from flexgrid.grid import build_view, grid_model_hash, load_net
 
     net = load_net(grid_id)

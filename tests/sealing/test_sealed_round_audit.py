@@ -13,10 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from flexgrid.chain.indexer import EventIndexer, round_events, round_orders
 from flexgrid.chain.node import AnvilNode, revert_to, snapshot
+from flexgrid.cli.main import app
 from flexgrid.grid import build_view, load_net
+from flexgrid.oracle.service import Oracle, OracleSettings, Stage
 from flexgrid.store import init_db, make_engine
 from flexgrid.trading import Direction, FlexOffer, FlexRequest, PricingRule, SealMode
 from flexgrid.trading.sealing import (
@@ -26,7 +29,7 @@ from flexgrid.trading.sealing import (
     revealable,
     seal_offer,
 )
-from tests.audit.test_verify import GRID, SLOT_S, SLOTS, Round, _clear, _commit_and_audit, _publication
+from tests.audit.test_verify import GRID, SLOT_S, SLOTS
 from tests.conftest import MarketEnv
 
 pytestmark = [pytest.mark.chain, pytest.mark.xdist_group("audit-verify")]
@@ -43,7 +46,7 @@ def chain(market_env: MarketEnv) -> Iterator[MarketEnv]:
         revert_to(market_env.w3, snap)
 
 
-def _sealed_round(env: MarketEnv, url: str, out: Path, *, withhold: bool) -> Round:
+def _sealed_round(env: MarketEnv, out: Path, *, withhold: bool) -> tuple[int, str]:
     op, oracle = env.client(), env.client(env.oracle)
     op.set_dso(GRID, env.dso.address)
     net = load_net(GRID)
@@ -69,7 +72,7 @@ def _sealed_round(env: MarketEnv, url: str, out: Path, *, withhold: bool) -> Rou
         env.client(provider).commit_offer(rc.round_id, sealed.commitment, sealed.ciphertext)
     env.time_travel(rc.gate_closure_s)
 
-    # the oracle: open the ciphertexts from the chain's events, reveal, clear
+    # the oracle: open the ciphertexts from the chain's events and reveal them
     engine = make_engine(f"sqlite:///{out / 'oracle.db'}")
     init_db(engine)
     indexer = EventIndexer(env.w3, env.deployment, engine)
@@ -82,41 +85,37 @@ def _sealed_round(env: MarketEnv, url: str, out: Path, *, withhold: bool) -> Rou
         offers, salts = offers[:1] + offers[2:], salts[:1] + salts[2:]
     oracle.reveal_offers(offers, salts)
     indexer.run_once()
-    chain_orders = round_orders(engine, env.deployment, rc.round_id)
-    orders: list[FlexRequest | FlexOffer] = [*chain_orders.requests, *chain_orders.offers]
     env.deployment.save(out / "deployment.json")
-    r = Round(env, url, out / "deployment.json", out, rc, orders, "", net, view, {})
-    outcome = _clear(r, list(orders))
-    r.doc = _publication(r, list(orders), [], list(outcome.trades), outcome)
     env.time_travel(op.deadlines(rc.round_id)["reveal_end_s"])
-    r.doc["_key"] = key.secret_key
-    return r
+    # the oracle service clears what was revealed, commits and publishes
+    service = Oracle(env.w3, env.deployment, env.oracle, make_engine(f"sqlite:///{out / 'service.db'}"),
+                     OracleSettings(results_dir=out / "results"))
+    [outcome] = service.run_once()
+    assert outcome.stage == Stage.PUBLISHED, outcome.detail
+    assert len(round_orders(engine, env.deployment, rc.round_id).offers) == len(offers)
+    return rc.round_id, key.secret_key
 
 
-def _audit_after_key(r: Round) -> tuple[int, str]:
-    key = r.doc.pop("_key")
-    from typer.testing import CliRunner
-
-    from flexgrid.cli.main import app
-
-    code, output = _commit_and_audit(r, r.doc, resolve=False)
-    assert code == 1 and "the round key has not been published" in output  # before the key: not checkable
-    r.env.client(r.env.oracle).publish_round_key(r.rc.round_id, key)
-    result = CliRunner().invoke(app, ["audit", "verify", "--round", str(r.rc.round_id), "--deployment",
-                                      str(r.deployment_file), "--rpc-url", r.url])
+def _audit(url: str, out: Path, round_id: int) -> tuple[int, str]:
+    result = CliRunner().invoke(app, ["audit", "verify", "--round", str(round_id), "--deployment",
+                                      str(out / "deployment.json"), "--rpc-url", url])
     return result.exit_code, result.output
 
 
 def test_sealed_round_verifies_once_the_key_is_published(chain: MarketEnv, anvil: AnvilNode, tmp_path: Path) -> None:
-    r = _sealed_round(chain, anvil.url, tmp_path, withhold=False)
-    code, output = _audit_after_key(r)
+    round_id, secret = _sealed_round(chain, tmp_path, withhold=False)
+    code, output = _audit(anvil.url, tmp_path, round_id)
+    assert code == 1 and "the round key has not been published" in output  # before the key: not checkable
+    chain.client(chain.oracle).publish_round_key(round_id, secret)
+    code, output = _audit(anvil.url, tmp_path, round_id)
     assert code == 0, output
-    assert f"round {r.rc.round_id}: VERIFIED" in output
+    assert f"round {round_id}: VERIFIED" in output
 
 
 def test_sealed_offer_the_oracle_never_revealed_is_caught(chain: MarketEnv, anvil: AnvilNode, tmp_path: Path) -> None:
-    r = _sealed_round(chain, anvil.url, tmp_path, withhold=True)
-    code, output = _audit_after_key(r)
+    round_id, secret = _sealed_round(chain, tmp_path, withhold=True)
+    chain.client(chain.oracle).publish_round_key(round_id, secret)
+    code, output = _audit(anvil.url, tmp_path, round_id)
     assert code == 1
     assert "that was never revealed" in output
     assert "sealed offer" in output and "is not among the orders used by the clearing" in output
