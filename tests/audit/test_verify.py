@@ -25,7 +25,17 @@ from flexgrid.grid import build_view, load_net, synthetic_profiles
 from flexgrid.market import clear_market
 from flexgrid.oracle.publication import publication_path, trade_json, write_publication
 from flexgrid.store import init_db, make_engine
-from flexgrid.trading import ClearingResult, Direction, FlexOffer, FlexRequest, PricingRule, SealMode, Trade
+from flexgrid.trading import (
+    ClearingResult,
+    Direction,
+    FlexOffer,
+    FlexRequest,
+    P2POrder,
+    PricingRule,
+    SealMode,
+    Side,
+    Trade,
+)
 from flexgrid.trading.canonical import canonical_inputs, canonical_json, order_accumulator
 from flexgrid.trading.merkle import TradeTree
 from flexgrid.trading.units import value_micro_down
@@ -53,8 +63,9 @@ class Round:
     deployment_file: Path
     out: Path
     rc: Any
-    orders: list[FlexRequest | FlexOffer]  # every order on chain, order_id = order hash
+    orders: list[FlexRequest | FlexOffer | P2POrder]  # every order on chain, order_id = order hash
     invalid: str  # the order hash of the offer at the unknown bus
+    accepted: list[str]  # order hashes in acceptance order
     net: Any
     view: Any
     doc: dict[str, Any]  # the honest publication
@@ -71,11 +82,12 @@ def _publication(r: Round, used: list[Any], dropped: list[tuple[str, str]], trad
     domain = env.deployment.domain
     requests = [o for o in used if isinstance(o, FlexRequest)]
     offers = [o for o in used if isinstance(o, FlexOffer)]
+    p2p = [o for o in used if isinstance(o, P2POrder)]
     inputs = canonical_inputs(round_id=rc.round_id, domain=domain, grid_model_hash=rc.grid_model_hash,
-                              requests=requests, offers=offers, p2p=[])
+                              requests=requests, offers=offers, p2p=p2p)
     from eth_utils import keccak
 
-    accepted = [o.order_id for o in r.orders]
+    accepted = r.accepted
     cert = outcome.certificate
     return {
         "format": "flexgrid-clearing-publication/1",
@@ -143,21 +155,32 @@ def honest(market_env: MarketEnv, anvil: AnvilNode, tmp_path_factory: pytest.Tem
                           expiry_s=rc.gate_closure_s)
         signed.append(offer.sign(provider, env.deployment.domain))
     env.client(env.providers[5]).submit_offers(signed)  # a relayer
+    p2p = [P2POrder(trader=env.providers[4].address, round_id=rc.round_id, bus=10, side=Side.SELL, slot=0, kw=20.0,
+                    limit_price_eur_per_mwh=50.0, nonce=(rc.round_id << 64) | 1, expiry_s=rc.gate_closure_s),
+           P2POrder(trader=env.providers[5].address, round_id=rc.round_id, bus=12, side=Side.BUY, slot=0, kw=20.0,
+                    limit_price_eur_per_mwh=200.0, nonce=rc.round_id << 64, expiry_s=rc.gate_closure_s)]
+    env.client(env.providers[0]).submit_p2p_orders(
+        [o.sign(env.providers[4 + i], env.deployment.domain) for i, o in enumerate(p2p)])
     env.time_travel(rc.gate_closure_s)
 
     engine = make_engine(f"sqlite:///{out / 'oracle.db'}")
     init_db(engine)
     EventIndexer(env.w3, env.deployment, engine).run_once()
     chain_orders = round_orders(engine, env.deployment, rc.round_id)
-    orders: list[FlexRequest | FlexOffer] = [*chain_orders.requests, *chain_orders.offers]
-    assert [o.order_id for o in orders] == accepted_order_hashes(engine, env.deployment, rc.round_id)
+    orders: list[FlexRequest | FlexOffer | P2POrder] = [*chain_orders.requests, *chain_orders.offers,
+                                                         *chain_orders.p2p]
+    assert sorted(str(o.order_id) for o in orders) == sorted(accepted_order_hashes(engine, env.deployment,
+                                                                                     rc.round_id))
+    assert len(chain_orders.p2p) == 2
     invalid = signed[-1].order_hash
     deployment_file = out / "deployment.json"
     env.deployment.save(deployment_file)
-    r = Round(env, anvil.url, deployment_file, out, rc, orders, invalid, net, view, {})
+    r = Round(env, anvil.url, deployment_file, out, rc, orders, invalid,
+              accepted_order_hashes(engine, env.deployment, rc.round_id), net, view, {})
     used = [o for o in orders if o.order_id != invalid]
     outcome = _clear(r, used)
     assert any(t.order_id == signed[0].order_hash for t in outcome.trades)  # the cheap offers are bought
+    assert {t.order_id for t in outcome.trades} >= {str(o.order_id) for o in chain_orders.p2p}  # P2P matched
     r.doc = _publication(r, used, [(invalid, "bus 500 is not in case33bw")], list(outcome.trades), outcome)
     try:
         yield r
