@@ -69,7 +69,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from eth_utils import keccak
-from sqlalchemy import BigInteger, Column, Numeric, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Text, UniqueConstraint
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, col, delete, select
 from web3 import Web3
@@ -185,7 +185,7 @@ class ClearingPublicationRecord(SQLModel, table=True):
     trade_root: str
     input_hash: str
     certificate_hash: str
-    total_payout_micro: int = Field(sa_column=Column(Numeric(78, 0), nullable=False))
+    total_payout_micro: int = Field(sa_type=BigInteger)  # token base units (int64: up to 9.2e12 EUR)
     order_accumulator: str
     order_count: int
     orders_used: int
@@ -221,7 +221,7 @@ class PublishedTrade(SQLModel, table=True):
     slot: int
     power_w: int = Field(sa_type=BigInteger)
     price_micro_per_mwh: int = Field(sa_type=BigInteger)
-    payment_micro: int = Field(sa_column=Column(Numeric(78, 0), nullable=False))
+    payment_micro: int = Field(sa_type=BigInteger)
 
 
 class DroppedOrderRecord(SQLModel, table=True):
