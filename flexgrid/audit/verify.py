@@ -398,7 +398,7 @@ def verify_round(
 
     # -- sealed offers ---------------------------------------------------------------------------------------
     if rc_chain.seal_mode == SealMode.ENCRYPTED:
-        report.add("sealed", _check_sealed(ev, used))
+        report.add("sealed", _check_sealed(ev, used, doc.get("sealedCiphertexts") or {}))
 
     # -- metering and settlement ----------------------------------------------------------------------------
     metering = ev.of("MeteringCommitted")
@@ -596,7 +596,7 @@ def readings_from_json(doc: Any, round_id: int) -> list[MeterReading]:
     return out
 
 
-def _check_sealed(ev: RoundEvidence, used: Sequence[Order]) -> list[str]:
+def _check_sealed(ev: RoundEvidence, used: Sequence[Order], off_chain: Mapping[str, str]) -> list[str]:
     keys = ev.of("RoundKeyPublished")
     if not keys:
         return ["the round key has not been published, so the sealed offers cannot be checked"]
@@ -606,7 +606,7 @@ def _check_sealed(ev: RoundEvidence, used: Sequence[Order]) -> list[str]:
         problems.append(f"the published secret key does not belong to the round's public key "
                         f"{ev.round_config.encryption_key}")
         return problems
-    sealed = commitments_from_events(ev.of("OfferCommitted"))
+    sealed = commitments_from_events(ev.of("OfferCommitted"), off_chain)
     opened = open_commitments(sealed, secret, round_id=ev.round_config.round_id, domain=ev.domain)
     revealed = {str(e["args"]["commitment"]): str(e["args"]["orderHash"]) for e in ev.of("OfferRevealed")}
     check = check_sealed_round(opened, revealed, [_order_hash(o) for o in used if isinstance(o, FlexOffer)])

@@ -300,20 +300,31 @@ def open_commitment(
     return opened
 
 
-def commitments_from_events(events: Iterable[Mapping[str, Any]]) -> list[SealedCommitment]:
+def commitments_from_events(
+    events: Iterable[Mapping[str, Any]], off_chain: Mapping[str, bytes | str] | None = None
+) -> list[SealedCommitment]:
     """`OfferCommitted` events (as `flexgrid.chain.round_events` gives them, or their `args`) as
-    sealed commitments, in chain order."""
+    sealed commitments, in chain order.
+
+    A ciphertext sent through the API instead of calldata (the event's is empty) is taken from
+    `off_chain` (commitment -> ciphertext); it is authenticated by opening it, since the commitment
+    on chain binds the order hash, the provider and the salt inside it.
+    """
+    extra = {c.lower(): v for c, v in (off_chain or {}).items()}
     out: list[SealedCommitment] = []
     for e in events:
         args = e.get("args", e)
         if "event" in e and e["event"] != "OfferCommitted":
             continue
-        raw = args.get("ciphertext") or "0x"
-        ciphertext = bytes.fromhex(raw[2:]) if isinstance(raw, str) else bytes(raw)
         commitment = args["commitment"]
+        commitment = commitment if isinstance(commitment, str) else "0x" + bytes(commitment).hex()
+        raw = args.get("ciphertext") or "0x"
+        if raw in ("0x", b"") and commitment.lower() in extra:
+            raw = extra[commitment.lower()]
+        ciphertext = bytes.fromhex(raw.removeprefix("0x")) if isinstance(raw, str) else bytes(raw)
         out.append(
             SealedCommitment(
-                commitment=commitment if isinstance(commitment, str) else "0x" + bytes(commitment).hex(),
+                commitment=commitment,
                 provider=str(args["provider"]),
                 ciphertext=ciphertext,
                 block_number=int(e.get("block_number", 0)),

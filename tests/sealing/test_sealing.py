@@ -183,3 +183,25 @@ def test_sealing_refuses_a_round_without_a_key_and_a_bad_signature() -> None:
     forged = SignedOrder(order=offer, domain=domain, signature="0x" + "11" * 65)
     with pytest.raises(InputError):
         seal_offer(forged, RoundKeyPair.generate().public_key)
+
+
+def test_a_ciphertext_sent_through_the_api_is_opened_from_the_publication() -> None:
+    from eth_account import Account
+
+    from flexgrid.trading import FlexOffer
+    from flexgrid.trading.eip712 import Eip712Domain
+
+    account = Account.create()
+    domain = Eip712Domain(chain_id=31337, verifying_contract="0x" + "12" * 20)
+    offer = FlexOffer(provider=account.address, round_id=4, bus=3, asset_id="0x" + "01" * 32,
+                      direction=Direction.UP, slots=(0,), min_kw=(0.0,), max_kw=(10.0,),
+                      price_eur_per_mwh=50.0, nonce=4 << 64, expiry_s=2_000_000_000)
+    key = RoundKeyPair.generate()
+    sealed = seal_offer(offer.sign(account, domain), key.public_key)
+    event = {"event": "OfferCommitted", "block_number": 9, "tx_hash": "0xab",
+             "args": {"commitment": sealed.commitment, "provider": account.address, "ciphertext": "0x"}}
+    (missing,) = open_commitments(commitments_from_events([event]), key.secret_key, round_id=4, domain=domain)
+    assert missing.problem == "no ciphertext was sent with the commitment"
+    via_api = commitments_from_events([event], {sealed.commitment: "0x" + sealed.ciphertext.hex()})
+    (opened,) = open_commitments(via_api, key.secret_key, round_id=4, domain=domain)
+    assert opened.ok and opened.order_hash == sealed.order_hash and via_api[0].block_number == 9
