@@ -215,7 +215,7 @@ def _commit_and_audit(r: Round, doc: dict[str, Any], *, resolve: bool = True) ->
     return result.exit_code, result.output
 
 
-def _with_trade(doc: dict[str, Any], index: int, **change: int) -> dict[str, Any]:
+def _with_trade(doc: dict[str, Any], index: int, **change: Any) -> dict[str, Any]:
     trades = [dict(t) for t in doc["trades"]]
     t = trades[index]
     t.update(change)
@@ -369,3 +369,19 @@ def test_metering_root_and_settled_payments_are_checked(fresh: Round) -> None:
     report = verify_round(replace(ev, events=events), fresh.doc)
     assert [f.check for f in report.failures] == ["settlement"]
     assert "the settlement rule gives" in report.problems()[0]
+
+
+def test_payment_redirected_to_another_account_is_caught(fresh: Round) -> None:
+    i = _offer_trade(fresh.doc)
+    t = fresh.doc["trades"][i]
+    thief = fresh.env.oracle.address.lower()
+    code, output = _commit_and_audit(fresh, _with_trade(fresh.doc, i, participant=thief), resolve=False)
+    assert code == 1
+    assert f"trade {t['orderHash']} slot {t['slot']} names participant" in output
+
+
+def test_round_without_a_committed_result_does_not_verify(fresh: Round) -> None:
+    result = CliRunner().invoke(app, ["audit", "verify", "--round", str(fresh.rc.round_id), "--deployment",
+                                      str(fresh.deployment_file), "--rpc-url", fresh.url])
+    assert result.exit_code == 1
+    assert f"round {fresh.rc.round_id} has no committed clearing result on chain" in result.output
