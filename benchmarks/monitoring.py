@@ -318,17 +318,20 @@ def bench_placement(quick: bool) -> None:
     for name in ("case33bw", "cigre_mv", "kerber_dorfnetz"):
         model = build_model(load_net(name), name)
         for tol in (0.01, 0.005):
-            for method, robust in (("greedy", False), ("greedy", True), ("milp", False)):
+            for method, robust in (("greedy", False), ("milp", False), ("greedy", True), ("milp", True)):
+                if quick and robust and tol < 0.01:
+                    continue
                 t0 = time.perf_counter()
                 if method == "milp":
-                    p = milp_placement(model, pseudo=cfg, tolerance_pu=tol)
+                    p = milp_placement(model, pseudo=cfg, tolerance_pu=tol, robust=robust)
                 else:
                     p = greedy_placement(model, pseudo=cfg, robust=robust, tolerance_pu=tol)
                 rows.append([name, f"{tol:.1%}", method, "yes" if robust else "no", str(list(p.meters)),
                              f"{p.cost_eur:,.0f}", f"{p.curve[0].error_bound_pu:.4f}", f"{p.error_bound_pu:.4f}",
                              "yes" if p.meets_target else "NO", f"{time.perf_counter() - t0:.2f}"])
     emit("Target: every bus within the tolerance (1 % as in the issue, and 0.5 %) with ≥ 95 % probability, "
-         "pseudo-loads at σ = 50 %; meters: voltage 1,500 EUR, voltage + flow 4,000 EUR.")
+         "pseudo-loads at σ = 50 %; meters: voltage 1,500 EUR, voltage + flow 4,000 EUR. The MILP (HiGHS) "
+         "runs at most 20 s in total; robust = the target holds with any one meter failed.")
     emit()
     table(["net", "tolerance", "method", "robust to one failure", "meters (bus, type)", "cost EUR",
            "bound, substation only (pu)", "bound (pu)", "meets", "s"], rows)

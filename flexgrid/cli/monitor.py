@@ -160,7 +160,7 @@ def place_meters_cmd(
     probability: Annotated[float, typer.Option("--probability", help="probability of staying within the target")] = 0.95,
     pseudo_sigma: Annotated[float, typer.Option("--pseudo-sigma", help="σ of pseudo-measurements, share of the forecast")] = 0.5,
     candidates: Annotated[str | None, typer.Option("--candidates", help="candidate buses, e.g. 3,6,9 (default: all)")] = None,
-    robust: Annotated[bool, typer.Option("--robust", help="the target must hold with any one meter failed (greedy)")] = False,
+    robust: Annotated[bool, typer.Option("--robust", help="the target must hold with any one meter failed")] = False,
     method: Annotated[str, typer.Option("--method", help="greedy (with the cost-accuracy curve) or milp (HiGHS)")] = "greedy",
     extra_steps: Annotated[int, typer.Option("--extra-steps", help="continue the cost-accuracy curve past the target")] = 3,
     compare_exhaustive: Annotated[int, typer.Option("--compare-exhaustive", help="compare greedy with exhaustive search for 1..K meters")] = 0,
@@ -183,10 +183,8 @@ def place_meters_cmd(
                 probability=probability, robust=robust, pseudo=cfg, continue_after_target=extra_steps,
             )
         elif method == "milp":
-            if robust:
-                raise InputError("--robust", "the robust variant is available with --method greedy")
             placement = milp_placement(model, candidate_buses=cand, tolerance_pu=tolerance,
-                                       probability=probability, pseudo=cfg)
+                                       probability=probability, pseudo=cfg, robust=robust)
         else:
             raise InputError("--method", f"must be greedy or milp, got {method!r}")
         comparison = []

@@ -334,17 +334,24 @@ def milp_placement(
     meter_types: Sequence[MeterType] = DEFAULT_METER_TYPES,
     tolerance_pu: float = 0.01,
     probability: float = 0.95,
+    robust: bool = False,
     pseudo: PseudoConfig | None = None,
     load_scale: float = 1.0,
     max_rounds: int = 20,
+    time_limit_s: float = 20.0,
 ) -> Placement:
     """Minimum-cost meters by a MILP (HiGHS through `scipy.optimize.milp`).
 
-    The MILP adds each meter's precision gain at each bus, 1/σ_i²({j}) − 1/σ_i²(∅), as if
-    precisions were additive, and asks every bus to reach (z/tol)²; one meter type per bus.
-    Precisions are not exactly additive, so each solution is checked with the full gain matrix;
-    buses that miss the target get their requirement raised by the shortfall and the MILP is
-    solved again (at most `max_rounds` times)."""
+    The MILP adds each meter's precision gain at each bus, Δ_ij = 1/σ_i²({j}) − 1/σ_i²(∅), as
+    if precisions were additive, and asks every bus to reach (z/tol)²; one meter type per bus.
+    With `robust`, every bus must reach it without its largest contribution (y_i ≥ Δ_ij x_j,
+    Σ_j Δ_ij x_j − y_i ≥ need_i), i.e. with any one meter failed. Precisions are not exactly
+    additive, so each solution is checked with the full gain matrix (every single failure too,
+    when robust); buses that miss the target get their requirement raised by the shortfall and
+    the MILP is solved again (at most `max_rounds` times). All solves together stop after
+    `time_limit_s` with the best solution found (then optimality is not proven; the result is
+    still checked exactly)."""
+    from scipy import sparse
     from scipy.optimize import Bounds, LinearConstraint, milp
 
     from flexgrid.errors import SolverError
@@ -355,6 +362,7 @@ def milp_placement(
     ev = _Evaluator(model, pseudo, load_scale)
     buses = _candidates(model, candidate_buses)
     cands = [(b, t) for b in buses for t in meter_types]
+    n_j = len(cands)
     gains = np.stack([ev.gain_of(t.at(b)) for b, t in cands])
     costs = np.array([t.cost_eur for _, t in cands])
     std0 = ev.vm_std(ev.g_base[None])[0]
@@ -366,40 +374,62 @@ def milp_placement(
     rows = np.flatnonzero(need > 0)
     curve = [CurvePoint((), 0.0, float(z * std0.max()), int(model.bus_ids[int(np.argmax(std0))]))]
     if rows.size == 0:
-        return Placement((), 0.0, curve[0].error_bound_pu, True, False, tuple(curve), tolerance_pu, probability)
-    one_per_bus = np.zeros((len(buses), len(cands)))
+        return Placement((), 0.0, curve[0].error_bound_pu, True, robust, tuple(curve), tolerance_pu, probability)
+    n_r = rows.size
+    n_y = n_r if robust else 0
+    one_per_bus = sparse.lil_matrix((len(buses), n_j + n_y))
     for j, (b, _) in enumerate(cands):
         one_per_bus[buses.index(b), j] = 1.0
+    cover = sparse.hstack([sparse.csr_matrix(delta[rows]), -sparse.identity(n_r) if robust else sparse.csr_matrix((n_r, 0))])
+    fixed = [LinearConstraint(one_per_bus.tocsr(), lb=0, ub=1)]
+    if robust:
+        # y_r - Δ_rj x_j >= 0 for every (bus row r, meter j) with Δ_rj > 0
+        rr, jj = np.nonzero(delta[rows] > 0)
+        data = np.concatenate([np.ones(rr.size), -delta[rows][rr, jj]])
+        ri = np.concatenate([np.arange(rr.size), np.arange(rr.size)])
+        ci = np.concatenate([n_j + rr, jj])
+        fixed.append(LinearConstraint(sparse.csr_matrix((data, (ri, ci)), shape=(rr.size, n_j + n_y)), lb=0, ub=np.inf))
+    c = np.concatenate([costs, np.zeros(n_y)])
+    integrality = np.concatenate([np.ones(n_j), np.zeros(n_y)])
+    bounds = Bounds(np.zeros(n_j + n_y), np.concatenate([np.ones(n_j), np.full(n_y, np.inf)]))
     factor = np.ones(model.n_bus)
     chosen: list[int] = []
     met = False
-    for _ in range(max_rounds):
-        cons = [
-            LinearConstraint(delta[rows], lb=need[rows] * factor[rows], ub=np.inf),
-            LinearConstraint(one_per_bus, lb=0, ub=1),
-        ]
-        res = milp(costs, constraints=cons, integrality=np.ones(len(cands)), bounds=Bounds(0, 1))
-        if res.status == 2:  # infeasible: even every meter cannot reach the target (additively)
-            break
-        if res.status != 0 or res.x is None:
-            raise SolverError(str(res.status), res.message)
-        chosen = [int(j) for j in np.flatnonzero(res.x > 0.5)]
-        g = ev.g_base + (gains[chosen].sum(axis=0) if chosen else 0.0)
+
+    def worst_std(sel: list[int]) -> np.ndarray:
+        g = ev.g_base + (gains[sel].sum(axis=0) if sel else 0.0)
         std = ev.vm_std(g[None])[0]
+        if robust:
+            for k in sel:
+                std = np.maximum(std, ev.vm_std((g - gains[k])[None])[0])
+        return std
+
+    import time
+
+    deadline = time.monotonic() + time_limit_s
+    for _ in range(max_rounds):
+        cons = [LinearConstraint(cover, lb=need[rows] * factor[rows], ub=np.inf), *fixed]
+        left = max(deadline - time.monotonic(), 1.0)
+        res = milp(c, constraints=cons, integrality=integrality, bounds=bounds,
+                   options={"time_limit": left, "mip_rel_gap": 1e-6})
+        if res.status == 2:  # infeasible: the target is out of reach of these candidates
+            break
+        if res.x is None or res.status not in (0, 1):  # 1: time limit with an incumbent
+            raise SolverError(str(res.status), res.message)
+        chosen = [int(j) for j in np.flatnonzero(res.x[:n_j] > 0.5)]
+        std = worst_std(chosen)
         short = z * std - tolerance_pu
         if np.all(short <= 0):
             met = True
             break
         miss = np.flatnonzero(short > 0)
         # raise the requirement of the missing buses by their precision shortfall
-        achieved = 1.0 / std[miss] ** 2
-        factor[miss] *= np.maximum(target / achieved, 1.05)
-    g = ev.g_base + (gains[chosen].sum(axis=0) if chosen else 0.0)
-    std = ev.vm_std(g[None])[0]
+        factor[miss] *= np.maximum(target * std[miss] ** 2, 1.05)
+    std = worst_std(chosen)
     point = CurvePoint(
         tuple((cands[j][0], cands[j][1].name) for j in chosen), float(costs[chosen].sum()),
         float(z * std.max()), int(model.bus_ids[int(np.argmax(std))]),
     )
     curve.append(point)
-    return Placement(point.meters, point.cost_eur, point.error_bound_pu, met, False, tuple(curve),
+    return Placement(point.meters, point.cost_eur, point.error_bound_pu, met, robust, tuple(curve),
                      tolerance_pu, probability)

@@ -130,3 +130,18 @@ def test_milp_placement_is_verified_and_optimal_on_case33bw(case33bw: NetworkMod
     types = {t.name: t for t in DEFAULT_METER_TYPES}
     g = ev.g_base + sum(ev.gain_of(types[t].at(b)) for b, t in milp.meters)
     assert 1.959964 * ev.vm_std(g[None])[0].max() == pytest.approx(milp.error_bound_pu, rel=1e-6)
+
+
+def test_robust_milp_survives_any_one_meter_failing(cigre_mv: NetworkModel) -> None:
+    from flexgrid.monitoring.placement import milp_placement
+
+    robust = milp_placement(cigre_mv, pseudo=PSEUDO_50, tolerance_pu=0.005, robust=True)
+    plain = milp_placement(cigre_mv, pseudo=PSEUDO_50, tolerance_pu=0.005)
+    assert robust.meets_target and robust.robust and len(robust.meters) >= 2
+    assert robust.cost_eur >= plain.cost_eur
+    ev = _Evaluator(cigre_mv, PSEUDO_50, 1.0)
+    types = {t.name: t for t in DEFAULT_METER_TYPES}
+    gains = [ev.gain_of(types[t].at(b)) for b, t in robust.meters]
+    for failed in range(len(gains)):
+        g = ev.g_base + sum(gi for j, gi in enumerate(gains) if j != failed)
+        assert 1.959964 * ev.vm_std(g[None])[0].max() <= 0.005

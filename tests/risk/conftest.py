@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
+from threadpoolctl import threadpool_limits
 
 from flexgrid.grid import load_net
 from flexgrid.monitoring.network import NetworkModel, build_model
+
+
+@pytest.fixture(scope="package", autouse=True)
+def _one_blas_thread() -> Iterator[None]:
+    """Small dense matrices: BLAS threads only wait on each other on a shared machine."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 @pytest.fixture(scope="session")
