@@ -27,10 +27,12 @@ from flexgrid.assets.offers import (
     offer_options,
     propose_offers,
 )
+from flexgrid.assets.samples import KINDS, sample_assets
 
 __all__ = [
     "ASSET_TYPES",
     "DIVISIBLE_PREMIUM",
+    "KINDS",
     "Activation",
     "Asset",
     "AssetBase",
@@ -46,6 +48,7 @@ __all__ = [
     "offer_options",
     "parse_asset",
     "propose_offers",
+    "sample_assets",
     "simulate_asset",
     "simulate_assets",
 ]

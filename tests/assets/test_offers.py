@@ -16,6 +16,7 @@ from flexgrid.assets import (
     exclusive_group_id,
     parse_asset,
     propose_offers,
+    sample_assets,
     simulate_asset,
 )
 from flexgrid.errors import InputError
@@ -202,3 +203,22 @@ def test_simulation_flags_pv_curtailed_beyond_its_forecast_and_heat_pump_out_of_
                        comfort_band_k=1.0, comfort_cost_eur_per_kh=0.5)
     off_all_round = Activation((2.0,) * 8, (0.0,) * 8, frozenset(range(8)))  # 4 kWh > 1.667 kWh of band
     assert not simulate_asset(hp, rc(), off_all_round).feasible
+
+
+def test_a_sampled_population_of_fifty_prosumers_offers_flexibility_in_every_kind() -> None:
+    round_config = RoundConfig(round_id=3, grid_id="case33bw", grid_model_hash="0x" + "11" * 32,
+                               slot_start_s=1_800_000_000 - 1_800_000_000 % 86_400, slot_seconds=900, slot_count=96,
+                               gate_closure_s=1_800_000_000 - 1_800_000_000 % 86_400 - 3600,
+                               pricing_rule=PricingRule.DLMP, seal_mode=SealMode.OPEN, dispute_window_s=3600,
+                               price_cap_eur_per_mwh=500.0, tolerance_bps=500, penalty_bps=2000, bid_deposit_eur=0.0)
+    assets = sample_assets(round_config, 50, seed=4)
+    assert assets == sample_assets(round_config, 50, seed=4) and len({a.name for a in assets}) == 50
+    evening = range(68, 80)  # 17:00-20:00 UTC
+    midday = range(44, 56)
+    offering: set[str] = set()
+    for a in assets:
+        d, slots = (Direction.DOWN, midday) if isinstance(a, CurtailablePVAsset) else (Direction.UP, evening)
+        if propose_offers(a, round_config, provider=PROVIDER, bus=5, nonce_start=0,
+                          expiry_s=round_config.gate_closure_s, direction=d, slots=slots):
+            offering.add(type(a).__name__)
+    assert offering == {"BatteryAsset", "EVAsset", "HeatPumpAsset", "CurtailablePVAsset", "ShiftableLoadAsset"}
