@@ -207,9 +207,27 @@ def get_private(
     return list(session.exec(query.order_by(col(PrivateRecord.id))).all())
 
 
+ROUND_KEY_KIND = "round-key"
+
+
+def save_round_key(session: Session, *, market: str, round_id: int, secret_key: str) -> PrivateRecord:
+    """Keep an ENCRYPTED round's X25519 secret key (`0x` hex) until it is published on chain."""
+    for old in get_private(session, kind=ROUND_KEY_KIND, owner=market.lower(), round_id=round_id):
+        session.delete(old)
+    return put_private(session, kind=ROUND_KEY_KIND, owner=market.lower(), round_id=round_id,
+                       data={"secret_key": secret_key})
+
+
+def load_round_key(session: Session, *, market: str, round_id: int) -> str | None:
+    """The stored secret key of a round, or None."""
+    found = get_private(session, kind=ROUND_KEY_KIND, owner=market.lower(), round_id=round_id)
+    return str(found[-1].data["secret_key"]) if found else None
+
+
 __all__ = [
     "DATA_KEY_ENV",
     "KEY_FILE_NAME",
+    "ROUND_KEY_KIND",
     "DataCipher",
     "DataKeyError",
     "EncryptedJSON",
@@ -218,5 +236,7 @@ __all__ = [
     "get_private",
     "key_id",
     "load_data_key",
+    "load_round_key",
     "put_private",
+    "save_round_key",
 ]

@@ -114,3 +114,22 @@ def test_a_value_moved_to_another_column_or_altered_does_not_decrypt(home: Path,
         conn.execute(text("UPDATE private_record SET data = :d"), {"d": altered})
     with Session(engine) as s, pytest.raises(DataKeyError, match="altered"):
         get_private(s, kind="asset")
+
+
+def test_a_round_key_is_kept_encrypted_until_it_is_published(home: Path, tmp_path: Path) -> None:
+    from flexgrid.store.encryption import load_round_key, save_round_key
+
+    secret = "0x" + os.urandom(32).hex()
+    market = "0x" + "ab" * 20
+    db = tmp_path / "oracle.db"
+    engine = _engine(db)
+    with Session(engine) as s:
+        assert load_round_key(s, market=market, round_id=5) is None
+        save_round_key(s, market=market, round_id=5, secret_key=secret)
+        s.commit()
+    with Session(engine) as s:
+        assert load_round_key(s, market=market.upper().replace("0X", "0x"), round_id=5) == secret
+        assert load_round_key(s, market=market, round_id=6) is None
+    engine.dispose()
+    raw = _raw_bytes(db)
+    assert secret[2:].encode() not in raw and bytes.fromhex(secret[2:]) not in raw
