@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from web3 import Web3
 
+from flexgrid.chain.market import commitment
 from flexgrid.grid import build_view, load_net
 from flexgrid.trading import Direction, FlexOffer, FlexRequest, PricingRule, RoundConfig, SealMode
 from flexgrid.trading.eip712 import SignedOrder
@@ -38,6 +39,7 @@ def open_round(
     offer_buses: tuple[int, ...] = (17, 16, 15),
     grid_model_hash: str | None = None,
     request_kw: float = 150.0,
+    sealed: bool = False,
 ) -> OracleRound:
     """Open a round on case33bw with a request at bus 14 and one UP offer per bus in `offer_buses`
     (from providers 0, 1, …), relayed in one batch; returns before gate closure."""
@@ -50,7 +52,9 @@ def open_round(
             grid_model_hash=grid_model_hash or grid_hash(),
             slot_count=SLOTS,
             pricing_rule=PricingRule.PAY_AS_BID,
-            seal_mode=SealMode.OPEN,
+            seal_mode=SealMode.COMMIT_REVEAL if sealed else SealMode.OPEN,
+            reveal_s=600 if sealed else 0,
+            bid_deposit_eur=10.0 if sealed else 0.0,
             oracle_quorum=quorum,
         )
     )
@@ -78,12 +82,24 @@ def open_round(
             max_kw=(80.0 + 10 * i,) * SLOTS,
             price_eur_per_mwh=100.0 + 20 * i,
             nonce=env.client().nonce(provider.address, config.round_id),
-            expiry_s=config.gate_closure_s,
+            expiry_s=config.gate_closure_s + (10_000 if sealed else 0),
         )
         signed.append(offer.sign(provider, env.deployment.domain))
-    if signed:
+        if sealed:
+            env.client(provider).commit_offer(config.round_id, commitment(signed[-1].order_hash, provider.address, _salt(i)))
+    if signed and not sealed:
         env.client(env.providers[-1]).submit_offers(signed)
     return OracleRound(config=config, request=request, offers=signed)
+
+
+def _salt(i: int) -> str:
+    return "0x" + f"{i + 1:064x}"
+
+
+def reveal(env: MarketEnv, r: OracleRound) -> None:
+    """Gate closure, then one relayer reveals every sealed offer of `r` in one transaction."""
+    env.time_travel(r.config.gate_closure_s)
+    env.client(env.providers[-1]).reveal_offers(r.offers, [_salt(i) for i in range(len(r.offers))])
 
 
 def close_round(env: MarketEnv, r: OracleRound) -> None:

@@ -16,7 +16,7 @@ from flexgrid.store import make_engine
 from flexgrid.trading import FlexOffer, RoundState
 from flexgrid.trading.canonical import input_hash
 from tests.conftest import MarketEnv
-from tests.oracle.helpers import GRID, close_round, open_round
+from tests.oracle.helpers import GRID, close_round, open_round, reveal
 
 pytestmark = pytest.mark.chain
 
@@ -92,3 +92,24 @@ def test_oracle_refuses_a_round_whose_grid_model_hash_differs(market: MarketEnv,
 def test_oracle_waits_for_gate_closure(market: MarketEnv, tmp_path: Path) -> None:
     open_round(market)
     assert _oracle(market, tmp_path).run_once() == []
+
+
+def test_sealed_round_is_cleared_after_the_reveal_window_from_the_revealed_offers(
+    market: MarketEnv, tmp_path: Path
+) -> None:
+    r = open_round(market, sealed=True, offer_buses=(17, 16))
+    reveal(market, r)
+    oracle = _oracle(market, tmp_path)
+    assert oracle.run_once() == []  # inside the reveal window: not yet
+
+    close_round(market, r)
+    [outcome] = oracle.run_once()
+
+    assert outcome.stage == Stage.PUBLISHED, outcome.detail
+    doc = load_publication(publication_path(tmp_path / "oracle-results", market.deployment.chain_id,
+                                            market.deployment.market, r.round_id))
+    # both revealed offers were used, their signatures found in the revealOffers calldata
+    assert sorted(o["orderHash"] for o in doc["inputs"]["offers"]) == sorted(s.order_hash for s in r.offers)
+    assert doc["signatureChecks"] == {s.order_hash: "ecdsa" for s in r.offers}
+    assert doc["signatures"] == {s.order_hash: s.signature.lower() for s in r.offers}
+    assert MarketClient(market.w3, market.deployment).round_status(r.round_id)["tradeRoot"] == doc["tradeRoot"]
