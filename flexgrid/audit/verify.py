@@ -325,14 +325,14 @@ def verify_round(
             problems.append(f"order {h} is used or dropped by the oracle but was never accepted on chain")
     for h in sorted(used_hashes & set(dropped)):
         problems.append(f"order {h} is both used and dropped")
+    used = [all_orders[h] for h in sorted(used_hashes) if h in all_orders]
     for h, d in sorted(dropped.items()):
         order = all_orders.get(h)
-        if order is not None and _order_is_valid(order, ev, rc, view):
+        if order is not None and _order_is_valid(order, ev, rc, view, used):
             problems.append(f"order {h} was dropped as {d.get('reason')!r}, but it is valid: "
                             f"its signature verifies and the clearing's order checks accept it")
     report.add("orders-accounted", problems,
                f"{len(used_hashes)} used, {len(dropped)} dropped, {len(ev.accepted_hashes)} on chain")
-    used = [all_orders[h] for h in sorted(used_hashes) if h in all_orders]
 
     # -- signatures --------------------------------------------------------------------------------------
     problems = []
@@ -420,7 +420,10 @@ def verify_round(
     return report
 
 
-def _order_is_valid(order: Order, ev: RoundEvidence, rc: RoundConfig, view: Any) -> bool:
+def _order_is_valid(order: Order, ev: RoundEvidence, rc: RoundConfig, view: Any, used: Sequence[Order]) -> bool:
+    """Whether a dropped order should have been used: its signature verifies (or the market checked
+    it, relayed by a contract), the clearing's order checks accept it, alone and beside the used ones
+    (exclusive options)."""
     from flexgrid.market import check_orders
 
     if not isinstance(order, FlexRequest):
@@ -438,6 +441,7 @@ def _order_is_valid(order: Order, ev: RoundEvidence, rc: RoundConfig, view: Any)
         return True
     try:
         check_orders([order], rc, view, None)
+        check_orders([*used, order], rc, view, None)
     except InputError:
         return False
     return True
