@@ -475,7 +475,14 @@ class Oracle:
         except ContractLogicError as exc:
             data = revert_data(exc)
             error: ContractRevert = decode_revert(data) if data else ContractRevert("Error", (str(exc),))
-            self._save(cp, Stage.REFUSED, error=f"commitClearing would revert: {error}")
+            funding = self._document(cp)["funding"]
+            unfunded = (
+                ""
+                if funding["ok"]
+                else f" (payee leaves {funding['payeeMicro']} micro exceed payer leaves {funding['payerMicro']} micro: "
+                "offers accepted without a request that pays for them)"
+            )
+            self._save(cp, Stage.REFUSED, error=f"commitClearing would revert: {error}{unfunded}")
             self.log(f"round {cp.round_id}: commit refused by the contract: {error}")
             return
         signed = self.account.sign_transaction(dict(tx))  # type: ignore[arg-type]

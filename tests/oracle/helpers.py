@@ -20,7 +20,7 @@ SLOTS = 4
 @dataclass
 class OracleRound:
     config: RoundConfig
-    request: FlexRequest
+    request: FlexRequest | None
     offers: list[SignedOrder] = field(default_factory=list)
 
     @property
@@ -40,6 +40,8 @@ def open_round(
     grid_model_hash: str | None = None,
     request_kw: float = 150.0,
     sealed: bool = False,
+    with_request: bool = True,
+    offer_price_eur_per_mwh: float = 100.0,
 ) -> OracleRound:
     """Open a round on case33bw with a request at bus 14 and one UP offer per bus in `offer_buses`
     (from providers 0, 1, …), relayed in one batch; returns before gate closure."""
@@ -58,7 +60,7 @@ def open_round(
             oracle_quorum=quorum,
         )
     )
-    request = env.client(env.dso).submit_request(
+    request = None if not with_request else env.client(env.dso).submit_request(
         FlexRequest(
             round_id=config.round_id,
             bus=14,
@@ -80,7 +82,7 @@ def open_round(
             slots=tuple(range(SLOTS)),
             min_kw=(0.0,) * SLOTS,
             max_kw=(80.0 + 10 * i,) * SLOTS,
-            price_eur_per_mwh=100.0 + 20 * i,
+            price_eur_per_mwh=offer_price_eur_per_mwh + 20 * i,
             nonce=env.client().nonce(provider.address, config.round_id),
             expiry_s=config.gate_closure_s + (10_000 if sealed else 0),
         )

@@ -41,6 +41,7 @@ _REFERENCE: dict[tuple[str, ...], str] = {}
 def _reference_root(r: OracleRound) -> str:
     """The root of a clean in-process clearing of the round's orders (cached: the `market` fixture
     reverts the chain, so every test opens the same round with the same signed orders)."""
+    assert r.request is not None
     offers = [s.order.model_copy(update={"order_id": s.order_hash}) for s in r.offers]
     key = (str(r.request.order_id), *(str(o.order_id) for o in offers))
     if key not in _REFERENCE:

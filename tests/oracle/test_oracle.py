@@ -47,6 +47,7 @@ def test_oracle_commits_the_clearing_of_the_chain_orders_and_publishes_it(market
     status = client.round_status(r.round_id)
     assert status.state == RoundState.COMMITTED
     # the same round cleared by hand from the orders we sent, without the unknown-bus offer
+    assert r.request is not None
     valid = [s.order.model_copy(update={"order_id": s.order_hash}) for s in r.offers[:2]]
     valid_offers = [o for o in valid if isinstance(o, FlexOffer)]
     net = load_net(GRID)
@@ -113,3 +114,16 @@ def test_sealed_round_is_cleared_after_the_reveal_window_from_the_revealed_offer
     assert doc["signatureChecks"] == {s.order_hash: "ecdsa" for s in r.offers}
     assert doc["signatures"] == {s.order_hash: s.signature.lower() for s in r.offers}
     assert MarketClient(market.w3, market.deployment).round_status(r.round_id)["tradeRoot"] == doc["tradeRoot"]
+
+
+def test_offers_cleared_without_a_paying_request_are_refused_with_the_funding_gap(
+    market: MarketEnv, tmp_path: Path
+) -> None:
+    # proactive mode: cheap offers are bought against the wholesale price, but nobody escrowed
+    # the money for them (see .coordination/oracle-notes.md)
+    r = open_round(market, with_request=False, offer_buses=(17,), offer_price_eur_per_mwh=20.0)
+    close_round(market, r)
+    [outcome] = _oracle(market, tmp_path).run_once()
+    assert outcome.stage == Stage.REFUSED
+    assert "PayoutExceedsPot" in outcome.detail and "exceed payer leaves 0 micro" in outcome.detail
+    assert MarketClient(market.w3, market.deployment).round_state(r.round_id) == RoundState.CLOSED
