@@ -398,7 +398,8 @@ def verify_round(
 
     # -- sealed offers ---------------------------------------------------------------------------------------
     if rc_chain.seal_mode == SealMode.ENCRYPTED:
-        report.add("sealed", _check_sealed(ev, used, doc.get("sealedCiphertexts") or {}))
+        considered = [*(_order_hash(o) for o in used if isinstance(o, FlexOffer)), *dropped]
+        report.add("sealed", _check_sealed(ev, considered, doc.get("sealedCiphertexts") or {}))
 
     # -- metering and settlement ----------------------------------------------------------------------------
     metering = ev.of("MeteringCommitted")
@@ -600,7 +601,8 @@ def readings_from_json(doc: Any, round_id: int) -> list[MeterReading]:
     return out
 
 
-def _check_sealed(ev: RoundEvidence, used: Sequence[Order], off_chain: Mapping[str, str]) -> list[str]:
+def _check_sealed(ev: RoundEvidence, considered: Sequence[str], off_chain: Mapping[str, str]) -> list[str]:
+    """`considered`: the offers the oracle used or dropped (a drop's reason is checked elsewhere)."""
     keys = ev.of("RoundKeyPublished")
     if not keys:
         return ["the round key has not been published, so the sealed offers cannot be checked"]
@@ -613,7 +615,7 @@ def _check_sealed(ev: RoundEvidence, used: Sequence[Order], off_chain: Mapping[s
     sealed = commitments_from_events(ev.of("OfferCommitted"), off_chain)
     opened = open_commitments(sealed, secret, round_id=ev.round_config.round_id, domain=ev.domain)
     revealed = {str(e["args"]["commitment"]): str(e["args"]["orderHash"]) for e in ev.of("OfferRevealed")}
-    check = check_sealed_round(opened, revealed, [_order_hash(o) for o in used if isinstance(o, FlexOffer)])
+    check = check_sealed_round(opened, revealed, considered)
     problems.extend(check.problems)
     return problems
 
