@@ -410,7 +410,7 @@ contract FlexMarket is FlexMarketBase, Proxy {
         if (price > r.priceCap) revert InvalidOrder(orderHash, "priceMicroPerMwh", price);
         if (o.minActivationBps > FlexTypes.BPS) revert InvalidOrder(orderHash, "minActivationBps", o.minActivationBps);
         uint256 slotCount = r.slotCount;
-        uint256 previous;
+        uint256 previous = 0;
         for (uint256 i; i < n; ++i) {
             uint256 slot = slots[i];
             if (slot >= slotCount || (i != 0 && slot <= previous)) revert InvalidOrder(orderHash, "slots", slot);
@@ -473,8 +473,8 @@ contract FlexMarket is FlexMarketBase, Proxy {
         uint256 cap = q.priceCapMicroPerMwh;
         if (cap == 0 || cap > c.priceCapMicroPerMwh) revert InvalidRequest("priceCapMicroPerMwh", cap);
         uint256 slotCount = c.slotCount;
-        uint256 previous;
-        uint256 totalW;
+        uint256 previous = 0;
+        uint256 totalW = 0;
         for (uint256 i; i < n; ++i) {
             uint256 slot = q.slots[i];
             if (slot >= slotCount || (i != 0 && slot <= previous)) revert InvalidRequest("slots", slot);

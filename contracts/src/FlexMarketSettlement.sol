@@ -47,7 +47,7 @@ contract FlexMarketSettlement is FlexMarketBase {
         } else {
             revert WrongRoundState(roundId, s);
         }
-        uint256 bond;
+        uint256 bond = 0;
         if (s == FlexTypes.RoundState.DISPUTED) {
             bond = c.disputeBond;
             _balances[r.disputer] += bond;
@@ -321,7 +321,7 @@ contract FlexMarketSettlement is FlexMarketBase {
         if (paid + payout > limit) revert RoundUnderfunded(roundId, limit - paid, payout);
         r.paid = SafeCast.toUint128(paid + payout);
         if (payout != 0) _balances[trade.participant] += payout;
-        uint256 fromDeposit;
+        uint256 fromDeposit = 0;
         if (penaltyExcess != 0) {
             uint256 deposit = _deposits[roundId][trade.participant];
             fromDeposit = penaltyExcess < deposit ? penaltyExcess : deposit;
