@@ -17,7 +17,7 @@ from flexgrid.assets import (
 )
 from flexgrid.errors import InputError
 from flexgrid.market import clear_market
-from flexgrid.trading import PricingRule
+from flexgrid.trading import PricingRule, RoundConfig, SealMode
 from tests.market.helpers import grid, profiles, round_config
 
 BATTERY = BatteryAsset(name="bat", capacity_kwh=200.0, power_kw=100.0, soc_now_pu=0.5, soc_min_pu=0.2,
@@ -26,8 +26,15 @@ HEAT_PUMP = HeatPumpAsset(name="hp", max_kw=40.0, baseline_kw=20.0, cop=3.0, the
                           comfort_band_k=1.0, comfort_cost_eur_per_kh=0.0)
 
 
+def plain_round(slots: int) -> RoundConfig:
+    return RoundConfig(round_id=7, grid_id="case33bw", grid_model_hash="0x" + "11" * 32, slot_start_s=61_200,
+                       slot_seconds=900, slot_count=slots, gate_closure_s=60_300, pricing_rule=PricingRule.DLMP,
+                       seal_mode=SealMode.OPEN, dispute_window_s=600, price_cap_eur_per_mwh=1000.0, tolerance_bps=500,
+                       penalty_bps=1000, bid_deposit_eur=10.0)
+
+
 def test_devices_carry_the_assets_limits_in_mw() -> None:
-    rc = round_config(slots=4, slot_s=900)
+    rc = plain_round(4)
     ev = EVAsset(name="ev", arrival_slot=0, departure_slot=4, energy_need_kwh=20.0, charger_kw=22.0,
                  value_of_lateness_eur_per_mwh=10.0)
     load = ShiftableLoadAsset(name="l", energy_kwh=1.0, power_kw=2.0, window_start_slot=1, window_end_slot=4,
@@ -40,7 +47,7 @@ def test_devices_carry_the_assets_limits_in_mw() -> None:
     assert d.evs[0].energy_mwh == pytest.approx(0.02) and d.evs[0].arrival_slot == 0
     assert d.shiftable[0].start_slot == 1 and d.pv[0].available_mw == pytest.approx((0.0, 0.005, 0.01, 0.005))
     with pytest.raises(InputError) as err:
-        asset_devices([(16, pv)], round_config(slots=8, slot_s=900))
+        asset_devices([(16, pv)], plain_round(8))
     assert err.value.field == "forecast_kw"
 
 
