@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-# FlexTypesHarness (contracts/test/harness) is test-only: the Python parity tests deploy it.
-DEPLOYABLE = ("FlexToken", "FlexRegistry", "FlexMarket", "FlexMarketSettlement", "FlexTypesHarness")
+# Test contracts (contracts/test/harness/FlexTypesHarness) are not shipped: tests load them from
+# forge's output.
+DEPLOYABLE = ("FlexToken", "FlexRegistry", "FlexMarket", "FlexMarketSettlement")
 # Contracts whose functions FlexMarket serves through its fallback (delegatecall).
 MERGED_INTO = {"FlexMarket": ("FlexMarketSettlement",)}
 INTERFACE_OF = {"FlexMarket": "IFlexMarket", "FlexRegistry": "IFlexRegistry"}
