@@ -274,21 +274,46 @@ def _distflow(model: ConicModel, view: GridView, t_count: int, wp: Withdrawal, w
     if lb is not None:
         lim_b = np.flatnonzero(np.isfinite(view.i_max_pu))
         if len(lim_b):
-            # |I_k|^2 <= i_max^2 at the sending end: P^2 + Q^2 <= (i_max^2 v_f + slack) * 1, a rotated cone
-            # written on P, Q, v (not on l), so that its duals price congestion apart from losses.
+            # |I|^2 <= i_max^2 at both terminals of the pi model (what pandapower's loading reports):
+            # |S_terminal|^2 <= (i_max^2 v_terminal + slack) * 1, rotated cones written on P, Q, v (and
+            # l at the receiving end), so that their duals price congestion apart from losses.
             sig = model.add_block("slack_thermal", len(lim_b), t_count)
             si = sig.idx()
             m = len(lim_b) * t_count
-            cone = np.arange(m).reshape(t_count, len(lim_b)).T.ravel()
-            i2 = np.broadcast_to((view.i_max_pu[lim_b] ** 2 / view.tap_ratio[lim_b] ** 2)[:, None],
-                                 (len(lim_b), t_count)).ravel()
-            vf = vi[f[lim_b]].ravel()
-            rows_t = [4 * cone, 4 * cone, 4 * cone + 1, 4 * cone + 2, 4 * cone + 3, 4 * cone + 3]
-            cols_t = [vf, si.ravel(), pi[lim_b].ravel(), qi[lim_b].ravel(), vf, si.ravel()]
-            vals_t = [-i2, -np.ones(m), -2 * np.ones(m), -2 * np.ones(m), -i2, -np.ones(m)]
-            b_t = np.zeros(4 * m)
-            b_t[4 * cone] = 1.0
-            b_t[4 * cone + 3] = -1.0
+            ones = np.ones(m)
+            k2 = np.broadcast_to(lim_b[:, None], (len(lim_b), t_count)).ravel()
+            it2 = 1.0 / view.tap_ratio[k2] ** 2
+            i2 = view.i_max_pu[k2] ** 2
+            g_half, b_half = view.g_shunt_pu[k2] / 2, view.b_shunt_pu[k2] / 2
+            vf, vt = vi[f[lim_b]].ravel(), vi[t[lim_b]].ravel()
+            pk, qk = pi[lim_b].ravel(), qi[lim_b].ravel()
+            lk = lb.idx()[lim_b].ravel()
+            rows_t: list[IntArray] = []
+            cols_t: list[IntArray] = []
+            vals_t: list[FloatArray] = []
+            for end in (0, 1):
+                cone = end * m + np.arange(m).reshape(t_count, len(lim_b)).T.ravel()
+                if end == 0:  # sending terminal: the shunt sits behind the ideal transformer (v' = v_f / tap^2),
+                    # the terminal current is measured in front of it: |S|^2 <= i_max^2 v_f
+                    v_end, v_coef = vf, i2
+                    p_terms = [(pk, ones), (vf, g_half * it2)]
+                    q_terms = [(qk, ones), (vf, -b_half * it2)]
+                else:  # receiving terminal: P - r l - g/2 v_t, Q - x l + b/2 v_t
+                    v_end, v_coef = vt, i2
+                    p_terms = [(pk, ones), (lk, -view.r_pu[k2]), (vt, -g_half)]
+                    q_terms = [(qk, ones), (lk, -view.x_pu[k2]), (vt, b_half)]
+                for row_off, terms in ((1, p_terms), (2, q_terms)):
+                    for col, coef in terms:
+                        rows_t.append(4 * cone + row_off)
+                        cols_t.append(col)
+                        vals_t.append(-2.0 * coef)
+                for row_off in (0, 3):
+                    rows_t += [4 * cone + row_off, 4 * cone + row_off]
+                    cols_t += [v_end, si.ravel()]
+                    vals_t += [-v_coef, -ones]
+            b_t = np.zeros(8 * m)
+            b_t[0::4] = 1.0
+            b_t[3::4] = -1.0
             model.add("thermal", "soc", np.concatenate(rows_t), np.concatenate(cols_t), np.concatenate(vals_t),
                       b_t, cone_dim=4, category="congestion")
             model.bound("slack_thermal", si, 0.0, None, category="congestion")

@@ -281,7 +281,7 @@ class DispatchProblem:
                     k = pos
                     element = f"{self.view.branch_kind[k]} {int(self.view.branch_element[k])}"
                     if self.formulation == "socp":
-                        vf = sol.x[self.model.blocks["v"].idx()][self.view.from_node[k], s] / self.view.tap_ratio[k] ** 2
+                        vf = sol.x[self.model.blocks["v"].idx()][self.view.from_node[k], s]
                         amount = (np.sqrt(1 + val[r, s] / (lim[r, 0] * max(vf, 1e-6))) - 1) * 100
                     else:
                         amount = val[r, s] / lim[r, 0] * 100

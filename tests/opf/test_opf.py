@@ -202,3 +202,16 @@ def test_bad_device_and_profile_input_is_named() -> None:
                         devices=Devices(batteries=(Battery("b", 999, 1.0, 0.1, 0.1, 0.0),)))
     with pytest.raises(InputError, match="wholesale"):
         DispatchProblem(view, _profiles("case33bw"), slot_seconds=3600, wholesale_eur_per_mwh=float("nan"))
+
+
+@pytest.mark.parametrize("name", ["kerber_dorfnetz", "mv_oberrhein"])
+def test_thermal_violations_match_pandapower_loading(name: str) -> None:
+    # Overloaded transformers: the OPF's thermal slack says by how much, pandapower's AC loading agrees
+    # (terminal currents of the pi model, in front of an off-nominal tap on mv_oberrhein).
+    net, view = _grid(name)
+    prof = _profiles(name, slots=2, start_s=18 * 3600, load=1.3)
+    res = DispatchProblem(view, prof, slot_seconds=3600, wholesale_eur_per_mwh=60.0).solve()
+    thermal = [v for v in res.violations if v.kind == "thermal"]
+    assert thermal
+    ac = validate_ac(net, view, res.withdrawal_p_mw, res.withdrawal_q_mvar, res.v_pu)
+    assert max(v.amount for v in thermal) == pytest.approx(ac.max_loading_percent - 100.0, abs=0.1)
