@@ -203,6 +203,8 @@ def offer_options(asset: AssetBase, round_config: RoundConfig, *, direction: Dir
                   slots: Sequence[int] | None = None) -> list[OfferOption]:
     """The mutually exclusive options `asset` can offer in `direction` over the target `slots`
     (default: the whole round), cheapest first; empty if it has nothing to offer."""
+    if isinstance(direction, bool) or direction not in (0, 1):
+        raise InputError("direction", f"must be UP (0) or DOWN (1), got {direction!r}", order_id=asset.name)
     direction = Direction(direction)
     target = _target_slots(round_config, slots, asset.name)
     asset.check_for_round(round_config)
@@ -252,8 +254,6 @@ def propose_offers(
                          "the offer would expire before it is cleared", order_id=asset.name)
     if nonce_start < 0:
         raise InputError("nonce_start", f"must be >= 0, got {nonce_start}", order_id=asset.name)
-    if isinstance(direction, bool) or int(direction) not in (0, 1):
-        raise InputError("direction", f"must be UP (0) or DOWN (1), got {direction!r}", order_id=asset.name)
     options = offer_options(asset, round_config, direction=direction, slots=slots)
     group = exclusive_group_id(asset, round_config.round_id, direction) if len(options) >= 2 else ZERO_BYTES32
     offers = []

@@ -158,6 +158,7 @@ def test_bad_asset_is_an_input_error_naming_the_field(build: Any, field: str) ->
         (CurtailablePVAsset(name="pv", forecast_kw=(1.0,) * 8, feed_in_tariff_eur_per_mwh=70.0), {}, "direction"),
         (battery(), {"slots": [7, 8]}, "slots"),
         (battery(), {"expiry_s": GATE_S - 1}, "expiry_s"),
+        (battery(), {"direction": 2}, "direction"),
     ],
 )
 def test_asset_that_does_not_fit_the_round_is_an_input_error(asset: Any, kwargs: dict[str, Any], field: str) -> None:
