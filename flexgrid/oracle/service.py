@@ -465,6 +465,18 @@ class Oracle:
         except OracleError as exc:
             self._save(cp, Stage.REFUSED, error=str(exc))
             return
+        if not self._prepare_commit(cp):
+            return
+        self._crash_point("before_send")
+        assert cp.raw_tx is not None
+        self.w3.eth.send_raw_transaction(bytes.fromhex(cp.raw_tx[2:]))
+        self._save(cp, Stage.SENT)
+        self.log(f"round {cp.round_id}: commit sent, tx {cp.tx_hash}")
+        self._crash_point("after_send")
+
+    def _prepare_commit(self, cp: OracleCheckpoint) -> bool:
+        """Build and sign the commit with the next nonce and store it (stage sending) before it
+        is sent; False (and stage refused) when the contract would revert."""
         result = self._result(cp)
         fn = self.client.market.functions.commitClearing(cp.round_id, clearing_struct(result))
         nonce = self.w3.eth.get_transaction_count(self.account.address, "pending")
@@ -484,7 +496,7 @@ class Oracle:
             )
             self._save(cp, Stage.REFUSED, error=f"commitClearing would revert: {error}{unfunded}")
             self.log(f"round {cp.round_id}: commit refused by the contract: {error}")
-            return
+            return False
         signed = self.account.sign_transaction(dict(tx))  # type: ignore[arg-type]
         self._save(
             cp,
@@ -493,11 +505,7 @@ class Oracle:
             tx_nonce=nonce,
             raw_tx="0x" + bytes(signed.raw_transaction).hex(),
         )
-        self._crash_point("before_send")
-        self.w3.eth.send_raw_transaction(signed.raw_transaction)
-        self._save(cp, Stage.SENT)
-        self.log(f"round {cp.round_id}: commit sent, tx {cp.tx_hash}")
-        self._crash_point("after_send")
+        return True
 
     def _confirm(self, cp: OracleCheckpoint) -> None:
         assert cp.tx_hash is not None and cp.raw_tx is not None and cp.tx_nonce is not None

@@ -13,7 +13,7 @@ from flexgrid.market import clear_market
 from flexgrid.oracle.publication import load_publication, publication_path, published_round, published_trades
 from flexgrid.oracle.service import Oracle, OracleSettings, Stage
 from flexgrid.store import make_engine
-from flexgrid.trading import FlexOffer, RoundState
+from flexgrid.trading import FlexOffer, P2POrder, RoundState, Side
 from flexgrid.trading.canonical import input_hash
 from tests.conftest import MarketEnv
 from tests.oracle.helpers import GRID, close_round, open_round, reveal
@@ -127,3 +127,48 @@ def test_offers_cleared_without_a_paying_request_are_refused_with_the_funding_ga
     assert outcome.stage == Stage.REFUSED
     assert "PayoutExceedsPot" in outcome.detail and "exceed payer leaves 0 micro" in outcome.detail
     assert MarketClient(market.w3, market.deployment).round_state(r.round_id) == RoundState.CLOSED
+
+
+def test_p2p_orders_are_read_with_their_calldata_signatures_and_cleared(market: MarketEnv, tmp_path: Path) -> None:
+    r = open_round(market, offer_buses=(17,))
+    buyer, seller = market.providers[3], market.providers[4]
+    signed = [
+        P2POrder(trader=trader.address, round_id=r.round_id, bus=bus, side=side, slot=slot, kw=40.0,
+                 limit_price_eur_per_mwh=price, nonce=(r.round_id << 64) | slot,
+                 expiry_s=r.config.gate_closure_s).sign(trader, market.deployment.domain)
+        for trader, bus, side, price in ((buyer, 30, Side.BUY, 150.0), (seller, 3, Side.SELL, 40.0))
+        for slot in (0, 1)
+    ]
+    market.client(market.providers[5]).submit_p2p_orders(signed)
+    close_round(market, r)
+
+    [outcome] = _oracle(market, tmp_path).run_once()
+
+    assert outcome.stage == Stage.PUBLISHED, outcome.detail
+    doc = load_publication(publication_path(tmp_path / "oracle-results", market.deployment.chain_id,
+                                            market.deployment.market, r.round_id))
+    assert sorted(o["orderHash"] for o in doc["inputs"]["p2p"]) == sorted(s.order_hash for s in signed)
+    assert all(doc["signatureChecks"][s.order_hash] == "ecdsa" for s in signed)
+    p2p_leaves = [t for t in doc["trades"] if t["orderHash"] in {s.order_hash for s in signed}]
+    assert {t["participant"] for t in p2p_leaves} == {buyer.address.lower(), seller.address.lower()}
+    assert doc["funding"]["ok"]
+
+
+def test_a_commit_whose_nonce_was_taken_by_another_transaction_is_rebuilt_and_sent_once(
+    market: MarketEnv, tmp_path: Path
+) -> None:
+    r = open_round(market)
+    close_round(market, r)
+    oracle = _oracle(market, tmp_path)
+    cp = oracle.checkpoint(r.round_id)
+    oracle.indexer.run_once()
+    oracle._read_and_solve(cp)
+    nonce = market.w3.eth.get_transaction_count(market.oracle.address)
+    assert oracle._prepare_commit(cp)  # signed and stored, as a kill at `before_send` leaves it
+    market.client(market.oracle).approve_market()  # the same account spends that nonce elsewhere
+
+    outcome = oracle.process(r.round_id)
+
+    assert outcome.stage == Stage.PUBLISHED, outcome.detail
+    assert MarketClient(market.w3, market.deployment).round_status(r.round_id)["tradeRoot"] == cp.trade_root
+    assert market.w3.eth.get_transaction_count(market.oracle.address) == nonce + 2  # approve + one commit
