@@ -193,7 +193,6 @@ def n_minus_1(
         cut_kw = float(load_kw[cut].sum())
         options: list[TieOption] = []
         chosen: TieOption | None = None
-        chosen_status = status
         if cut.size == 0:
             flow = solve_batch(model, s, status)
             viol, _, _ = _violations(model, flow.v[:, 0], status, flow.energised, lim)
@@ -227,8 +226,7 @@ def n_minus_1(
             options.append(opt)
             better = chosen is None or (opt.flex_needed_kw, -opt.min_vm_pu) < (chosen.flex_needed_kw, -chosen.min_vm_pu)
             if better:
-                chosen, chosen_status = opt, st
-        del chosen_status
+                chosen = opt
         switch_h = rel.switching_time_h
         if chosen is None or not np.isfinite(chosen.flex_needed_kw):
             eens = lam * cut_kw * repair / 1000.0

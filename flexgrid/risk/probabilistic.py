@@ -159,13 +159,11 @@ def split_problems(viol: Violations, sens: Sensitivities) -> Problems:
     de = np.vstack(down_eff)
     # An overload is assigned to the direction in which some bus relieves it.
     n_bus = viol.under_pu.shape[0]
-    n_br = viol.overload.shape[0]
     helps_up = (ue[n_bus:] > 1e-12).any(axis=1)
     ud[n_bus:][~helps_up] = 0.0
     dd[n_bus:][helps_up] = 0.0
     keep_u = ud.any(axis=1)
     keep_d = dd.any(axis=1)
-    del n_br
     return Problems(ud[keep_u], ue[keep_u], dd[keep_d], de[keep_d])
 
 

@@ -127,3 +127,28 @@ def test_bad_risk_inputs_get_typed_errors(case33bw: NetworkModel) -> None:
     with pytest.raises(InputError) as exc:
         probabilistic_risk(case33bw, n_scenarios=10)
     assert exc.value.field == "n_scenarios"
+
+
+def test_requests_for_a_demo_round_pass_the_trading_validation(case33bw: NetworkModel) -> None:
+    """8 x 15 min from 17:00 UTC with a 400 EUR/MWh round cap: the requests are valid orders of
+    the round (slots inside it, cap not above the round's) and the clipped price is explained."""
+    from flexgrid.trading import PricingRule, RoundConfig, SealMode, validate_for_round
+
+    start = 1_796_083_200 + 17 * 3600  # 2026-12-01 17:00 UTC
+    config = RoundConfig(
+        round_id=3, grid_id="case33bw", grid_model_hash="0x" + "11" * 32, slot_start_s=start,
+        slot_seconds=900, slot_count=8, gate_closure_s=start - 3600, pricing_rule=PricingRule.PAY_AS_BID,
+        seal_mode=SealMode.OPEN, dispute_window_s=3600, price_cap_eur_per_mwh=400.0, tolerance_bps=500,
+        penalty_bps=2000, bid_deposit_eur=0.0,
+    )
+    load, pv = slot_scales(config.slot_start_s, config.slot_seconds, config.slot_count)
+    plan = risk_flex_requests(
+        case33bw, round_id=config.round_id, load_scale=load, gen_scale=pv, slot_seconds=config.slot_seconds,
+        epsilon=0.05, dso="0x" + "ab" * 20, pricing=RiskPricing(max_price_eur_per_mwh=config.price_cap_eur_per_mwh),
+        n_scenarios=1000, n_out_of_sample=2000,
+    )
+    assert plan.requests
+    for rr in plan.requests:
+        validate_for_round(rr.request, config, now_s=start - 7200)
+        assert rr.request.price_cap_eur_per_mwh == 400.0
+        assert rr.avoided_cost_eur / rr.energy_mwh > 400.0  # the uncapped value, for the explanation
