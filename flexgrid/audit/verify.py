@@ -399,7 +399,10 @@ def verify_round(
     # -- sealed offers ---------------------------------------------------------------------------------------
     if rc_chain.seal_mode == SealMode.ENCRYPTED:
         considered = [*(_order_hash(o) for o in used if isinstance(o, FlexOffer)), *dropped]
-        report.add("sealed", _check_sealed(ev, considered, doc.get("sealedCiphertexts") or {}))
+        sealed_problems, notes = _check_sealed(ev, considered, doc.get("sealedCiphertexts") or {})
+        n_sealed = len(ev.of("OfferCommitted"))
+        report.findings.append(Finding("sealed", not sealed_problems, tuple(sealed_problems or [
+            f"{n_sealed} commitments, {n_sealed - len(notes)} opened and used or dropped", *notes])))
 
     # -- metering and settlement ----------------------------------------------------------------------------
     metering = ev.of("MeteringCommitted")
@@ -601,23 +604,26 @@ def readings_from_json(doc: Any, round_id: int) -> list[MeterReading]:
     return out
 
 
-def _check_sealed(ev: RoundEvidence, considered: Sequence[str], off_chain: Mapping[str, str]) -> list[str]:
-    """`considered`: the offers the oracle used or dropped (a drop's reason is checked elsewhere)."""
+def _check_sealed(
+    ev: RoundEvidence, considered: Sequence[str], off_chain: Mapping[str, str]
+) -> tuple[list[str], list[str]]:
+    """(problems, notes). `considered`: the offers the oracle used or dropped (a drop's reason is
+    checked by `orders-accounted`). Ciphertexts that do not open are a bidder's fault: notes."""
     keys = ev.of("RoundKeyPublished")
     if not keys:
-        return ["the round key has not been published, so the sealed offers cannot be checked"]
+        return ["the round key has not been published, so the sealed offers cannot be checked"], []
     secret = str(keys[-1]["args"]["secretKey"])
     problems = []
     if public_key_of(secret) != _hex(ev.round_config.encryption_key):
         problems.append(f"the published secret key does not belong to the round's public key "
                         f"{ev.round_config.encryption_key}")
-        return problems
+        return problems, []
     sealed = commitments_from_events(ev.of("OfferCommitted"), off_chain)
     opened = open_commitments(sealed, secret, round_id=ev.round_config.round_id, domain=ev.domain)
     revealed = {str(e["args"]["commitment"]): str(e["args"]["orderHash"]) for e in ev.of("OfferRevealed")}
     check = check_sealed_round(opened, revealed, considered)
     problems.extend(check.problems)
-    return problems
+    return problems, [f"rejected {r}" for r in check.rejected]
 
 
 def _resolve(doc: Mapping[str, Any], rc: RoundConfig, used: Sequence[Order], trades: Sequence[Trade],

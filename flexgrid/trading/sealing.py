@@ -353,10 +353,16 @@ def revealable(opened: Sequence[OpenedCommitment]) -> tuple[list[SignedOrder], l
 
 @dataclass(frozen=True)
 class SealedRoundCheck:
-    """Whether the offers used in a round are exactly the ones sealed before gate closure."""
+    """Whether the offers used in a round are exactly the ones sealed before gate closure.
+
+    `problems`: mismatches between the sealed offers, the reveals and the clearing's inputs (what
+    an oracle answers for). `rejected`: commitments whose ciphertext does not open or does not
+    match (a bidder's fault), each named by its commitment: reported, never dropped silently.
+    """
 
     opened: tuple[OpenedCommitment, ...]
     problems: tuple[str, ...] = field(default_factory=tuple)
+    rejected: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def ok(self) -> bool:
@@ -371,21 +377,21 @@ def check_sealed_round(
     """Compare the opened commitments with the chain.
 
     `revealed` maps each revealed commitment to its order hash (`OfferRevealed` events);
-    `used_offer_hashes` are the offers the round's clearing took as inputs. Reported: each
-    commitment that does not open or match (with its commitment); a valid sealed offer that was
-    not revealed or not used; a revealed commitment whose order hash is not what it decrypts to;
-    an offer used that was not sealed.
+    `used_offer_hashes` are the offers the round's clearing took as inputs (or dropped with a
+    reason). Problems: a valid sealed offer that was not revealed or not used; a revealed
+    commitment whose order hash is not what it decrypts to; an offer used that was not sealed.
+    Rejected: each commitment that does not open or match, with its commitment.
     """
     problems: list[str] = []
+    rejected: list[str] = []
     revealed_l = {c.lower(): h.lower() for c, h in revealed.items()}
     used = {h.lower() for h in used_offer_hashes}
     sealed_hashes: set[str] = set()
     for o in opened:
         c = o.commitment.lower()
         if not o.ok:
-            problems.append(f"commitment {o.commitment} of {o.provider}: {o.problem}")
-            if c in revealed_l:
-                problems.append(f"commitment {o.commitment} was revealed although its ciphertext is invalid")
+            note = " (revealed by its salt all the same)" if c in revealed_l else ""
+            rejected.append(f"commitment {o.commitment} of {o.provider}: {o.problem}{note}")
             continue
         h = str(o.order_hash).lower()
         sealed_hashes.add(h)
@@ -401,7 +407,7 @@ def check_sealed_round(
             problems.append(f"commitment {c} was revealed as {h} but no sealed ciphertext was committed")
     for h in sorted(used - sealed_hashes - set(revealed_l.values())):
         problems.append(f"offer {h} was used by the clearing but was not sealed before gate closure")
-    return SealedRoundCheck(opened=tuple(opened), problems=tuple(problems))
+    return SealedRoundCheck(opened=tuple(opened), problems=tuple(problems), rejected=tuple(rejected))
 
 
 __all__ = [

@@ -9,6 +9,7 @@ accumulator and input hash are consistent with what it revealed.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,7 +36,9 @@ from tests.conftest import MarketEnv
 pytestmark = [pytest.mark.chain, pytest.mark.xdist_group("audit-verify")]
 
 SEALED = ((0, 17, 120.0, 110.0), (1, 16, 90.0, 95.0), (2, 15, 80.0, 140.0),
-          (3, 500, 50.0, 90.0))  # no bus 500: revealed, then dropped by the oracle with its reason
+          (3, 500, 50.0, 90.0),  # no bus 500: revealed, then dropped by the oracle with its reason
+          (4, 12, 40.0, 100.0))  # its ciphertext is damaged: reported, not revealed
+DAMAGED = 4
 
 
 @pytest.fixture
@@ -70,7 +73,8 @@ def _sealed_round(env: MarketEnv, out: Path, *, withhold: bool) -> tuple[int, st
                           max_kw=(max_kw,) * SLOTS, price_eur_per_mwh=price, nonce=rc.round_id << 64,
                           expiry_s=rc.gate_closure_s + 3600)
         sealed = seal_offer(offer.sign(provider, env.deployment.domain), key.public_key)
-        env.client(provider).commit_offer(rc.round_id, sealed.commitment, sealed.ciphertext)
+        ciphertext = sealed.ciphertext[:-1] + bytes([sealed.ciphertext[-1] ^ 1]) if i == DAMAGED else sealed.ciphertext
+        env.client(provider).commit_offer(rc.round_id, sealed.commitment, ciphertext)
     env.time_travel(rc.gate_closure_s)
 
     # the oracle: open the ciphertexts from the chain's events and reveal them
@@ -80,7 +84,7 @@ def _sealed_round(env: MarketEnv, out: Path, *, withhold: bool) -> tuple[int, st
     indexer.run_once()
     committed = commitments_from_events(round_events(engine, env.deployment, rc.round_id, "OfferCommitted"))
     opened = open_commitments(committed, key.secret_key, round_id=rc.round_id, domain=env.deployment.domain)
-    assert all(o.ok for o in opened)
+    assert [o.ok for o in opened] == [i != DAMAGED for i, *_ in SEALED]
     offers, salts = revealable(opened)
     if withhold:  # a dishonest oracle keeps the cheapest offer out of the round
         offers, salts = offers[:1] + offers[2:], salts[:1] + salts[2:]
@@ -97,9 +101,9 @@ def _sealed_round(env: MarketEnv, out: Path, *, withhold: bool) -> tuple[int, st
     return rc.round_id, key.secret_key
 
 
-def _audit(url: str, out: Path, round_id: int) -> tuple[int, str]:
+def _audit(url: str, out: Path, round_id: int, *extra: str) -> tuple[int, str]:
     result = CliRunner().invoke(app, ["audit", "verify", "--round", str(round_id), "--deployment",
-                                      str(out / "deployment.json"), "--rpc-url", url])
+                                      str(out / "deployment.json"), "--rpc-url", url, *extra])
     return result.exit_code, result.output
 
 
@@ -111,6 +115,11 @@ def test_sealed_round_verifies_once_the_key_is_published(chain: MarketEnv, anvil
     code, output = _audit(anvil.url, tmp_path, round_id)
     assert code == 0, output
     assert f"round {round_id}: VERIFIED" in output
+    code, output = _audit(anvil.url, tmp_path, round_id, "--json")
+    [sealed] = [f for f in json.loads(output)["findings"] if f["check"] == "sealed"]
+    assert sealed["ok"]
+    [damaged] = [d for d in sealed["details"] if d.startswith("rejected")]  # reported with its commitment
+    assert "does not decrypt with the round key" in damaged
 
 
 def test_sealed_offer_the_oracle_never_revealed_is_caught(chain: MarketEnv, anvil: AnvilNode, tmp_path: Path) -> None:
