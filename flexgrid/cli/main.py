@@ -17,7 +17,7 @@ def _register() -> None:
     # Imported here so that `flexgrid --help` stays fast and each area owns its module.
     import importlib
 
-    for module in ("demo", "audit", "clear", "monitor", "risk", "chain", "oracle"):
+    for module in ("demo", "audit", "clear", "monitor", "risk", "chain", "oracle", "serve"):
         try:
             mod = importlib.import_module(f"flexgrid.cli.{module}")
         except ModuleNotFoundError as exc:
