@@ -237,7 +237,14 @@ class Oracle:
         """One pass: index the chain, then work on `round_id` or on every due round."""
         self.indexer.run_once()
         rounds = [round_id] if round_id is not None else self.due_rounds()
-        return [self.process(r) for r in rounds]
+        outcomes = []
+        for r in rounds:
+            try:
+                outcomes.append(self.process(r))
+            except (FlexGridError, ValueError) as exc:  # chain or node trouble: retried on the next pass
+                self.log(f"round {r}: error, will retry: {exc}")
+                outcomes.append(RoundOutcome(r, self.checkpoint(r).stage, detail=f"error: {exc}"))
+        return outcomes
 
     def run(self, *, poll_interval_s: float = 2.0, stop: threading.Event | None = None) -> None:
         """Pass after pass until `stop` is set."""
@@ -570,6 +577,9 @@ class Oracle:
         state = self.client.round_state(cp.round_id)
         if state == RoundState.CLOSED:
             return  # voted; the quorum is not reached yet
+        if state == RoundState.CANCELLED:
+            self._save(cp, Stage.REFUSED, error=f"round {cp.round_id} was cancelled before a result was committed")
+            return
         self.indexer.run_once()
         events = round_events(self.engine, self.deployment, cp.round_id, "ClearingCommitted")
         if not events:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
 
 from flexgrid.chain.market import MarketClient
 from flexgrid.grid import build_view, load_net, synthetic_profiles
@@ -13,6 +14,7 @@ from flexgrid.market import clear_market
 from flexgrid.oracle.publication import load_publication, publication_path, published_round, published_trades
 from flexgrid.oracle.service import Oracle, OracleSettings, Stage
 from flexgrid.store import make_engine
+from flexgrid.store.tables import OrderRecord
 from flexgrid.trading import FlexOffer, P2POrder, RoundState, Side
 from flexgrid.trading.canonical import input_hash
 from tests.conftest import MarketEnv
@@ -172,3 +174,18 @@ def test_a_commit_whose_nonce_was_taken_by_another_transaction_is_rebuilt_and_se
     assert outcome.stage == Stage.PUBLISHED, outcome.detail
     assert MarketClient(market.w3, market.deployment).round_status(r.round_id)["tradeRoot"] == cp.trade_root
     assert market.w3.eth.get_transaction_count(market.oracle.address) == nonce + 2  # approve + one commit
+
+
+def test_an_index_that_misses_an_accepted_order_is_caught_by_the_accumulator(market: MarketEnv, tmp_path: Path) -> None:
+    r = open_round(market)
+    close_round(market, r)
+    oracle = _oracle(market, tmp_path)
+    oracle.indexer.run_once()
+    with Session(oracle.engine) as session:  # lose one order from the index
+        session.delete(session.exec(select(OrderRecord).where(OrderRecord.order_hash == r.offers[1].order_hash)).one())
+        session.commit()
+
+    [outcome] = oracle.run_once(r.round_id)
+
+    assert outcome.stage == Stage.NEW and "accumulator" in outcome.detail and "re-index" in outcome.detail
+    assert MarketClient(market.w3, market.deployment).round_state(r.round_id) == RoundState.CLOSED
