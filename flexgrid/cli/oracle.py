@@ -34,6 +34,10 @@ def run_cmd(
     results_uri: Annotated[
         str | None, typer.Option("--results-uri", help="public base URI of the results folder (default file://)")
     ] = None,
+    round_keys: Annotated[
+        Path | None,
+        typer.Option("--round-keys", help="folder of ENCRYPTED rounds' secret keys (round-<id>.key, 0x hex)"),
+    ] = None,
     formulation: Annotated[str, typer.Option(help="socp, lindistflow, dc or copperplate")] = "socp",
     wholesale: Annotated[float, typer.Option("--wholesale-eur-per-mwh", help="energy price at the substation")] = 60.0,
     poll_s: Annotated[float, typer.Option(help="seconds between passes without --once")] = 2.0,
@@ -68,6 +72,7 @@ def run_cmd(
             formulation=formulation,
             wholesale_eur_per_mwh=wholesale,
             crash_at=os.environ.get(CRASH_ENV) or None,
+            round_keys_dir=round_keys,
         )
     except (FlexGridError, ValueError) as exc:
         console.print(f"[red]{exc}[/]")

@@ -49,6 +49,10 @@ integer encoding unless its name has another unit)
   with the cleared result.
 - `risk`: `{"ok", "newViolations": [...], "worsened": [...], "margins": {"voltageLowPu",
   "voltageHighPu", "thermalPercent"}, "method"}` (flexgrid.oracle.risk_check).
+- `sealed`: `null` unless the round is ENCRYPTED; then `{"opened": bool (the oracle had the round's
+  secret key), "rejected": [{"commitment", "provider", "reason"}]}`: the commitments whose
+  ciphertext did not open or did not match (flexgrid.trading.sealing), sorted by commitment. The
+  oracle reveals the others in the reveal window and publishes the round key after the commit.
 
 Tables (SQLModel, created by `flexgrid.store.init_db`)
 -----------------------------------------------------

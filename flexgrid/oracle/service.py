@@ -36,7 +36,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -74,7 +74,8 @@ from flexgrid.oracle.risk_check import ac_json, risk_check
 from flexgrid.store.db import init_db
 from flexgrid.trading.canonical import canonical_inputs, input_hash
 from flexgrid.trading.merkle import TradeTree
-from flexgrid.trading.models import ClearingResult, RoundState, SealMode
+from flexgrid.trading.models import ClearingResult, RoundConfig, RoundState, SealMode
+from flexgrid.trading.sealing import OpenedCommitment, commitments_from_events, open_commitments, revealable
 
 CRASH_ENV = "FLEXGRID_ORACLE_CRASH_AT"
 CHECKPOINTS = ("after_read", "after_solve", "before_send", "after_send", "after_receipt", "during_publish")
@@ -133,6 +134,19 @@ class OracleSettings:
     wholesale_eur_per_mwh: float = 60.0
     receipt_timeout_s: float = 120.0
     crash_at: str | None = None
+    # ENCRYPTED rounds: the round's X25519 secret key (0x hex), by round id, or as files
+    # `<round_keys_dir>/round-<id>.key` holding the hex; without it sealed offers stay closed
+    round_secrets: dict[int, str] = field(default_factory=dict)
+    round_keys_dir: Path | None = None
+
+    def round_secret(self, round_id: int) -> str | None:
+        if round_id in self.round_secrets:
+            return self.round_secrets[round_id]
+        if self.round_keys_dir is not None:
+            path = Path(self.round_keys_dir) / f"round-{round_id}.key"
+            if path.is_file():
+                return path.read_text().strip()
+        return None
 
     def __post_init__(self) -> None:
         if self.crash_at is not None and self.crash_at not in CHECKPOINTS:
@@ -216,7 +230,8 @@ class Oracle:
     # -- the loop --------------------------------------------------------------------------------
 
     def due_rounds(self) -> list[int]:
-        """Rounds to work on now: closed and past the reveal window, or unfinished here."""
+        """Rounds to work on now: closed and past the reveal window (ENCRYPTED: inside it, to reveal),
+        or unfinished here."""
         now = chain_time_s(self.w3)
         due = []
         for round_id in range(1, self.client.round_count() + 1):
@@ -231,6 +246,8 @@ class Oracle:
             deadlines = self.client.deadlines(round_id)
             if deadlines["reveal_end_s"] <= now < deadlines["commit_deadline_s"]:
                 due.append(round_id)
+            elif now < deadlines["reveal_end_s"] and self.client.round_config(round_id).seal_mode == SealMode.ENCRYPTED:
+                due.append(round_id)  # its sealed offers are ours to open and reveal
         return due
 
     def run_once(self, round_id: int | None = None) -> list[RoundOutcome]:
@@ -263,7 +280,10 @@ class Oracle:
                 return RoundOutcome(round_id, cp.stage, detail=f"round is {state.name}, not CLOSED: nothing to clear")
             reveal_end = self.client.deadlines(round_id)["reveal_end_s"]
             if chain_time_s(self.w3) < reveal_end:
-                return RoundOutcome(round_id, cp.stage, detail=f"waiting for the reveal window to end at {reveal_end}")
+                revealed = self._reveal_encrypted(round_id)
+                return RoundOutcome(
+                    round_id, cp.stage, detail=f"{revealed}waiting for the reveal window to end at {reveal_end}"
+                )
             try:
                 self._read_and_solve(cp)
             except (OracleError, InputError, SolverError) as exc:
@@ -277,6 +297,62 @@ class Oracle:
         if cp.stage == Stage.VOTED:
             self._publish(cp)
         return RoundOutcome(round_id, cp.stage, cp.trade_root, cp.error or "")
+
+    # -- encrypted rounds ------------------------------------------------------------------------
+
+    def _open_sealed(self, round_id: int, secret: str) -> list[OpenedCommitment]:
+        events = round_events(self.engine, self.deployment, round_id, "OfferCommitted")
+        return open_commitments(
+            commitments_from_events(events), secret, round_id=round_id, domain=self.deployment.domain
+        )
+
+    def _reveal_encrypted(self, round_id: int) -> str:
+        """In the reveal window of an ENCRYPTED round: open the ciphertexts committed on chain with
+        the round's secret key and reveal those not revealed yet (idempotent: the chain says which
+        commitments are closed). Returns a short note for the outcome."""
+        config = self.client.round_config(round_id)
+        if config.seal_mode != SealMode.ENCRYPTED:
+            return ""
+        secret = self.settings.round_secret(round_id)
+        if secret is None:
+            return "no secret key for this ENCRYPTED round: its sealed offers stay closed; "
+        opened = self._open_sealed(round_id, secret)
+        for o in opened:
+            if not o.ok:
+                self.log(f"round {round_id}: sealed commitment {o.commitment} of {o.provider} rejected: {o.problem}")
+        pending = [o for o in opened if o.ok and not self.client.commitment_info(round_id, o.commitment)[1]]
+        offers, salts = revealable(pending)
+        if offers:
+            self.client.reveal_offers(offers, salts)
+            self.indexer.run_once()
+            self.log(f"round {round_id}: revealed {len(offers)} sealed offers")
+        return f"revealed {len(offers)} sealed offers; "
+
+    def _sealed_json(self, config: RoundConfig) -> dict[str, Any] | None:
+        """Commitments of an ENCRYPTED round that did not open (reported, never dropped silently)."""
+        if config.seal_mode != SealMode.ENCRYPTED:
+            return None
+        secret = self.settings.round_secret(config.round_id)
+        if secret is None:
+            return {"opened": False, "rejected": []}
+        rejected = [
+            {"commitment": o.commitment.lower(), "provider": o.provider.lower(), "reason": str(o.problem)}
+            for o in self._open_sealed(config.round_id, secret)
+            if not o.ok
+        ]
+        return {"opened": True, "rejected": sorted(rejected, key=lambda r: r["commitment"])}
+
+    def _publish_round_key(self, round_id: int) -> None:
+        """After the commit of an ENCRYPTED round: publish its secret key once (checked on chain)."""
+        config = self.client.round_config(round_id)
+        secret = self.settings.round_secret(round_id)
+        if config.seal_mode != SealMode.ENCRYPTED or secret is None:
+            return
+        if round_events(self.engine, self.deployment, round_id, "RoundKeyPublished"):
+            return
+        self.client.publish_round_key(round_id, secret)
+        self.indexer.run_once()
+        self.log(f"round {round_id}: round key published")
 
     # -- read and solve --------------------------------------------------------------------------
 
@@ -351,8 +427,9 @@ class Oracle:
                 "the last claims will revert with RoundUnderfunded"
             )
         notes = list(outcome.notes)
-        if config.seal_mode == SealMode.ENCRYPTED:
-            notes.append("ENCRYPTED round: only offers revealed on chain are used; ciphertexts are not decrypted here")
+        sealed = self._sealed_json(config)
+        if sealed is not None and not sealed["opened"]:
+            notes.append("ENCRYPTED round without its secret key here: only offers revealed on chain are used")
         uri = publication_uri(
             self.settings.results_uri or default_results_uri(self.settings.results_dir),
             self.deployment.chain_id,
@@ -397,6 +474,7 @@ class Oracle:
             },
             "ac": {"before": ac_json(before), "after": ac_json(outcome.ac)},
             "risk": risk.to_json(),
+            "sealed": sealed,
         }
         self._save(
             cp,
@@ -609,6 +687,7 @@ class Oracle:
             commit_tx_hash=str(event["tx_hash"]),
             commit_block=int(event["block_number"]),
         )
+        self._publish_round_key(cp.round_id)
         self._save(cp, Stage.PUBLISHED)
         self.log(f"round {cp.round_id}: published {path}")
 
