@@ -137,7 +137,7 @@ class RoundEvidence:
 # Gathering (I/O)
 
 
-def _as_struct(value: Any, kind: str) -> dict[str, Any]:
+def _as_struct(value: Any) -> dict[str, Any]:
     s = dict(value)
     for key in ("assetId", "exclusiveGroup"):
         if key in s and isinstance(s[key], str):
@@ -168,12 +168,12 @@ def signatures_from_calldata(
             param = abi_inputs[key]
             elem = param if name == "submitOffer" else {**param, "type": "tuple"}
             for value, sig in zip(raw, raw_sigs, strict=True):
-                offer = offer_from_struct(_as_struct(jsonable(value, elem), "offer"))
+                offer = offer_from_struct(_as_struct(jsonable(value, elem)))
                 sigs[digest(offer, domain)] = "0x" + bytes(sig).hex()
         elif name == "submitP2POrders":
             elem = {**abi_inputs["orders"], "type": "tuple"}
             for value, sig in zip(args["orders"], args["signatures"], strict=True):
-                order = p2p_from_struct(_as_struct(jsonable(value, elem), "p2p"))
+                order = p2p_from_struct(_as_struct(jsonable(value, elem)))
                 sigs[digest(order, domain)] = "0x" + bytes(sig).hex()
     return sigs, foreign
 
@@ -217,11 +217,6 @@ def _hex(value: Any) -> str:
 
 def _order_hash(order: Order) -> str:
     return str(order.order_id).lower()
-
-
-def _trade_json(t: Trade) -> dict[str, Any]:
-    return {"participant": t.participant.lower(), "orderHash": t.order_id.lower(), "slot": t.slot,
-            "powerW": t.power_w, "priceMicroPerMwh": t.price_micro_per_mwh, "paymentMicro": t.payment_micro}
 
 
 def _trades(doc: Mapping[str, Any]) -> list[Trade]:
@@ -376,7 +371,7 @@ def verify_round(
     report.add("input-hash", problems, my_hash)
 
     # -- certificate ---------------------------------------------------------------------------------------
-    report.add("certificate", _check_certificate(doc, committed, rc, used, grid_name))
+    report.add("certificate", _check_certificate(doc, committed, rc, used))
 
     # -- trade root ------------------------------------------------------------------------------------------
     problems = []
@@ -452,7 +447,7 @@ def _order_is_valid(order: Order, ev: RoundEvidence, rc: RoundConfig, view: Any,
 
 
 def _check_certificate(doc: Mapping[str, Any], committed: Mapping[str, Any], rc: RoundConfig,
-                       used: Sequence[Order], grid_name: str) -> list[str]:
+                       used: Sequence[Order]) -> list[str]:
     from flexgrid.market import Certificate, inputs_hash, verify
 
     cert_doc = doc.get("certificate")

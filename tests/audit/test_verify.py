@@ -224,7 +224,9 @@ def _with_trade(doc: dict[str, Any], index: int, **change: Any) -> dict[str, Any
 
 
 def _offer_trade(doc: dict[str, Any]) -> int:
-    return next(i for i, t in enumerate(doc["trades"]) if t["paymentMicro"] > 0 and t["powerW"] > 0)
+    """The index of the first accepted FlexOffer leaf."""
+    offers = {o["orderHash"] for o in doc["inputs"]["offers"]}
+    return next(i for i, t in enumerate(doc["trades"]) if t["orderHash"] in offers and t["powerW"] > 0)
 
 
 def test_honest_result_verifies(fresh: Round) -> None:
