@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 from web3 import Web3
 
+from flexgrid.audit.verify import gather_evidence, verify_round
 from flexgrid.chain.market import MarketClient
 from flexgrid.oracle.publication import load_publication, publication_path
 from flexgrid.oracle.service import Oracle, OracleSettings, Stage
-from flexgrid.store import make_engine
+from flexgrid.store import init_db, make_engine
 from flexgrid.trading import Direction, FlexOffer, FlexRequest, PricingRule, RoundState, SealMode
 from flexgrid.trading.sealing import RoundKeyPair, seal_offer
 from tests.conftest import MarketEnv
@@ -71,3 +72,7 @@ def test_oracle_opens_reveals_clears_and_publishes_the_key_of_an_encrypted_round
     [published] = [e for e in market_contract.events.RoundKeyPublished().get_logs(from_block=market.deployment.block_number)
                    if int(e["args"]["roundId"]) == rc.round_id]
     assert "0x" + bytes(published["args"]["secretKey"]).hex() == key.secret_key
+    auditor_db = make_engine(f"sqlite:///{tmp_path / 'auditor.db'}")
+    init_db(auditor_db)
+    audit = verify_round(gather_evidence(market.w3, market.deployment, auditor_db, rc.round_id), doc)
+    assert audit.ok, [f.to_dict() for f in audit.failures]

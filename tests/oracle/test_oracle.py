@@ -8,12 +8,13 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from flexgrid.audit.verify import gather_evidence, verify_round
 from flexgrid.chain.market import MarketClient
 from flexgrid.grid import build_view, load_net, synthetic_profiles
 from flexgrid.market import clear_market
 from flexgrid.oracle.publication import load_publication, publication_path, published_round, published_trades
 from flexgrid.oracle.service import Oracle, OracleSettings, Stage
-from flexgrid.store import make_engine
+from flexgrid.store import init_db, make_engine
 from flexgrid.store.tables import OrderRecord
 from flexgrid.trading import FlexOffer, P2POrder, RoundState, Side
 from flexgrid.trading.canonical import input_hash
@@ -75,6 +76,11 @@ def test_oracle_commits_the_clearing_of_the_chain_orders_and_publishes_it(market
     assert row is not None and row.trade_root == expected.merkle_root and row.orders_dropped == 1
     trades = published_trades(oracle.engine, market.deployment.chain_id, market.deployment.market, r.round_id)
     assert [t.order_hash for t in trades] == [t.order_id for t in expected.trades]
+    # the auditor, from the chain and the publication alone (re-running the clearing), agrees
+    auditor_db = _engine(tmp_path, "auditor")
+    init_db(auditor_db)
+    audit = verify_round(gather_evidence(market.w3, market.deployment, auditor_db, r.round_id), doc, resolve=True)
+    assert audit.ok, [f.to_dict() for f in audit.failures]
     # a second pass does nothing more
     assert oracle.run_once() == []
     assert oracle.process(r.round_id).stage == Stage.PUBLISHED
