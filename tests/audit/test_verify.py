@@ -224,9 +224,12 @@ def _with_trade(doc: dict[str, Any], index: int, **change: Any) -> dict[str, Any
 
 
 def _offer_trade(doc: dict[str, Any]) -> int:
-    """The index of the first accepted FlexOffer leaf."""
+    """The index of the FlexOffer leaf with the most power."""
     offers = {o["orderHash"] for o in doc["inputs"]["offers"]}
-    return next(i for i, t in enumerate(doc["trades"]) if t["orderHash"] in offers and t["powerW"] > 0)
+    leaves = [(t["powerW"], i) for i, t in enumerate(doc["trades"]) if t["orderHash"] in offers]
+    power_w, i = max(leaves)
+    assert power_w > 20_000, "the honest round buys tens of kW from its offers"
+    return i
 
 
 def test_honest_result_verifies(fresh: Round) -> None:
