@@ -48,7 +48,9 @@ integer encoding unless its name has another unit)
   "maxLoadingPercent", "maxVErrorPu", "flags"}`: the AC power flow without any flexibility and
   with the cleared result.
 - `risk`: `{"ok", "newViolations": [...], "worsened": [...], "margins": {"voltageLowPu",
-  "voltageHighPu", "thermalPercent"}, "method"}` (flexgrid.oracle.risk_check).
+  "voltageHighPu", "thermalPercent"}, "method", "forecastMargin": {"slot", "beforePercent",
+  "afterPercent", "method"}}` (flexgrid.oracle.risk_check; the forecast margin is the uniform
+  base-load increase the most loaded slot takes without an AC violation).
 - `sealed`: `null` unless the round is ENCRYPTED; then `{"opened": bool (the oracle had the round's
   secret key), "rejected": [{"commitment", "provider", "reason"}]}`: the commitments whose
   ciphertext did not open or did not match (flexgrid.trading.sealing), sorted by commitment. The

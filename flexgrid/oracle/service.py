@@ -70,7 +70,7 @@ from flexgrid.oracle.publication import (
     trades_from_publication,
     write_publication,
 )
-from flexgrid.oracle.risk_check import ac_json, risk_check
+from flexgrid.oracle.risk_check import ac_json, load_margin_percent, risk_check, stressed_slot
 from flexgrid.store.db import init_db
 from flexgrid.trading.canonical import canonical_inputs, input_hash
 from flexgrid.trading.merkle import TradeTree
@@ -407,6 +407,7 @@ class Oracle:
             net, view, profiles.load_p_mw - profiles.pv_p_mw, profiles.load_q_mvar, slots=outcome.ac.slots
         )
         risk = risk_check(before, outcome.ac, view)
+        forecast = self._forecast_margin(net, view, profiles, outcome, before)
         if not outcome.trades:
             raise OracleError(f"round {round_id}: the clearing accepted nothing; there is no trade root to commit")
         if not risk.ok:
@@ -473,7 +474,7 @@ class Oracle:
                 "eurPerMwh": [[float(v) for v in row] for row in outcome.dlmp_eur_per_mwh],
             },
             "ac": {"before": ac_json(before), "after": ac_json(outcome.ac)},
-            "risk": risk.to_json(),
+            "risk": {**risk.to_json(), "forecastMargin": forecast},
             "sealed": sealed,
         }
         self._save(
@@ -486,6 +487,30 @@ class Oracle:
         )
         self.log(f"round {round_id}: solved, {len(trades)} leaves, root {root}")
         self._crash_point("after_solve")
+
+    @staticmethod
+    def _forecast_margin(net: Any, view: Any, profiles: Any, outcome: Any, before: Any) -> dict[str, Any] | None:
+        """Load-growth margin of the most loaded slot, without and with the cleared result."""
+        if outcome.dispatch is None or outcome.ac is None:
+            return None
+        slot = stressed_slot(outcome.ac)
+        base_p = profiles.load_p_mw - profiles.pv_p_mw
+        return {
+            "slot": slot,
+            "beforePercent": load_margin_percent(
+                net, view, base_p, profiles.load_q_mvar, profiles.load_p_mw, profiles.load_q_mvar, slot
+            ),
+            "afterPercent": load_margin_percent(
+                net,
+                view,
+                outcome.dispatch.withdrawal_p_mw,
+                outcome.dispatch.withdrawal_q_mvar,
+                profiles.load_p_mw,
+                profiles.load_q_mvar,
+                slot,
+            ),
+            "method": "largest uniform base-load increase (max 100 %) without an AC violation, bisection",
+        }
 
     def _canonical(self, inputs: RoundInputs) -> dict[str, Any]:
         return canonical_inputs(

@@ -9,10 +9,10 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
-from flexgrid.grid import build_view, load_net
+from flexgrid.grid import build_view, load_net, synthetic_profiles
 from flexgrid.opf.validate import ACReport
 from flexgrid.oracle.inputs import AcceptedOrder, check_signed_orders
-from flexgrid.oracle.risk_check import risk_check
+from flexgrid.oracle.risk_check import load_margin_percent, risk_check
 from flexgrid.trading import Direction, FlexOffer, FlexRequest
 from flexgrid.trading.eip712 import Eip712Domain, SignedOrder, signable_message
 
@@ -120,3 +120,17 @@ def test_risk_check_flags_a_worsened_existing_violation(view) -> None:  # type: 
     check = risk_check(before, after, view)
     assert not check.ok and check.new_violations == []
     assert check.worsened == ["slot 0: voltage 0.8700 pu at bus 17 below its limit (was 0.8900 pu)"]
+
+
+def test_load_margin_shrinks_when_load_is_added_and_is_zero_when_already_violated(view) -> None:  # type: ignore[no-untyped-def]
+    net = load_net("case33bw")
+    profiles = synthetic_profiles(net, view, slot_start_s=17 * 3600, slot_seconds=3600, slot_count=1)
+    base = profiles.load_p_mw - profiles.pv_p_mw
+    margin = load_margin_percent(net, view, base, profiles.load_q_mvar, profiles.load_p_mw, profiles.load_q_mvar, 0)
+    end = np.zeros_like(base)
+    end[int(view.node(17)), 0] = 0.3  # 300 kW more at the end of the main feeder
+    smaller = load_margin_percent(net, view, base + end, profiles.load_q_mvar, profiles.load_p_mw,
+                                  profiles.load_q_mvar, 0)
+    assert 0.0 < smaller < margin <= 100.0
+    assert load_margin_percent(net, view, 3 * base, profiles.load_q_mvar, profiles.load_p_mw,
+                               profiles.load_q_mvar, 0) == 0.0

@@ -72,6 +72,8 @@ def test_oracle_commits_the_clearing_of_the_chain_orders_and_publishes_it(market
     assert "999" in dropped["reason"]
     assert doc["signatureChecks"] == {s.order_hash: "ecdsa" for s in r.offers}  # dropped for its bus only
     assert doc["risk"]["ok"] and doc["funding"]["ok"]
+    margin = doc["risk"]["forecastMargin"]  # UP flexibility at the feeder's end leaves more room
+    assert margin["afterPercent"] >= margin["beforePercent"] > 0
     row = published_round(oracle.engine, market.deployment.chain_id, market.deployment.market, r.round_id)
     assert row is not None and row.trade_root == expected.merkle_root and row.orders_dropped == 1
     trades = published_trades(oracle.engine, market.deployment.chain_id, market.deployment.market, r.round_id)
