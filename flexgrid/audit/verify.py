@@ -124,6 +124,7 @@ class RoundEvidence:
     signatures: dict[str, str]  # order hash -> 65-byte signature from the calldata
     contract_only: frozenset[str]  # orders whose calldata could not be decoded (relayed by a contract)
     events: list[dict[str, Any]]  # every indexed event of the round
+    erc1271_valid: frozenset[str] = frozenset()  # orders of contract signers whose wallet accepts the signature
 
     def committed(self) -> dict[str, Any] | None:
         found = [e["args"] for e in self.events if e["event"] == "ClearingCommitted"]
@@ -193,6 +194,7 @@ def gather_evidence(w3: Web3, deployment: Deployment, engine: Engine, round_id: 
             order_tx[str(e["args"]["orderHash"]).lower()] = e["tx_hash"]
     sigs, foreign = signatures_from_calldata(w3, deployment, list(order_tx.values()))
     contract_only = frozenset(h for h, tx in order_tx.items() if tx in foreign)
+    erc1271_valid = _erc1271_valid(w3, deployment.domain, [*orders.offers, *orders.p2p], sigs)
     return RoundEvidence(
         domain=deployment.domain,
         round_config=config,
@@ -204,7 +206,31 @@ def gather_evidence(w3: Web3, deployment: Deployment, engine: Engine, round_id: 
         signatures={k.lower(): v for k, v in sigs.items()},
         contract_only=contract_only,
         events=events,
+        erc1271_valid=erc1271_valid,
     )
+
+
+def _erc1271_valid(
+    w3: Web3, domain: Eip712Domain, orders: Sequence[FlexOffer | P2POrder], sigs: Mapping[str, str]
+) -> frozenset[str]:
+    """Orders whose signature is not the signer's ECDSA one but its contract wallet accepts (ERC-1271)."""
+    from flexgrid.oracle.inputs import erc1271_checker
+
+    check = erc1271_checker(w3)
+    valid = set()
+    for o in orders:
+        h = _order_hash(o)
+        sig = sigs.get(h)
+        if sig is None:
+            continue
+        try:
+            if recover_signer(o, sig, domain) == o.signer:
+                continue
+        except InputError:
+            pass
+        if check(o.signer, bytes.fromhex(h[2:]), bytes.fromhex(sig.removeprefix("0x"))):
+            valid.add(h)
+    return frozenset(valid)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -331,7 +357,7 @@ def verify_round(
 
     # -- signatures --------------------------------------------------------------------------------------
     problems = []
-    contract_only = 0
+    contract_only = contract_wallets = 0
     for o in used:
         if isinstance(o, FlexRequest):
             continue
@@ -343,6 +369,9 @@ def verify_round(
         if sig is None:
             problems.append(f"no signature for order {h} in the calldata of {ev.order_tx.get(h)}")
             continue
+        if h in ev.erc1271_valid:
+            contract_wallets += 1
+            continue
         try:
             signer = recover_signer(o, sig, ev.domain)
         except InputError as exc:
@@ -351,6 +380,8 @@ def verify_round(
         if signer != o.signer:
             problems.append(f"order {h} is signed by {signer}, not by {o.signer}")
     note = f"{sum(not isinstance(o, FlexRequest) for o in used)} signed orders"
+    if contract_wallets:
+        note += f", {contract_wallets} by contract wallets (ERC-1271)"
     report.add("signatures", problems, note + (f" ({contract_only} relayed by contracts, checked on chain only)"
                                               if contract_only else ""))
 
@@ -430,7 +461,7 @@ def _order_is_valid(order: Order, ev: RoundEvidence, rc: RoundConfig, view: Any,
         sig = ev.signatures.get(h)
         if sig is None and h not in ev.contract_only:
             return False
-        if sig is not None:
+        if sig is not None and h not in ev.erc1271_valid:
             try:
                 if recover_signer(order, sig, ev.domain) != order.signer:
                     return False
