@@ -112,7 +112,7 @@ contract FlexMarket is FlexMarketBase, Proxy {
 
     /// @notice See IFlexMarket.depositBid.
     function depositBid(uint256 roundId) external whenNotPaused nonReentrant {
-        (FlexTypes.RoundConfig storage c, Round storage r) = _round(roundId);
+        (, Round storage r) = _round(roundId);
         _requireOpen(roundId, r);
         if (r.sealMode != FlexTypes.SEAL_OPEN) revert WrongSealMode(roundId, r.sealMode);
         uint256 amount = r.bidDeposit;
@@ -161,7 +161,7 @@ contract FlexMarket is FlexMarketBase, Proxy {
         whenNotPaused
         nonReentrant
     {
-        (FlexTypes.RoundConfig storage c, Round storage r) = _round(roundId);
+        (, Round storage r) = _round(roundId);
         _requireOpen(roundId, r);
         if (r.sealMode == FlexTypes.SEAL_OPEN) revert WrongSealMode(roundId, r.sealMode);
         if (commitment_ == bytes32(0)) revert UnknownCommitment(roundId, commitment_);
@@ -215,7 +215,7 @@ contract FlexMarket is FlexMarketBase, Proxy {
     function commitClearing(uint256 roundId, FlexTypes.ClearingResult calldata result) external whenNotPaused {
         if (!_registry.isOracle(msg.sender)) revert Unauthorized(msg.sender, _registry.ORACLE_ROLE());
         (FlexTypes.RoundConfig storage c, Round storage r) = _round(roundId);
-        FlexTypes.RoundState s = _state(c, r);
+        FlexTypes.RoundState s = _state(r);
         uint256 revealEnd = uint256(r.gateClosure) + c.revealSeconds;
         if (s == FlexTypes.RoundState.OPEN) revert TooEarly(roundId, revealEnd, block.timestamp);
         if (s != FlexTypes.RoundState.CLOSED) revert WrongRoundState(roundId, s);
@@ -305,7 +305,7 @@ contract FlexMarket is FlexMarketBase, Proxy {
     /// @notice See IFlexMarket.roundState.
     function roundState(uint256 roundId) external view returns (FlexTypes.RoundState) {
         if (roundId == 0 || roundId > _roundCount) return FlexTypes.RoundState.NONE;
-        return _state(_configs[roundId], _rounds[roundId]);
+        return _state(_rounds[roundId]);
     }
 
 
@@ -375,7 +375,7 @@ contract FlexMarket is FlexMarketBase, Proxy {
         uint256 roundId = o.roundId;
         (FlexTypes.RoundConfig storage c, Round storage r) = _round(roundId);
         if (r.sealMode == FlexTypes.SEAL_OPEN) revert WrongSealMode(roundId, r.sealMode);
-        FlexTypes.RoundState s = _state(c, r);
+        FlexTypes.RoundState s = _state(r);
         if (s == FlexTypes.RoundState.OPEN) revert TooEarly(roundId, r.gateClosure, block.timestamp);
         if (s != FlexTypes.RoundState.CLOSED) revert WrongRoundState(roundId, s);
         uint256 revealEnd = uint256(r.gateClosure) + c.revealSeconds;

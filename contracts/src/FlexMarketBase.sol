@@ -109,7 +109,7 @@ abstract contract FlexMarketBase is IFlexMarketEvents, EIP712, NoncesKeyed, Paus
         c = _configs[roundId];
     }
 
-    function _state(FlexTypes.RoundConfig storage c, Round storage r) internal view returns (FlexTypes.RoundState s) {
+    function _state(Round storage r) internal view returns (FlexTypes.RoundState s) {
         s = r.state;
         if (s == FlexTypes.RoundState.OPEN) {
             if (block.timestamp >= r.gateClosure) return FlexTypes.RoundState.CLOSED;

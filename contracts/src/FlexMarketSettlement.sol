@@ -34,7 +34,7 @@ contract FlexMarketSettlement is FlexMarketBase {
     /// @notice See IFlexMarket.cancelRound.
     function cancelRound(uint256 roundId) external onlyDelegated {
         (FlexTypes.RoundConfig storage c, Round storage r) = _round(roundId);
-        FlexTypes.RoundState s = _state(c, r);
+        FlexTypes.RoundState s = _state(r);
         if (s == FlexTypes.RoundState.OPEN || s == FlexTypes.RoundState.CLOSED) {
             if (!_registry.isOperator(msg.sender)) {
                 if (s == FlexTypes.RoundState.OPEN) revert Unauthorized(msg.sender, _registry.OPERATOR_ROLE());
@@ -60,7 +60,7 @@ contract FlexMarketSettlement is FlexMarketBase {
     function resolveDispute(uint256 roundId, bool upheld) external onlyDelegated {
         _onlyOperator();
         (FlexTypes.RoundConfig storage c, Round storage r) = _round(roundId);
-        if (r.state != FlexTypes.RoundState.DISPUTED) revert WrongRoundState(roundId, _state(c, r));
+        if (r.state != FlexTypes.RoundState.DISPUTED) revert WrongRoundState(roundId, _state(r));
         address bondTo = upheld ? r.disputer : r.dso;
         _balances[bondTo] += c.disputeBond;
         r.state = upheld ? FlexTypes.RoundState.CANCELLED : FlexTypes.RoundState.FINAL;
@@ -70,9 +70,9 @@ contract FlexMarketSettlement is FlexMarketBase {
 
     /// @notice See IFlexMarket.approveResult.
     function approveResult(uint256 roundId) external onlyDelegated {
-        (FlexTypes.RoundConfig storage c, Round storage r) = _round(roundId);
+        (, Round storage r) = _round(roundId);
         if (msg.sender != r.dso) revert Unauthorized(msg.sender, DSO_ROLE_ID);
-        FlexTypes.RoundState s = _state(c, r);
+        FlexTypes.RoundState s = _state(r);
         if (s != FlexTypes.RoundState.COMMITTED) revert WrongRoundState(roundId, s);
         r.state = FlexTypes.RoundState.FINAL;
         emit ResultApproved(roundId, msg.sender);
@@ -83,7 +83,7 @@ contract FlexMarketSettlement is FlexMarketBase {
         (FlexTypes.RoundConfig storage c, Round storage r) = _round(roundId);
         address agent = _registry.meteringAgentOf(c.gridId);
         if (agent == address(0) || msg.sender != agent) revert Unauthorized(msg.sender, METERING_ROLE_ID);
-        FlexTypes.RoundState s = _state(c, r);
+        FlexTypes.RoundState s = _state(r);
         if (s != FlexTypes.RoundState.FINAL) revert WrongRoundState(roundId, s);
         if (r.meteringRoot != bytes32(0)) revert MeteringAlreadyCommitted(roundId);
         uint256 deadline = _meteringDeadline(c);
@@ -98,7 +98,7 @@ contract FlexMarketSettlement is FlexMarketBase {
     function forfeitCommitment(uint256 roundId, bytes32 commitment_) external onlyDelegated {
         (FlexTypes.RoundConfig storage c, Round storage r) = _round(roundId);
         if (r.sealMode != FlexTypes.SEAL_COMMIT_REVEAL) revert WrongSealMode(roundId, r.sealMode);
-        FlexTypes.RoundState s = _state(c, r);
+        FlexTypes.RoundState s = _state(r);
         if (s == FlexTypes.RoundState.CANCELLED) revert WrongRoundState(roundId, s);
         uint256 revealEnd = uint256(r.gateClosure) + c.revealSeconds;
         if (block.timestamp < revealEnd) revert TooEarly(roundId, revealEnd, block.timestamp);
@@ -117,9 +117,9 @@ contract FlexMarketSettlement is FlexMarketBase {
     /// @notice See IFlexMarket.publishRoundKey.
     function publishRoundKey(uint256 roundId, bytes32 secretKey) external onlyDelegated whenNotPaused {
         if (!_registry.isOracle(msg.sender)) revert Unauthorized(msg.sender, _registry.ORACLE_ROLE());
-        (FlexTypes.RoundConfig storage c, Round storage r) = _round(roundId);
+        (, Round storage r) = _round(roundId);
         if (r.sealMode != FlexTypes.SEAL_ENCRYPTED) revert WrongSealMode(roundId, r.sealMode);
-        FlexTypes.RoundState s = _state(c, r);
+        FlexTypes.RoundState s = _state(r);
         if (r.finalAt == 0 || s == FlexTypes.RoundState.CANCELLED) revert WrongRoundState(roundId, s);
         emit RoundKeyPublished(roundId, msg.sender, secretKey);
     }
@@ -127,7 +127,7 @@ contract FlexMarketSettlement is FlexMarketBase {
     /// @notice See IFlexMarket.dispute.
     function dispute(uint256 roundId, bytes32 reasonHash) external onlyDelegated nonReentrant {
         (FlexTypes.RoundConfig storage c, Round storage r) = _round(roundId);
-        FlexTypes.RoundState s = _state(c, r);
+        FlexTypes.RoundState s = _state(r);
         if (s != FlexTypes.RoundState.COMMITTED) revert WrongRoundState(roundId, s);
         uint256 bond = c.disputeBond;
         r.state = FlexTypes.RoundState.DISPUTED;
@@ -139,8 +139,8 @@ contract FlexMarketSettlement is FlexMarketBase {
     /// @notice See IFlexMarket.claimCharge.
     function claimCharge(FlexTypes.Trade calldata trade, bytes32[] calldata proof) external onlyDelegated {
         uint256 roundId = trade.roundId;
-        (FlexTypes.RoundConfig storage c, Round storage r) = _round(roundId);
-        _requireClaimable(roundId, c, r);
+        (, Round storage r) = _round(roundId);
+        _requireClaimable(roundId, r);
         if (trade.paymentMicro >= 0) revert WrongPaymentSign(roundId, trade.paymentMicro);
         bytes32 leaf = _verifyTrade(trade, proof, r);
 
@@ -162,17 +162,17 @@ contract FlexMarketSettlement is FlexMarketBase {
         bytes32[] calldata meteringProof
     ) external onlyDelegated {
         (FlexTypes.RoundConfig storage c, Round storage r) = _round(trade.roundId);
-        _requireClaimable(trade.roundId, c, r);
+        _requireClaimable(trade.roundId, r);
         if (trade.paymentMicro <= 0) revert WrongPaymentSign(trade.roundId, trade.paymentMicro);
         _claimed[_verifyTrade(trade, proof, r)] = true;
         uint64 delivered = _delivered(c, r, trade, deliveredPowerW, meteringProof);
-        _settlePayment(c, r, trade, delivered);
+        _settlePayment(r, trade, delivered);
     }
 
     /// @notice See IFlexMarket.closeRound.
     function closeRound(uint256 roundId) external onlyDelegated {
-        (FlexTypes.RoundConfig storage c, Round storage r) = _round(roundId);
-        FlexTypes.RoundState s = _state(c, r);
+        (, Round storage r) = _round(roundId);
+        FlexTypes.RoundState s = _state(r);
         if (s != FlexTypes.RoundState.FINAL) revert WrongRoundState(roundId, s);
         uint256 deadline = r.claimDeadline;
         if (block.timestamp < deadline) revert TooEarly(roundId, deadline, block.timestamp);
@@ -187,7 +187,7 @@ contract FlexMarketSettlement is FlexMarketBase {
         (, Round storage r) = _round(roundId);
         FlexTypes.RoundState s = r.state;
         if (s != FlexTypes.RoundState.SETTLED && s != FlexTypes.RoundState.CANCELLED) {
-            revert WrongRoundState(roundId, _state(_configs[roundId], r));
+            revert WrongRoundState(roundId, _state(r));
         }
         Escrow memory e = _escrows[roundId][account];
         amount = _deposits[roundId][account] + (uint256(e.escrow) - e.charged);
@@ -201,7 +201,7 @@ contract FlexMarketSettlement is FlexMarketBase {
     /// @notice See IFlexMarket.roundStatus.
     function roundStatus(uint256 roundId) external view returns (FlexTypes.RoundStatus memory status) {
         (FlexTypes.RoundConfig storage c, Round storage r) = _round(roundId);
-        status.state = _state(c, r);
+        status.state = _state(r);
         status.orderCount = r.orderCount;
         status.votes = r.votes;
         status.committedAt = r.finalAt == 0 ? 0 : r.finalAt - c.disputeWindow;
@@ -307,7 +307,6 @@ contract FlexMarketSettlement is FlexMarketBase {
 
     /// @dev Credits the settlement of a payee leaf and moves the penalty beyond it from the deposit.
     function _settlePayment(
-        FlexTypes.RoundConfig storage c,
         Round storage r,
         FlexTypes.Trade calldata trade,
         uint64 delivered
@@ -333,8 +332,8 @@ contract FlexMarketSettlement is FlexMarketBase {
         emit PaymentSettled(roundId, trade.participant, trade.orderHash, trade.slot, delivered, payout, fromDeposit);
     }
 
-    function _requireClaimable(uint256 roundId, FlexTypes.RoundConfig storage c, Round storage r) private view {
-        FlexTypes.RoundState s = _state(c, r);
+    function _requireClaimable(uint256 roundId, Round storage r) private view {
+        FlexTypes.RoundState s = _state(r);
         if (s != FlexTypes.RoundState.FINAL) revert WrongRoundState(roundId, s);
         uint256 deadline = r.claimDeadline;
         if (block.timestamp >= deadline) revert TooLate(roundId, deadline, block.timestamp);

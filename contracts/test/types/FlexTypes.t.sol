@@ -112,7 +112,7 @@ contract FlexTypesTest is Test {
         assertEq(x.hashFlexOffer(o), expected, "struct hash");
     }
 
-    function test_hashFlexOffer_rejects_dirty_narrow_fields() public {
+    function test_hashFlexOffer_rejects_dirty_narrow_fields() public view {
         bytes memory data = abi.encodeCall(FlexTypesExposer.hashFlexOffer, (_vectorOffer()));
         // the `bus` word (uint32) sits at 4 + 0x20 (offset word) + 0x40; set a high bit
         assembly {
