@@ -33,7 +33,7 @@ from flexgrid.trading.sealing import (
 from tests.audit.test_verify import GRID, SLOT_S, SLOTS
 from tests.conftest import MarketEnv
 
-pytestmark = [pytest.mark.chain, pytest.mark.xdist_group("audit-verify")]
+pytestmark = [pytest.mark.chain, pytest.mark.xdist_group("sealed-audit")]
 
 SEALED = ((0, 17, 120.0, 110.0), (1, 16, 90.0, 95.0), (2, 15, 80.0, 140.0),
           (3, 500, 50.0, 90.0),  # no bus 500: revealed, then dropped by the oracle with its reason
