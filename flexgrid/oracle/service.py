@@ -509,7 +509,7 @@ class Oracle:
                 profiles.load_q_mvar,
                 slot,
             ),
-            "method": "largest uniform base-load increase (max 100 %) without an AC violation, bisection",
+            "method": "largest uniform base-load increase (steps of 5 %, max 100 %) without an AC violation",
         }
 
     def _canonical(self, inputs: RoundInputs) -> dict[str, Any]:
