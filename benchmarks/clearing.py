@@ -55,7 +55,7 @@ def _net(name: str) -> Any:
         part = copy.deepcopy(base)
         part.ext_grid.drop(part.ext_grid.index, inplace=True)
         before = set(net.bus.index)
-        net = pp.merge_nets(net, part, validate=False, std_prio_on_net1=True)
+        net = pp.toolbox.merge_nets(net, part, validate=False, std_prio_on_net1=True)
         new_buses = sorted(set(net.bus.index) - before)
         pp.create_switch(net, sub, new_buses[0], et="b", closed=True)  # the copy's head bus joins the substation
     return net
@@ -256,6 +256,8 @@ def main() -> None:
     def emit(line: str = "") -> None:
         print(line, flush=True)
         lines.append(line)
+        OUT.parent.mkdir(parents=True, exist_ok=True)
+        OUT.write_text("\n".join(lines) + "\n")  # partial results survive a crash
 
     emit("# FlexGrid clearing benchmark")
     emit(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, Python {platform.python_version()}, "

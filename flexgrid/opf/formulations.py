@@ -280,19 +280,29 @@ def _distflow(model: ConicModel, view: GridView, t_count: int, wp: Withdrawal, w
             sig = model.add_block("slack_thermal", len(lim_b), t_count)
             si = sig.idx()
             m = len(lim_b) * t_count
-            ones = np.ones(m)
-            k2 = np.broadcast_to(lim_b[:, None], (len(lim_b), t_count)).ravel()
-            it2 = 1.0 / view.tap_ratio[k2] ** 2
-            i2 = view.i_max_pu[k2] ** 2
-            g_half, b_half = view.g_shunt_pu[k2] / 2, view.b_shunt_pu[k2] / 2
-            vf, vt = vi[f[lim_b]].ravel(), vi[t[lim_b]].ravel()
-            pk, qk = pi[lim_b].ravel(), qi[lim_b].ravel()
-            lk = lb.idx()[lim_b].ravel()
+            # per (branch, slot) in the order of si.ravel() (branch-major within the block's layout)
+            k2_all = np.broadcast_to(lim_b[:, None], (len(lim_b), t_count)).ravel()
+            it2_all = 1.0 / view.tap_ratio[k2_all] ** 2
+            i2_all = view.i_max_pu[k2_all] ** 2
+            gh_all, bh_all = view.g_shunt_pu[k2_all] / 2, view.b_shunt_pu[k2_all] / 2
+            vf_all, vt_all = vi[f[lim_b]].ravel(), vi[t[lim_b]].ravel()
+            pk_all, qk_all = pi[lim_b].ravel(), qi[lim_b].ravel()
+            lk_all = lb.idx()[lim_b].ravel()
             rows_t: list[IntArray] = []
             cols_t: list[IntArray] = []
             vals_t: list[FloatArray] = []
+            # Without shunts and taps both terminal currents equal the series current: one cone suffices.
+            two_ended = (np.abs(view.g_shunt_pu[lim_b]) + np.abs(view.b_shunt_pu[lim_b]) > 0) | (
+                np.abs(view.tap_ratio[lim_b] - 1.0) > 1e-12)
+            recv = np.flatnonzero(np.broadcast_to(two_ended[:, None], (len(lim_b), t_count)).ravel())
+            n_recv = len(recv)
             for end in (0, 1):
-                cone = end * m + np.arange(m).reshape(t_count, len(lim_b)).T.ravel()
+                sel = np.arange(m) if end == 0 else recv
+                cone = np.arange(m).reshape(t_count, len(lim_b)).T.ravel()
+                cone = cone if end == 0 else m + np.arange(n_recv)
+                k2, it2, i2, g_half, b_half = k2_all[sel], it2_all[sel], i2_all[sel], gh_all[sel], bh_all[sel]
+                vf, vt, pk, qk, lk = vf_all[sel], vt_all[sel], pk_all[sel], qk_all[sel], lk_all[sel]
+                ones, sig_k = np.ones(len(sel)), si.ravel()[sel]
                 if end == 0:  # sending terminal: the shunt sits behind the ideal transformer (v' = v_f / tap^2),
                     # the terminal current is measured in front of it: |S|^2 <= i_max^2 v_f
                     v_end, v_coef = vf, i2
@@ -309,9 +319,9 @@ def _distflow(model: ConicModel, view: GridView, t_count: int, wp: Withdrawal, w
                         vals_t.append(-2.0 * coef)
                 for row_off in (0, 3):
                     rows_t += [4 * cone + row_off, 4 * cone + row_off]
-                    cols_t += [v_end, si.ravel()]
+                    cols_t += [v_end, sig_k]
                     vals_t += [-v_coef, -ones]
-            b_t = np.zeros(8 * m)
+            b_t = np.zeros(4 * (m + n_recv))
             b_t[0::4] = 1.0
             b_t[3::4] = -1.0
             model.add("thermal", "soc", np.concatenate(rows_t), np.concatenate(cols_t), np.concatenate(vals_t),
