@@ -9,6 +9,7 @@ from web3 import Web3
 
 from flexgrid.chain.market import commitment
 from flexgrid.grid import build_view, load_net
+from flexgrid.oracle.service import RoundOutcome
 from flexgrid.trading import Direction, FlexOffer, FlexRequest, PricingRule, RoundConfig, SealMode
 from flexgrid.trading.eip712 import SignedOrder
 from tests.conftest import MarketEnv
@@ -107,3 +108,8 @@ def reveal(env: MarketEnv, r: OracleRound) -> None:
 def close_round(env: MarketEnv, r: OracleRound) -> None:
     """Move the chain past gate closure (and the reveal window)."""
     env.time_travel(r.config.gate_closure_s + r.config.reveal_s + 1)
+
+
+def mine(outcomes: list[RoundOutcome], round_id: int) -> list[RoundOutcome]:
+    """The outcomes of one round (other test modules may leave rounds on the worker's chain)."""
+    return [o for o in outcomes if o.round_id == round_id]

@@ -17,7 +17,7 @@ from flexgrid.store import init_db, make_engine
 from flexgrid.trading import Direction, FlexOffer, FlexRequest, PricingRule, RoundState, SealMode
 from flexgrid.trading.sealing import RoundKeyPair, seal_offer
 from tests.conftest import MarketEnv
-from tests.oracle.helpers import GRID, SLOTS, grid_hash
+from tests.oracle.helpers import GRID, SLOTS, grid_hash, mine
 
 pytestmark = pytest.mark.chain
 
@@ -51,14 +51,14 @@ def test_oracle_opens_reveals_clears_and_publishes_the_key_of_an_encrypted_round
     client = MarketClient(market.w3, market.deployment)
 
     market.time_travel(rc.gate_closure_s)
-    [first] = oracle.run_once()  # in the reveal window: open and reveal
+    [first] = mine(oracle.run_once(), rc.round_id)  # in the reveal window: open and reveal
     assert "revealed 2 sealed offers" in first.detail
     assert [client.commitment_info(rc.round_id, s.commitment)[1] for s in sealed] == [True, True, False]
-    [again] = oracle.run_once()  # nothing left to reveal, nothing sent twice
+    [again] = mine(oracle.run_once(), rc.round_id)  # nothing left to reveal, nothing sent twice
     assert "revealed 0 sealed offers" in again.detail
 
     market.time_travel(client.deadlines(rc.round_id)["reveal_end_s"])
-    [done] = oracle.run_once()
+    [done] = mine(oracle.run_once(), rc.round_id)
 
     assert done.stage == Stage.PUBLISHED, done.detail
     assert client.round_state(rc.round_id) == RoundState.COMMITTED

@@ -19,7 +19,7 @@ from flexgrid.store.tables import OrderRecord
 from flexgrid.trading import FlexOffer, P2POrder, RoundState, Side
 from flexgrid.trading.canonical import input_hash
 from tests.conftest import MarketEnv
-from tests.oracle.helpers import GRID, close_round, open_round, reveal
+from tests.oracle.helpers import GRID, close_round, mine, open_round, reveal
 
 pytestmark = pytest.mark.chain
 
@@ -43,7 +43,7 @@ def test_oracle_commits_the_clearing_of_the_chain_orders_and_publishes_it(market
     close_round(market, r)
     oracle = _oracle(market, tmp_path)
 
-    [outcome] = oracle.run_once()
+    [outcome] = mine(oracle.run_once(), r.round_id)
 
     assert outcome.stage == Stage.PUBLISHED, outcome.detail
     client = MarketClient(market.w3, market.deployment)
@@ -84,7 +84,7 @@ def test_oracle_commits_the_clearing_of_the_chain_orders_and_publishes_it(market
     audit = verify_round(gather_evidence(market.w3, market.deployment, auditor_db, r.round_id), doc, resolve=True)
     assert audit.ok, [f.to_dict() for f in audit.failures]
     # a second pass does nothing more
-    assert oracle.run_once() == []
+    assert mine(oracle.run_once(), r.round_id) == []
     assert oracle.process(r.round_id).stage == Stage.PUBLISHED
 
 
@@ -93,7 +93,7 @@ def test_oracle_refuses_a_round_whose_grid_model_hash_differs(market: MarketEnv,
     close_round(market, r)
     oracle = _oracle(market, tmp_path)
 
-    [outcome] = oracle.run_once()
+    [outcome] = mine(oracle.run_once(), r.round_id)
 
     assert outcome.stage == Stage.REFUSED
     assert "grid-model hash" in outcome.detail and "0x" + "ab" * 32 in outcome.detail
@@ -101,8 +101,8 @@ def test_oracle_refuses_a_round_whose_grid_model_hash_differs(market: MarketEnv,
 
 
 def test_oracle_waits_for_gate_closure(market: MarketEnv, tmp_path: Path) -> None:
-    open_round(market)
-    assert _oracle(market, tmp_path).run_once() == []
+    r = open_round(market)
+    assert mine(_oracle(market, tmp_path).run_once(), r.round_id) == []
 
 
 def test_sealed_round_is_cleared_after_the_reveal_window_from_the_revealed_offers(
@@ -111,10 +111,10 @@ def test_sealed_round_is_cleared_after_the_reveal_window_from_the_revealed_offer
     r = open_round(market, sealed=True, offer_buses=(17, 16))
     reveal(market, r)
     oracle = _oracle(market, tmp_path)
-    assert oracle.run_once() == []  # inside the reveal window: not yet
+    assert mine(oracle.run_once(), r.round_id) == []  # inside the reveal window: not yet
 
     close_round(market, r)
-    [outcome] = oracle.run_once()
+    [outcome] = mine(oracle.run_once(), r.round_id)
 
     assert outcome.stage == Stage.PUBLISHED, outcome.detail
     doc = load_publication(publication_path(tmp_path / "oracle-results", market.deployment.chain_id,
@@ -133,7 +133,7 @@ def test_offers_cleared_without_a_paying_request_are_refused_with_the_funding_ga
     # the money for them (see .coordination/oracle-notes.md)
     r = open_round(market, with_request=False, offer_buses=(17,), offer_price_eur_per_mwh=20.0)
     close_round(market, r)
-    [outcome] = _oracle(market, tmp_path).run_once()
+    [outcome] = mine(_oracle(market, tmp_path).run_once(), r.round_id)
     assert outcome.stage == Stage.REFUSED
     assert "PayoutExceedsPot" in outcome.detail and "exceed payer leaves 0 micro" in outcome.detail
     assert MarketClient(market.w3, market.deployment).round_state(r.round_id) == RoundState.CLOSED
@@ -152,7 +152,7 @@ def test_p2p_orders_are_read_with_their_calldata_signatures_and_cleared(market: 
     market.client(market.providers[5]).submit_p2p_orders(signed)
     close_round(market, r)
 
-    [outcome] = _oracle(market, tmp_path).run_once()
+    [outcome] = mine(_oracle(market, tmp_path).run_once(), r.round_id)
 
     assert outcome.stage == Stage.PUBLISHED, outcome.detail
     doc = load_publication(publication_path(tmp_path / "oracle-results", market.deployment.chain_id,

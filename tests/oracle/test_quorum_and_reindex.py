@@ -26,7 +26,7 @@ from flexgrid.store import init_db, make_engine
 from flexgrid.store.tables import ChainEvent, IndexerCursor, OrderRecord
 from flexgrid.trading import RoundState
 from tests.conftest import MarketEnv
-from tests.oracle.helpers import close_round, open_round
+from tests.oracle.helpers import close_round, mine, open_round
 
 pytestmark = pytest.mark.chain
 
@@ -45,12 +45,12 @@ def test_two_oracles_with_quorum_two_commit_the_same_result(market: MarketEnv, t
     b = _oracle(market, second, tmp_path / "b")
     client = MarketClient(market.w3, market.deployment)
 
-    [first] = a.run_once()
+    [first] = mine(a.run_once(), r.round_id)
     assert first.stage == Stage.VOTED  # one vote of two: not committed yet
     assert client.round_state(r.round_id) == RoundState.CLOSED
-    [other] = b.run_once()
+    [other] = mine(b.run_once(), r.round_id)
     assert other.stage == Stage.PUBLISHED
-    [again] = a.run_once()  # the first oracle publishes once the quorum is reached
+    [again] = mine(a.run_once(), r.round_id)  # the first oracle publishes once the quorum is reached
     assert again.stage == Stage.PUBLISHED
 
     status = client.round_status(r.round_id)
@@ -90,7 +90,7 @@ def test_deleting_the_database_and_reindexing_gives_the_same_tables(market: Mark
     r = open_round(market, offer_buses=(17, 999))
     close_round(market, r)
     oracle = _oracle(market, market.oracle, tmp_path)
-    [outcome] = oracle.run_once()
+    [outcome] = mine(oracle.run_once(), r.round_id)
     assert outcome.stage == Stage.PUBLISHED
     oracle.indexer.run_once()  # up to the head, like the rebuild below
     before = _dump(oracle.engine)
@@ -101,6 +101,7 @@ def test_deleting_the_database_and_reindexing_gives_the_same_tables(market: Mark
     engine = make_engine(f"sqlite:///{tmp_path / 'rebuilt.db'}")
     init_db(engine)
     EventIndexer(market.w3, market.deployment, engine).run_once()
-    assert reindex_publications(market.w3, market.deployment, engine) == 1  # read through the committed URI
+    # the files of this oracle only (other test modules may leave committed rounds on this chain)
+    assert reindex_publications(market.w3, market.deployment, engine, results_dir=tmp_path / "results") == 1
 
     assert _dump(engine) == before
