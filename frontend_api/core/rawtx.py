@@ -17,6 +17,7 @@ from eth_account.typed_transactions import TypedTransaction
 from hexbytes import HexBytes
 from web3 import Web3
 from web3.contract import Contract
+from web3.exceptions import Web3RPCError
 
 from flexgrid.chain.transact import decode_events
 from flexgrid.errors import ChainError, ContractRevert
@@ -72,10 +73,12 @@ def relay_raw(service: FlexGridService, raw_hex: str, sender: str, contract: Con
     w3 = service.w3
     try:
         tx_hash = w3.eth.send_raw_transaction(raw)
+    except (ValueError, Web3RPCError) as exc:  # the node refused it (nonce too low, not enough funds, ...)
+        reason = str(exc.args[0] if exc.args else exc)
+        raise Problem(422, "Rejected by the node", f"raw_transaction: {reason}", field="raw_transaction",
+                      reason=reason) from None
+    try:
         receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=60, poll_latency=0.05)
-    except ValueError as exc:  # the node refused it (nonce too low, not enough funds, ...)
-        raise Problem(422, "Rejected by the node", f"raw_transaction: {exc}", field="raw_transaction",
-                      reason=str(exc)) from None
     except Exception as exc:
         raise ChainError(f"transaction not mined: {exc}") from exc
     if receipt["status"] != 1:

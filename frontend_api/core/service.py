@@ -10,7 +10,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -195,7 +195,7 @@ class FlexGridService:
     def enqueue(self, order_hash: str) -> None:
         with self._queue_cv:
             self._queue.append(order_hash)
-            if len(self._queue) >= self.settings.batch_size:
+            if len(self._queue) == 1 or len(self._queue) >= self.settings.batch_size:
                 self._queue_cv.notify_all()
 
     def queue_length(self) -> int:
@@ -206,7 +206,9 @@ class FlexGridService:
 
     def _take_batch(self) -> list[str]:
         with self._queue_cv:
-            deadline = time.monotonic() + self.settings.batch_interval_s
+            while not self._queue and not self._stop.is_set():
+                self._queue_cv.wait(0.5)
+            deadline = time.monotonic() + self.settings.batch_interval_s  # from the first waiting order
             while len(self._queue) < self.settings.batch_size and not self._stop.is_set():
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -248,26 +250,27 @@ class FlexGridService:
         """Send queued orders in one transaction. Orders whose keyed nonce is already used on chain
         (a previous attempt that was mined after all) are not sent again; a batch the contract
         refuses is split until each refused order is found and marked failed."""
+        mask = (1 << SEQ_BITS) - 1
         with Session(self.engine, expire_on_commit=False) as session:
             rows = self._load(session, hashes)
+        used = {r.order_hash for r in rows if (self.client.nonce(r.owner, int(r.nonce_key)) & mask) > r.nonce_seq}
+        if used:
+            self._catch_up_index()  # before this session writes: SQLite has one writer
+        with Session(self.engine, expire_on_commit=False) as session:
             todo: list[ApiOrder] = []
             for row in rows:
                 row.attempts += 1
-                used = self.client.nonce(row.owner, int(row.nonce_key)) & ((1 << SEQ_BITS) - 1)
-                if used > row.nonce_seq:
-                    landed = session.exec(select(OrderRecord.tx_hash).where(OrderRecord.order_hash == row.order_hash)).first()
-                    if landed is None:
-                        self._catch_up_index()
-                        landed = session.exec(select(OrderRecord.tx_hash)
-                                              .where(OrderRecord.order_hash == row.order_hash)).first()
+                if row.order_hash in used:
+                    landed = session.exec(select(OrderRecord.tx_hash)
+                                          .where(OrderRecord.order_hash == row.order_hash)).first()
                     if landed is not None:
                         row.status, row.tx_hash = "relayed", landed
                     else:
                         row.status, row.error = "failed", "its nonce was used by another order"
                         self.release_nonce(row.owner, int(row.nonce_key) << SEQ_BITS)
-                    session.add(row)
                 else:
                     todo.append(row)
+                session.add(row)
             session.commit()
             for kind in ("offer", "p2p"):
                 group = [r for r in todo if r.kind == kind]
@@ -329,8 +332,8 @@ def relayer_account(settings: Settings, fallback: Callable[[], LocalAccount]) ->
 def to_jsonable(value: Any) -> Any:
     if isinstance(value, bytes):
         return "0x" + value.hex()
-    if isinstance(value, dict):
-        return {k: to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [to_jsonable(v) for v in value]
     return value

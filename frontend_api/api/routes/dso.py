@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from sqlmodel import col, select
 
 from flexgrid.chain.market import request_struct
-from flexgrid.errors import InputError
+from flexgrid.errors import InputError, SolverError
 from flexgrid.grid import BUILTIN_NETS, build_view, grid_model_hash, load_net, synthetic_profiles
 from flexgrid.opf.validate import validate_ac
 from flexgrid.store.encryption import put_private
@@ -75,9 +75,9 @@ class ValidateOut(BaseModel):
     ok: bool
     flags: list[str] = Field(description="what would break (voltage or loading beyond limits), per slot")
     baseline_flags: list[str] = Field(description="what is already broken without the trades")
-    v_min_pu: float
-    v_max_pu: float
-    max_loading_percent: float
+    v_min_pu: float | None
+    v_max_pu: float | None
+    max_loading_percent: float | None
     slots: list[int]
 
 
@@ -181,7 +181,12 @@ def validate_trades(body: ValidateIn, roles: DsoDep) -> ValidateOut:
     slots = sorted(touched) or [0]
     q = np.array(profiles.load_q_mvar, dtype=float)
     base = validate_ac(net, view, base_p, q, slots=slots)
-    after = validate_ac(net, view, p, q, slots=slots)
+    try:
+        after = validate_ac(net, view, p, q, slots=slots)
+    except SolverError as exc:  # no AC operating point at all: voltage collapse
+        return ValidateOut(ok=False, flags=[f"the AC power flow has no solution with these trades ({exc})"],
+                           baseline_flags=list(base.flags), v_min_pu=None, v_max_pu=None,
+                           max_loading_percent=None, slots=slots)
     new_flags = [f for f in after.flags if f not in base.flags]
     return ValidateOut(ok=not new_flags, flags=new_flags, baseline_flags=list(base.flags), v_min_pu=after.v_min_pu,
                        v_max_pu=after.v_max_pu, max_loading_percent=after.max_loading_percent, slots=slots)

@@ -24,7 +24,7 @@ from flexgrid.trading.models import validate_for_round
 from frontend_api.api.deps import DbDep, Page, PageDep, ProviderDep, ServiceDep, SessionDep, paginate
 from frontend_api.core.problems import Problem
 from frontend_api.core.rawtx import relay_raw
-from frontend_api.core.service import SEQ_BITS, FlexGridService
+from frontend_api.core.service import SEQ_BITS, FlexGridService, to_jsonable
 from frontend_api.models import ApiOrder
 
 router = APIRouter(prefix="/prosumer", tags=["prosumer"])
@@ -254,8 +254,7 @@ def reveal_offers(body: RevealIn, roles: ProviderDep, service: ServiceDep) -> Re
         signed.append(s)
     result = service.relay_client.reveal_offers(signed, body.salts)
     return RelayedOut(tx_hash=result.tx_hash, block_number=result.block_number, function="revealOffers",
-                      events=[{k: (v if not isinstance(v, bytes) else "0x" + v.hex()) for k, v in e.items()}
-                              for e in result.events] if isinstance(result.events, list) else [])
+                      events=to_jsonable(list(result.events)))
 
 
 @router.get("/orders", response_model=Page[OrderOut], summary="My orders and where they are")
