@@ -67,17 +67,28 @@ abstract contract FlexMarketBase is IFlexMarketEvents, EIP712, NoncesKeyed, Paus
     IFlexRegistry internal immutable _registry;
     IERC20 internal immutable _token;
 
+    // written by the market, read through the shared storage by the module (see contracts/SLITHER.md)
     uint256 internal _roundCount;
     uint256 internal _requestCount;
+    // slither-disable-next-line uninitialized-state
     mapping(uint256 roundId => FlexTypes.RoundConfig) internal _configs;
+    // slither-disable-next-line uninitialized-state
     mapping(uint256 roundId => Round) internal _rounds;
+    // slither-disable-next-line uninitialized-state
     mapping(uint256 requestId => FlexTypes.RequestInfo) internal _requests;
+    // slither-disable-next-line uninitialized-state
     mapping(uint256 roundId => mapping(bytes32 commitment => Commitment)) internal _commitments;
+    // slither-disable-next-line uninitialized-state
     mapping(uint256 roundId => mapping(address account => uint256)) internal _deposits;
+    // slither-disable-next-line uninitialized-state
     mapping(uint256 roundId => mapping(address account => Escrow)) internal _escrows;
+    // slither-disable-next-line uninitialized-state
     mapping(uint256 roundId => mapping(address oracle => bool)) internal _voted;
+    // slither-disable-next-line uninitialized-state
     mapping(uint256 roundId => mapping(bytes32 resultHash => uint256)) internal _votes;
+    // slither-disable-next-line uninitialized-state
     mapping(bytes32 leaf => bool) internal _claimed;
+    // slither-disable-next-line uninitialized-state
     mapping(address account => uint256) internal _balances;
 
     /// @param registry_ the FlexRegistry

@@ -289,6 +289,8 @@ library FlexTypes {
         if (deliveredW > acceptedW) deliveredW = acceptedW;
         if (acceptedW == 0 || deliveredW * BPS >= acceptedW * (BPS - toleranceBps)) return (paymentMicro, 0);
         uint256 reduced = paymentMicro * deliveredW / acceptedW;
+        // the integer steps of docs/trading-language.md, in that order (see contracts/SLITHER.md)
+        // slither-disable-next-line divide-before-multiply
         uint256 penalty = paymentMicro * (acceptedW - deliveredW) / acceptedW * penaltyBps / BPS;
         if (penalty <= reduced) return (reduced - penalty, 0);
         return (0, penalty - reduced);
