@@ -65,10 +65,10 @@ def _forbid(role: str, roles: Roles) -> Problem:
                    f"{', '.join(roles.names()) or 'none'})", field="Authorization", reason=f"needs the {role} role")
 
 
-def require_provider(roles: RolesDep) -> Roles:
-    if not roles.provider:
-        raise _forbid("an approved provider", roles)
-    return roles
+def require_provider(session: SessionDep, service: ServiceDep) -> Roles:
+    if not service.is_provider(session.address):
+        raise _forbid("an approved provider", service.roles(session.address))
+    return Roles(address=session.address, provider=True)
 
 
 def require_operator(roles: RolesDep) -> Roles:

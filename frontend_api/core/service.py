@@ -28,7 +28,7 @@ from flexgrid.chain.node import ChainConnection, chain_time_s
 from flexgrid.errors import ChainError, ContractRevert
 from flexgrid.store.db import init_db
 from flexgrid.store.tables import OrderRecord
-from flexgrid.trading import RoundConfig
+from flexgrid.trading import RoundConfig, RoundState
 from flexgrid.trading.eip712 import SignedOrder
 from frontend_api.core.config import Settings
 from frontend_api.models import ApiOrder
@@ -84,6 +84,8 @@ class FlexGridService:
         self._role_cache: dict[str, tuple[float, Roles]] = {}
         self._round_cache: dict[int, RoundConfig] = {}
         self._time_cache: tuple[float, int] = (0.0, 0)
+        self._provider_cache: dict[str, tuple[float, bool]] = {}
+        self._state_cache: dict[int, tuple[float, RoundState]] = {}
         self._pending_seq: dict[tuple[str, int], int] = {}
         self._lock = threading.Lock()
         self._queue: list[str] = []
@@ -140,11 +142,37 @@ class FlexGridService:
         self._role_cache[address] = (now, roles)
         return roles
 
+    def is_provider(self, address: str) -> bool:
+        """The registry's `isProvider`, cached like the roles (the hot path of offer submission)."""
+        address = Web3.to_checksum_address(address)
+        now = time.monotonic()
+        cached = self._role_cache.get(address)
+        if cached is not None and now - cached[0] < self.settings.role_cache_s:
+            return cached[1].provider
+        hit = self._provider_cache.get(address)
+        if hit is not None and now - hit[0] < self.settings.role_cache_s:
+            return hit[1]
+        value = bool(self.client.registry.functions.isProvider(address).call())
+        self._provider_cache[address] = (now, value)
+        return value
+
+    def round_state(self, round_id: int) -> RoundState:
+        """The round's state, read at most every half second."""
+        now = time.monotonic()
+        hit = self._state_cache.get(round_id)
+        if hit is None or now - hit[0] > 0.5:
+            hit = (now, self.client.round_state(round_id))
+            self._state_cache[round_id] = hit
+        return hit[1]
+
     def forget_roles(self, address: str | None = None) -> None:
         if address is None:
             self._role_cache.clear()
+            self._provider_cache.clear()
+            self._state_cache.clear()
         else:
             self._role_cache.pop(Web3.to_checksum_address(address), None)
+            self._provider_cache.pop(Web3.to_checksum_address(address), None)
 
     def grid_of_hash(self, grid_hash: str) -> str:
         for g in self.grids:

@@ -1,46 +1,13 @@
-"""What a browser wallet does, with eth-account keys: EIP-4361 sign-in and EIP-712 signing."""
+"""Test helpers: the client-side wallet functions and an offer builder."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from typing import Any
-
-import httpx
-from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
-from siwe import SiweMessage
 
-from flexgrid.chain.deploy import Deployment
 from flexgrid.trading import Direction, FlexOffer
+from frontend_api.wallet import bearer, personal_sign, sign_in, signed_offer_body, siwe_message
 
-
-def siwe_message(account: LocalAccount, *, domain: str, uri: str, chain_id: int, nonce: str,
-                 expires_in_s: float = 600, issued_at: datetime | None = None) -> str:
-    issued = issued_at or datetime.now(UTC)
-    message = SiweMessage(
-        domain=domain, address=account.address, statement="Sign in to FlexGrid", uri=uri, version="1",
-        chain_id=chain_id, nonce=nonce, issued_at=issued.isoformat().replace("+00:00", "Z"),
-        expiration_time=(issued + timedelta(seconds=expires_in_s)).isoformat().replace("+00:00", "Z"),
-    )
-    return message.prepare_message()
-
-
-def personal_sign(account: LocalAccount, text: str) -> str:
-    return "0x" + bytes(account.sign_message(encode_defunct(text=text)).signature).hex()
-
-
-def sign_in(client: httpx.Client, account: LocalAccount) -> str:
-    """Sign in as `account`; returns the bearer token."""
-    info = client.get("/auth/nonce").json()
-    text = siwe_message(account, domain=info["domain"], uri=info["uri"], chain_id=info["chain_id"],
-                        nonce=info["nonce"])
-    r = client.post("/auth/login", json={"message": text, "signature": personal_sign(account, text)})
-    assert r.status_code == 200, r.text
-    return str(r.json()["token"])
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+__all__ = ["bearer", "offer", "personal_sign", "sign_in", "signed_offer_body", "siwe_message"]
 
 
 def offer(account: LocalAccount, round_id: int, seq: int, expiry_s: int, *, bus: int = 15, kw: float = 10.0,
@@ -48,12 +15,3 @@ def offer(account: LocalAccount, round_id: int, seq: int, expiry_s: int, *, bus:
     return FlexOffer(provider=account.address, round_id=round_id, bus=bus, asset_id="0x" + "ab" * 32,
                      direction=Direction.UP, slots=slots, min_kw=(0.0,) * len(slots), max_kw=(kw,) * len(slots),
                      price_eur_per_mwh=price, nonce=(round_id << 64) | seq, expiry_s=expiry_s)
-
-
-def signed_offer_body(account: LocalAccount, deployment: Deployment, order: FlexOffer) -> dict[str, Any]:
-    """The body of POST /prosumer/offers: the offer signed with eth_signTypedData_v4's data."""
-    typed = order.typed_data(deployment.domain)
-    signature = account.sign_typed_data(full_message=typed).signature
-    from flexgrid.trading.eip712 import SignedOrder
-
-    return SignedOrder(order=order, domain=deployment.domain, signature="0x" + bytes(signature).hex()).to_dict()

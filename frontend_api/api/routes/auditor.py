@@ -63,7 +63,7 @@ class OrderOut(BaseModel):
 
 def _round_out(service: Any, round_id: int, with_deadlines: bool) -> RoundOut:
     config = service.round_config(round_id)
-    state = service.client.round_state(round_id)
+    state = service.round_state(round_id)
     return RoundOut(round_id=round_id, grid_id=config.grid_id, state=state.name, config=config.model_dump(mode="json"),
                     deadlines=service.client.deadlines(round_id) if with_deadlines else None)
 

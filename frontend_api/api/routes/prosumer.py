@@ -138,7 +138,7 @@ def accept_signed(service: FlexGridService, db: DbDep, signed: SignedOrder, sign
     config = service.round_config(order.round_id)
     if isinstance(order, FlexOffer) and config.seal_mode != SealMode.OPEN:
         raise InputError("round_id", f"round {order.round_id} is {config.seal_mode.name}: commit, then reveal")
-    state = service.client.round_state(order.round_id)
+    state = service.round_state(order.round_id)
     now = service.chain_now_s()
     if state != RoundState.OPEN or now >= config.gate_closure_s:
         raise InputError("round_id", f"round {order.round_id} is not open for orders "
