@@ -263,12 +263,20 @@ class Oracle:
                 outcomes.append(RoundOutcome(r, self.checkpoint(r).stage, detail=f"error: {exc}"))
         return outcomes
 
-    def run(self, *, poll_interval_s: float = 2.0, stop: threading.Event | None = None) -> None:
-        """Pass after pass until `stop` is set."""
+    def run(
+        self,
+        *,
+        poll_interval_s: float = 2.0,
+        stop: threading.Event | None = None,
+        on_outcome: Callable[[RoundOutcome], None] | None = None,
+    ) -> None:
+        """Pass after pass until `stop` is set; `on_outcome` sees every round's outcome."""
         stop = stop or threading.Event()
         while not stop.is_set():
             for outcome in self.run_once():
                 self.log(f"round {outcome.round_id}: {outcome.stage} {outcome.detail}")
+                if on_outcome is not None:
+                    on_outcome(outcome)
             stop.wait(poll_interval_s)
 
     def process(self, round_id: int) -> RoundOutcome:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from flexgrid.chain.market import MarketClient
 from flexgrid.grid import build_view, load_net, synthetic_profiles
 from flexgrid.market import clear_market
 from flexgrid.oracle.publication import load_publication, publication_path, published_round, published_trades
-from flexgrid.oracle.service import Oracle, OracleSettings, Stage
+from flexgrid.oracle.service import Oracle, OracleSettings, RoundOutcome, Stage
 from flexgrid.store import init_db, make_engine
 from flexgrid.store.tables import OrderRecord
 from flexgrid.trading import FlexOffer, P2POrder, RoundState, Side
@@ -197,3 +198,26 @@ def test_an_index_that_misses_an_accepted_order_is_caught_by_the_accumulator(mar
 
     assert outcome.stage == Stage.NEW and "accumulator" in outcome.detail and "re-index" in outcome.detail
     assert MarketClient(market.w3, market.deployment).round_state(r.round_id) == RoundState.CLOSED
+
+
+def test_the_service_loop_clears_a_round_that_closes_while_it_runs(market: MarketEnv, tmp_path: Path) -> None:
+    r = open_round(market)
+    oracle = _oracle(market, tmp_path)
+    stop = threading.Event()
+    seen: list[str] = []
+
+    def on_outcome(outcome: RoundOutcome) -> None:
+        if outcome.round_id == r.round_id:
+            seen.append(outcome.stage)
+            if outcome.stage in (Stage.PUBLISHED, Stage.REFUSED):
+                stop.set()
+
+    loop = threading.Thread(target=oracle.run, kwargs={"poll_interval_s": 0.05, "stop": stop, "on_outcome": on_outcome})
+    loop.start()
+    close_round(market, r)  # gate closure passes while the loop polls
+    loop.join(timeout=120)
+    stop.set()
+
+    assert not loop.is_alive()
+    assert seen == [Stage.PUBLISHED]
+    assert MarketClient(market.w3, market.deployment).round_state(r.round_id) == RoundState.COMMITTED
