@@ -72,3 +72,12 @@ brownie: node
 
 clean:
 	rm -rf contracts/out contracts/cache .pytest_cache .mypy_cache .ruff_cache
+
+# The HTTP API (frontend_api/): its own anvil and a demo market unless FLEXGRID_RPC_URL is set.
+.PHONY: serve load
+serve: install
+	$(BIN)/flexgrid serve
+
+# Load test of the HTTP API on loopback (bounded): batched offers vs one tx per offer, reads.
+load: install
+	$(PY) scripts/load_api.py

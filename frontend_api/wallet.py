@@ -12,8 +12,8 @@ from eth_account.signers.local import LocalAccount
 from siwe import SiweMessage
 
 from flexgrid.chain.deploy import Deployment
-from flexgrid.trading import FlexOffer
-from flexgrid.trading.eip712 import SignedOrder
+from flexgrid.trading import FlexOffer, P2POrder
+from flexgrid.trading.eip712 import Eip712Domain, SignedOrder
 
 
 def siwe_message(account: LocalAccount, *, domain: str, uri: str, chain_id: int, nonce: str,
@@ -45,8 +45,13 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+def signed_order_body(account: LocalAccount, order: FlexOffer | P2POrder, domain: Eip712Domain) -> dict[str, Any]:
+    """The body of POST /prosumer/offers or /prosumer/p2p-orders: the order signed as
+    `eth_signTypedData_v4` signs its typed data."""
+    signature = account.sign_typed_data(full_message=order.typed_data(domain)).signature
+    return SignedOrder(order=order, domain=domain, signature="0x" + bytes(signature).hex()).to_dict()
+
+
 def signed_offer_body(account: LocalAccount, deployment: Deployment, order: FlexOffer) -> dict[str, Any]:
-    """The body of POST /prosumer/offers: the offer signed with eth_signTypedData_v4's data."""
-    typed = order.typed_data(deployment.domain)
-    signature = account.sign_typed_data(full_message=typed).signature
-    return SignedOrder(order=order, domain=deployment.domain, signature="0x" + bytes(signature).hex()).to_dict()
+    """`signed_order_body` for the market of `deployment`."""
+    return signed_order_body(account, order, deployment.domain)
