@@ -49,8 +49,10 @@ integer encoding unless its name has another unit)
   with the cleared result.
 - `risk`: `{"ok", "newViolations": [...], "worsened": [...], "margins": {"voltageLowPu",
   "voltageHighPu", "thermalPercent"}, "method", "forecastMargin": {"slot", "beforePercent",
-  "afterPercent", "method"}}` (flexgrid.oracle.risk_check; the forecast margin is the uniform
-  base-load increase the most loaded slot takes without an AC violation).
+  "afterPercent", "method"}, "n1": {"before": n1, "after": n1} | {"error"}}`
+  (flexgrid.oracle.risk_check; the forecast margin is the uniform base-load increase the most
+  loaded slot takes without an AC violation; an `n1` is `{"outages", "outagesWithViolations",
+  "flexNeededKw", "eensMwhPerYr"}` of that slot with tie-switch restoration).
 - `sealed`: `null` unless the round is ENCRYPTED; then `{"opened": bool (the oracle had the round's
   secret key), "rejected": [{"commitment", "provider", "reason"}]}`: the commitments whose
   ciphertext did not open or did not match (flexgrid.trading.sealing), sorted by commitment. The

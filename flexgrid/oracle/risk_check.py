@@ -16,6 +16,9 @@ Pure computation on two AC validation reports of the same slots (`flexgrid.opf.v
 - Forecast-error margin (`load_margin_percent`, computed by the oracle for the most loaded slot,
   before and after): the largest uniform increase of the base load the AC power flow takes without
   a violation, the cleared flexibility held fixed.
+- N-1 margin (`n1_summary`, same slot, before and after): single outages of lines and transformers
+  with tie-switch restoration (`flexgrid.risk.n_minus_1`); outages that still leave a violation,
+  the flexibility they would need, and EENS.
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ import numpy as np
 
 from flexgrid.errors import SolverError
 from flexgrid.grid.topology import GridView
+from flexgrid.monitoring.network import NetworkModel
 from flexgrid.opf.validate import ACReport, validate_ac
+from flexgrid.risk.contingency import n_minus_1
 
 THERMAL_LIMIT_PERCENT = 100.0
 THERMAL_TOL_PERCENT = 1.0
@@ -162,4 +167,26 @@ def stressed_slot(report: ACReport) -> int:
     return int(report.slots[int(np.argmax(report.loading_percent.max(axis=0)))])
 
 
-__all__ = ["METHOD", "RiskCheck", "ac_json", "load_margin_percent", "risk_check", "stressed_slot"]
+
+
+def n1_summary(
+    model: NetworkModel, view: GridView, withdrawal_p_mw: np.ndarray, withdrawal_q_mvar: np.ndarray, slot: int
+) -> dict[str, Any]:
+    """N-1 of one slot's operating point (`flexgrid.risk.n_minus_1` with tie-switch restoration):
+    how many single outages leave a violation after restoration, the flexibility they would need
+    and the expected energy not served (from the net's nominal loads)."""
+    nodes = np.flatnonzero(view.bus_of_node >= 0)
+    index = np.array([model.bus_of_pd[int(view.bus_of_node[n])] for n in nodes], dtype=np.int64)
+    s = np.zeros(model.n_bus, dtype=np.complex128)
+    np.add.at(s, index, -(withdrawal_p_mw[nodes, slot] + 1j * withdrawal_q_mvar[nodes, slot]) / model.base_mva)
+    report = n_minus_1(model, s, keep_options=False)
+    violating = [o for o in report.outages if o.violations]
+    return {
+        "outages": len(report.outages),
+        "outagesWithViolations": len(violating),
+        "flexNeededKw": round(float(sum(o.flex_needed_kw for o in violating)), 3),
+        "eensMwhPerYr": round(float(report.eens_mwh_per_yr), 6),
+    }
+
+
+__all__ = ["METHOD", "RiskCheck", "ac_json", "load_margin_percent", "n1_summary", "risk_check", "stressed_slot"]

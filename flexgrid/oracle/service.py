@@ -57,6 +57,7 @@ from flexgrid.chain.transact import revert_data
 from flexgrid.errors import ChainError, ContractRevert, FlexGridError, InputError, SolverError
 from flexgrid.grid import BUILTIN_NETS, build_view, load_net, synthetic_profiles
 from flexgrid.market import clear_market
+from flexgrid.monitoring import build_model
 from flexgrid.opf.validate import validate_ac
 from flexgrid.oracle.inputs import OracleInputError, RoundInputs, read_round_inputs
 from flexgrid.oracle.publication import (
@@ -70,7 +71,7 @@ from flexgrid.oracle.publication import (
     trades_from_publication,
     write_publication,
 )
-from flexgrid.oracle.risk_check import ac_json, load_margin_percent, risk_check, stressed_slot
+from flexgrid.oracle.risk_check import ac_json, load_margin_percent, n1_summary, risk_check, stressed_slot
 from flexgrid.store.db import init_db
 from flexgrid.trading.canonical import canonical_inputs, input_hash
 from flexgrid.trading.merkle import TradeTree
@@ -415,7 +416,7 @@ class Oracle:
             net, view, profiles.load_p_mw - profiles.pv_p_mw, profiles.load_q_mvar, slots=outcome.ac.slots
         )
         risk = risk_check(before, outcome.ac, view)
-        forecast = self._forecast_margin(net, view, profiles, outcome, before)
+        n1, forecast = self._margins(net, view, profiles, outcome)
         if not outcome.trades:
             raise OracleError(f"round {round_id}: the clearing accepted nothing; there is no trade root to commit")
         if not risk.ok:
@@ -482,7 +483,7 @@ class Oracle:
                 "eurPerMwh": [[float(v) for v in row] for row in outcome.dlmp_eur_per_mwh],
             },
             "ac": {"before": ac_json(before), "after": ac_json(outcome.ac)},
-            "risk": {**risk.to_json(), "forecastMargin": forecast},
+            "risk": {**risk.to_json(), "forecastMargin": forecast, "n1": n1},
             "sealed": sealed,
         }
         self._save(
@@ -497,13 +498,25 @@ class Oracle:
         self._crash_point("after_solve")
 
     @staticmethod
-    def _forecast_margin(net: Any, view: Any, profiles: Any, outcome: Any, before: Any) -> dict[str, Any] | None:
-        """Load-growth margin of the most loaded slot, without and with the cleared result."""
+    def _margins(
+        net: Any, view: Any, profiles: Any, outcome: Any
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """N-1 and load-growth margins of the most loaded slot, without and with the result."""
         if outcome.dispatch is None or outcome.ac is None:
-            return None
+            return None, None
         slot = stressed_slot(outcome.ac)
         base_p = profiles.load_p_mw - profiles.pv_p_mw
-        return {
+        try:
+            model = build_model(net)
+            n1: dict[str, Any] | None = {
+                "before": n1_summary(model, view, base_p, profiles.load_q_mvar, slot),
+                "after": n1_summary(
+                    model, view, outcome.dispatch.withdrawal_p_mw, outcome.dispatch.withdrawal_q_mvar, slot
+                ),
+            }
+        except InputError as exc:  # e.g. more than one external grid: no N-1 model for this net
+            n1 = {"error": str(exc)}
+        return n1, {
             "slot": slot,
             "beforePercent": load_margin_percent(
                 net, view, base_p, profiles.load_q_mvar, profiles.load_p_mw, profiles.load_q_mvar, slot

@@ -10,9 +10,10 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from flexgrid.grid import build_view, load_net, synthetic_profiles
+from flexgrid.monitoring import build_model
 from flexgrid.opf.validate import ACReport
 from flexgrid.oracle.inputs import AcceptedOrder, check_signed_orders
-from flexgrid.oracle.risk_check import load_margin_percent, risk_check
+from flexgrid.oracle.risk_check import load_margin_percent, n1_summary, risk_check
 from flexgrid.trading import Direction, FlexOffer, FlexRequest
 from flexgrid.trading.eip712 import Eip712Domain, SignedOrder, signable_message
 
@@ -134,3 +135,18 @@ def test_load_margin_shrinks_when_load_is_added_and_is_zero_when_already_violate
     assert 0.0 < smaller < margin <= 100.0
     assert load_margin_percent(net, view, 3 * base, profiles.load_q_mvar, profiles.load_p_mw,
                                profiles.load_q_mvar, 0) == 0.0
+
+
+def test_n1_summary_sees_fewer_violating_outages_under_lighter_load_or_with_relief(view) -> None:  # type: ignore[no-untyped-def]
+    net = load_net("case33bw")
+    model = build_model(net)
+    profiles = synthetic_profiles(net, view, slot_start_s=17 * 3600, slot_seconds=3600, slot_count=1)
+    base = profiles.load_p_mw - profiles.pv_p_mw
+    evening = n1_summary(model, view, base, profiles.load_q_mvar, 0)
+    light = n1_summary(model, view, 0.5 * base, 0.5 * profiles.load_q_mvar, 0)
+    relief = np.zeros_like(base)
+    relief[int(view.node(17)), 0] = -0.2  # 200 kW of UP flexibility at the end of the main feeder
+    relieved = n1_summary(model, view, base + relief, profiles.load_q_mvar, 0)
+    assert evening["outages"] == light["outages"] == relieved["outages"] == 32
+    assert light["outagesWithViolations"] < evening["outagesWithViolations"]
+    assert light["flexNeededKw"] < relieved["flexNeededKw"] < evening["flexNeededKw"]

@@ -75,6 +75,9 @@ def test_oracle_commits_the_clearing_of_the_chain_orders_and_publishes_it(market
     assert doc["risk"]["ok"] and doc["funding"]["ok"]
     margin = doc["risk"]["forecastMargin"]  # UP flexibility at the feeder's end leaves more room
     assert margin["afterPercent"] >= margin["beforePercent"] > 0
+    n1 = doc["risk"]["n1"]  # every single outage of case33bw's lines, with its ties, before and after
+    assert n1["before"]["outages"] == n1["after"]["outages"] == 32
+    assert n1["after"]["flexNeededKw"] <= n1["before"]["flexNeededKw"]
     row = published_round(oracle.engine, market.deployment.chain_id, market.deployment.market, r.round_id)
     assert row is not None and row.trade_root == expected.merkle_root and row.orders_dropped == 1
     trades = published_trades(oracle.engine, market.deployment.chain_id, market.deployment.market, r.round_id)
