@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from flexgrid.chain.deploy import Deployment
 from flexgrid.chain.node import ChainConnection, connect
 from flexgrid.errors import InputError
-from flexgrid.store.db import make_engine
+from flexgrid.store.db import database_url, make_engine
 from frontend_api.api.routes import auditor, auth, dso, events, operator, prosumer
 from frontend_api.core import problems
 from frontend_api.core.auth import SiweAuth
@@ -48,7 +48,7 @@ def build_service(settings: Settings) -> FlexGridService:
             deployment = Deployment.load(settings.deployment_file)
             deployment.check_code(conn.w3)
             round_id = None
-            db_url = settings.database_url
+            db_url = settings.database_url or database_url()
         relayer = relayer_account(settings, lambda: accounts[4] if len(accounts) > 4 else accounts[0])
         return FlexGridService(settings=settings, w3=conn.w3, deployment=deployment, engine=make_engine(db_url),
                                relayer=relayer, connection=conn, demo_round_id=round_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -15,13 +16,13 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="FLEXGRID_", extra="ignore")
 
-    rpc_url: str | None = Field(None, description="JSON-RPC URL of the chain; none: start an own anvil and seed a demo market")
-    deployment_file: Path | None = Field(None, description="deployment JSON (flexgrid chain deploy --out) when joining a chain")
-    database_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite under FLEXGRID_HOME")
-    relayer_key: str | None = Field(None, description="private key of the account that relays signed orders (default: a dev account)")
-    public_url: str = Field("http://127.0.0.1:8000", description="the URL wallets sign in to (SIWE domain and URI)")
+    rpc_url: str | None = Field(default=None, description="JSON-RPC URL of the chain; none: start an own anvil and seed a demo market")
+    deployment_file: Path | None = Field(default=None, description="deployment JSON (flexgrid chain deploy --out) when joining a chain")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default sqlite under FLEXGRID_HOME")
+    relayer_key: str | None = Field(default=None, description="private key of the account that relays signed orders (default: a dev account)")
+    public_url: str = Field(default="http://127.0.0.1:8000", description="the URL wallets sign in to (SIWE domain and URI)")
     grids: tuple[str, ...] = Field(
-        ("case33bw", "cigre_mv", "cigre_lv", "kerber_dorfnetz", "mv_oberrhein", "test-grid"),
+        default=("case33bw", "cigre_mv", "cigre_lv", "kerber_dorfnetz", "mv_oberrhein", "test-grid"),
         description="grid ids whose DSO is looked up in the registry at sign-in",
     )
     nonce_ttl_s: float = 300.0
@@ -35,9 +36,9 @@ class Settings(BaseSettings):
     max_page_size: int = 500
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(**overrides: Any) -> Settings:
     """Settings from the environment and the settings file, then `overrides`."""
     env_file = os.environ.get("FLEXGRID_SETTINGS_FILE")
     if env_file:
         return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
-    return Settings(**overrides)  # type: ignore[arg-type]
+    return Settings(**overrides)

@@ -110,9 +110,9 @@ class IdempotencyMiddleware(BaseHTTPMiddleware):
             self.store.forget(key)
             raise
         content = b"".join(c if isinstance(c, bytes) else c.encode() for c in chunks)
-        headers = [(k, v) for k, v in response.headers.items() if k.lower() != "content-length"]
+        kept = [(k, v) for k, v in response.headers.items() if k.lower() != "content-length"]
         if response.status_code >= 500:
             self.store.forget(key)
         else:
-            self.store.finish(key, response.status_code, headers, content)
-        return Response(content, status_code=response.status_code, headers=dict(headers))
+            self.store.finish(key, response.status_code, kept, content)
+        return Response(content, status_code=response.status_code, headers=dict(kept))

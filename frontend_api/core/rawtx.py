@@ -111,6 +111,6 @@ def prepare_tx(service: FlexGridService, sender: str, fn: Any) -> dict[str, Any]
         if isinstance(exc, ContractLogicError):
             raise decode_revert(revert_data(exc)) from None
         raise
-    tx["nonce"] = service.w3.eth.get_transaction_count(sender, "pending")
+    tx["nonce"] = service.w3.eth.get_transaction_count(Web3.to_checksum_address(sender), "pending")
     tx["chainId"] = service.deployment.chain_id
     return {k: (v if not isinstance(v, bytes) else "0x" + v.hex()) for k, v in tx.items()}

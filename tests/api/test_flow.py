@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from eth_account import Account
+from web3 import Web3
 
 from flexgrid.chain.market import MarketClient
 from frontend_api.models import ApiOrder
@@ -198,13 +199,13 @@ def test_many_offers_are_relayed_in_few_batches_none_lost(api: Api) -> None:
 
     market = MarketClient(api.service.w3, api.demo.deployment)
     providers = api.demo.providers
-    bodies = {}
+    bodies: dict[str, list[dict[str, Any]]] = {}
     for p in providers:
         seq = market.nonce(p.address, api.demo.round_id) & ((1 << 64) - 1)
         bodies[p.address] = [signed_offer_body(p, api.demo.deployment,
                                                offer(p, api.demo.round_id, seq + i, _gate(api), kw=1.0 + i))
                              for i in range(6)]
-    tokens = {p.address: api.token(p) for p in providers}
+    tokens: dict[str, str] = {p.address: api.token(p) for p in providers}
     batches_before = api.service.stats.batches
 
     def submit(address: str) -> list[str]:
@@ -260,7 +261,7 @@ def test_a_retried_batch_that_already_landed_is_not_sent_twice(api: Api) -> None
         rows = [s.get(ApiOrder, so.order_hash) for so in signed]
     assert [r.status for r in rows if r] == ["relayed"] * 3
     assert {r.tx_hash for r in rows if r} == {first.tx_hash}
-    events = api.service.w3.eth.get_logs({"address": api.demo.deployment.market, "fromBlock": first.block_number,
+    events = api.service.w3.eth.get_logs({"address": Web3.to_checksum_address(api.demo.deployment.market), "fromBlock": first.block_number,
                                           "toBlock": "latest"})
     hashes = {"0x" + bytes(e["topics"][2]).hex() for e in events if len(e["topics"]) > 2}
     assert {so.order_hash for so in signed} <= hashes

@@ -170,11 +170,12 @@ def accept_signed(service: FlexGridService, db: DbDep, signed: SignedOrder, sign
 @router.post("/assets", status_code=201, response_model=AssetOut, summary="Register an asset (stored encrypted)")
 def register_asset(body: AssetIn, roles: ProviderDep, db: DbDep) -> AssetOut:
     asset = parse_asset(body.asset)
-    data = {"bus": body.bus, "asset": asset.model_dump(mode="json")}
+    asset_json: dict[str, Any] = asset.model_dump(mode="json")
+    data = {"bus": body.bus, "asset": asset_json}
     record = put_private(db, kind="asset", owner=roles.address, data=data, ref=asset.asset_id)
     db.commit()
     return AssetOut(ref=str(record.id), bus=body.bus, name=asset.name, kind=type(asset).__name__,
-                    asset_id=asset.asset_id, asset=data["asset"])
+                    asset_id=asset.asset_id, asset=asset_json)
 
 
 @router.get("/assets", response_model=Page[AssetOut], summary="My registered assets")
