@@ -219,7 +219,7 @@ def run_demo(conn: ChainConnection, *, out_dir: Path, log: Log = print) -> DemoR
         net, view, slot_start_s=config.slot_start_s, slot_seconds=SLOT_SECONDS, slot_count=SLOT_COUNT
     )
     orders: list[Any] = [request, *offers]
-    outcome = clear_market(net, profiles, config, orders, view=view, now_s=config.gate_closure_s - 1)
+    outcome = clear_market(net, profiles, config, orders, view=view, now_s=config.gate_closure_s - 1, funded_only=True)
     report.objective_eur = outcome.objective_eur
     report.ac_max_voltage_error_pu = outcome.ac.max_v_error_pu if outcome.ac else None
     report.violations_after = len(outcome.violations)

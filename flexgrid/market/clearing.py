@@ -28,6 +28,7 @@ still clears, and says where and how much.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -126,7 +127,7 @@ def _order_json(order: Order) -> dict[str, Any]:
 
 
 def inputs_hash(round_config: RoundConfig, grid_hash: str, orders: Sequence[Order], wholesale: FloatArray,
-                formulation: str, pricing: PricingRule) -> str:
+                formulation: str, pricing: PricingRule, *, funded_only: bool = False) -> str:
     """keccak256 of the canonical JSON of everything the clearing depends on, orders sorted by id."""
     doc = {
         "round": json.loads(round_config.model_dump_json()),
@@ -137,6 +138,8 @@ def inputs_hash(round_config: RoundConfig, grid_hash: str, orders: Sequence[Orde
         "formulation": formulation,
         "pricing": int(pricing),
     }
+    if funded_only:  # only when set, so that hashes of proactive clearings stay what they were
+        doc["funded_only"] = True
     return "0x" + keccak(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hex()
 
 
@@ -200,7 +203,7 @@ def _subtree_allowed(view: GridView, formulation: str) -> npt.NDArray[np.bool_]:
 
 def _build(view: GridView, profiles: Profiles, rc: RoundConfig, offers: list[FlexOffer], requests: list[FlexRequest],
            p2p: list[P2POrder], wholesale: FloatArray, formulation: str, devices: Devices | None,
-           exclude_offer: int | None = None) -> _Built:
+           exclude_offer: int | None = None, funded_only: bool = False) -> _Built:
     h = rc.slot_seconds / 3600.0
     pr = DispatchProblem(view, profiles, slot_seconds=rc.slot_seconds, wholesale_eur_per_mwh=wholesale,
                          formulation=formulation, devices=devices)
@@ -270,16 +273,22 @@ def _build(view: GridView, profiles: Profiles, rc: RoundConfig, offers: list[Fle
             ai = ab.idx().ravel()
             m.bound("assign", ai, 0.0, None, category="market")
             assert xo is not None
-            # sum_q a[e, q] - x[e] <= 0 ;  y[q] - sum_e a[e, q] <= 0
-            m.add("offer_cover", "nonneg", np.concatenate([pairs[:, 0], np.arange(len(off_entries))]),
+            # sum_q a[e, q] - x[e] <= 0 ;  y[q] - sum_e a[e, q] <= 0  (both = 0 when funded_only:
+            # every accepted offer serves a request, and every served request pays for its offers)
+            cover = "zero" if funded_only else "nonneg"
+            m.add("offer_cover", cover, np.concatenate([pairs[:, 0], np.arange(len(off_entries))]),
                   np.concatenate([ai, xo.idx().ravel()]), np.concatenate([np.ones(len(pairs)), -np.ones(len(off_entries))]),
                   np.zeros(len(off_entries)), category="market")
-            m.add("request_cover", "nonneg", np.concatenate([np.arange(len(req_entries)), pairs[:, 1]]),
+            m.add("request_cover", cover, np.concatenate([np.arange(len(req_entries)), pairs[:, 1]]),
                   np.concatenate([yi, ai]), np.concatenate([np.ones(len(req_entries)), -np.ones(len(pairs))]),
                   np.zeros(len(req_entries)), category="market")
         else:
             m.add("request_cover", "nonneg", np.arange(len(req_entries)), yi, 1.0, np.zeros(len(req_entries)),
                   category="market")
+    if funded_only and off_entries and not len(pairs):
+        assert xo is not None  # no request can pay for any offer: none is accepted
+        m.add("offer_cover", "zero", np.arange(len(off_entries)), xo.idx().ravel(), -1.0, np.zeros(len(off_entries)),
+              category="market")
     has_pool = np.zeros(0, dtype=np.int64)
     if p2p:
         qb = m.add_block("p2p_q", len(p2p), 1)
@@ -297,7 +306,8 @@ def _build(view: GridView, profiles: Profiles, rc: RoundConfig, offers: list[Fle
 
 
 def _solve(b: _Built, view: GridView, profiles: Profiles, rc: RoundConfig, wholesale: FloatArray, formulation: str,
-           devices: Devices | None, exclude_offer: int | None = None) -> tuple[DispatchResult, float | None, list[str]]:
+           devices: Devices | None, exclude_offer: int | None = None,
+           funded_only: bool = False) -> tuple[DispatchResult, float | None, list[str]]:
     """Solve; with binaries, fix them from a MILP (LinDistFlow for SOCP) and re-solve the convex problem."""
     notes: list[str] = []
     m = b.problem.model
@@ -305,7 +315,8 @@ def _solve(b: _Built, view: GridView, profiles: Profiles, rc: RoundConfig, whole
         return b.problem.solve(), None, notes
     stage = b
     if formulation == "socp":
-        stage = _build(view, profiles, rc, b.offers, b.requests, b.p2p, wholesale, "lindistflow", devices, exclude_offer)
+        stage = _build(view, profiles, rc, b.offers, b.requests, b.p2p, wholesale, "lindistflow", devices, exclude_offer,
+                       funded_only)
         notes.append("binaries chosen by the LinDistFlow MILP, SOCP solved with them fixed")
     sol = stage.problem.model.solve()
     u = np.round(sol.x[stage.int_idx])
@@ -330,11 +341,18 @@ def clear_market(
     certificate: bool = True,
     now_s: int | None = None,
     check_grid_hash: bool = True,
+    funded_only: bool = False,
 ) -> ClearingOutcome:
     """Clear one round: validate -> build -> solve -> check status -> extract -> price -> AC-validate -> certify.
 
     `orders` may come in any order: they are sorted by id, so the result and its hashes do not
-    depend on it. `pricing` defaults to the round's rule. Raises `InputError` for bad input and
+    depend on it. `pricing` defaults to the round's rule.
+
+    `funded_only=True` is for rounds settled on chain, where only escrowed money can pay: every
+    accepted offer then serves a FlexRequest (or is a matched P2P sale), no offer is bought
+    proactively, and each request's charge is its share of what the offers serving it are paid,
+    rounded up, so that the payer leaves always cover the payee leaves. Without it the clearing
+    may buy offers where the grid's limits or the energy price make them worth it (proactive mode). Raises `InputError` for bad input and
     `SolverError` when a solve is not optimal.
     """
     timings: dict[str, float] = {}
@@ -356,10 +374,12 @@ def clear_market(
     p2p = [o for o in ordered if isinstance(o, P2POrder)]
     h = round_config.slot_seconds / 3600.0
 
-    built = _build(view, profiles, round_config, offers, requests, p2p, wholesale, formulation, devices)
+    built = _build(view, profiles, round_config, offers, requests, p2p, wholesale, formulation, devices,
+                   funded_only=funded_only)
     timings["build_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()
-    res, mip_gap, notes = _solve(built, view, profiles, round_config, wholesale, formulation, devices)
+    res, mip_gap, notes = _solve(built, view, profiles, round_config, wholesale, formulation, devices,
+                                 funded_only=funded_only)
     timings["solve_s"] = time.perf_counter() - t1
     sol = res.solution
     m = built.problem.model
@@ -408,8 +428,9 @@ def clear_market(
         tv = time.perf_counter()
         for i in sorted({built.off_entries[e][0] for e, _ in off_acc}):
             b2 = _build(view, profiles, round_config, offers, requests, p2p, wholesale, formulation, devices,
-                        exclude_offer=i)
-            r2, _, _ = _solve(b2, view, profiles, round_config, wholesale, formulation, devices, exclude_offer=i)
+                        exclude_offer=i, funded_only=funded_only)
+            r2, _, _ = _solve(b2, view, profiles, round_config, wholesale, formulation, devices, exclude_offer=i,
+                              funded_only=funded_only)
             ent = [e for e, _ in off_acc if built.off_entries[e][0] == i]
             energy = float(sum(x_off[e] for e in ent)) * h
             own_cost = energy * offers[i].price_eur_per_mwh
@@ -432,6 +453,17 @@ def clear_market(
     def request_price(q: int) -> float:
         i, k = built.req_entries[q]
         r = requests[i]
+        if funded_only:
+            # pass-through: the request pays what the offers serving it are paid, rounded up so that
+            # the payer leaves always cover the payee leaves on chain
+            sel = np.flatnonzero(built.pairs[:, 1] == q) if len(built.pairs) else np.zeros(0, dtype=np.int64)
+            vol = float(a_val[sel].sum()) if len(sel) else 0.0
+            if vol <= 0:
+                return 0.0
+            paid = sum(float(a_val[s]) * max(round(offer_price(int(built.pairs[s, 0])), PRICE_DECIMALS), 0.0)
+                       for s in sel)
+            scale = 10.0**PRICE_DECIMALS
+            return math.ceil(paid / vol * scale - 1e-9) / scale
         if rule == PricingRule.PAY_AS_BID:
             sel = np.flatnonzero(built.pairs[:, 1] == q) if len(built.pairs) else np.zeros(0, dtype=np.int64)
             vol = float(a_val[sel].sum()) if len(sel) else 0.0
@@ -454,15 +486,18 @@ def clear_market(
     leaf_ids: dict[str, str] = {}
     balance_micro = 0
 
-    def add_trade(order: Order, participant: str | None, slot: int, mw: float, price: float, pays: bool) -> None:
+    def add_trade(order: Order, participant: str | None, slot: int, mw: float, price: float, pays: bool,
+                  micro_override: int | None = None) -> int:
         nonlocal balance_micro
         kw = round(mw * 1e3, 3)
         power_w = kw_to_w(kw)
         if power_w == 0:
-            return
+            return 0
         price_r = max(round(price, PRICE_DECIMALS), 0.0)
         price_micro = eur_per_mwh_to_micro(price_r)
-        if pays:
+        if micro_override is not None:
+            micro = micro_override
+        elif pays:
             micro = -value_micro_up(power_w, round_config.slot_seconds, price_micro)
         else:
             micro = value_micro_down(power_w, round_config.slot_seconds, price_micro)
@@ -471,13 +506,25 @@ def clear_market(
         leaf_ids[lid] = str(order.order_id)
         trades.append(Trade(round_id=round_config.round_id, participant=participant or ZERO_ADDRESS, order_id=lid,
                             slot=slot, kw=kw, price_eur_per_mwh=price_r, payment_eur=micro_to_eur(micro)))
+        return micro
 
+    paid_micro = np.zeros(len(built.off_entries), dtype=np.int64)
     for e, x in off_acc:
         i, k = built.off_entries[e]
-        add_trade(offers[i], offers[i].provider, offers[i].slots[k], float(x), offer_price(e), pays=False)
+        paid_micro[e] = add_trade(offers[i], offers[i].provider, offers[i].slots[k], float(x), offer_price(e),
+                                  pays=False)
     for q, y in req_acc:
         i, k = built.req_entries[q]
-        add_trade(requests[i], requests[i].dso, requests[i].slots[k], float(y), request_price(q), pays=True)
+        charge: int | None = None
+        if funded_only:
+            # the request's charge is its share of what each serving offer is paid, rounded up, so
+            # that the payer leaves cover the payee leaves to the micro-euro
+            sel = np.flatnonzero(built.pairs[:, 1] == q) if len(built.pairs) else np.zeros(0, dtype=np.int64)
+            share = sum(float(a_val[s]) / float(x_off[built.pairs[s, 0]]) * int(paid_micro[built.pairs[s, 0]])
+                        for s in sel if x_off[built.pairs[s, 0]] > 0)
+            charge = -math.ceil(share - 1e-6)
+        add_trade(requests[i], requests[i].dso, requests[i].slots[k], float(y), request_price(q), pays=True,
+                  micro_override=charge)
     for j, q_ in p2p_acc:
         add_trade(p2p[j], p2p[j].trader, p2p[j].slot, float(q_), p2p_price(j), pays=p2p[j].side == Side.BUY)
     trades.sort(key=lambda t: (t.order_id, t.slot))
@@ -496,7 +543,8 @@ def clear_market(
             m, sol, round_id=round_config.round_id, formulation=formulation, pricing=rule.name, base_mva=view.base_mva,
             slot_h=h, n_node=view.n_node, slot_count=round_config.slot_count, balance_group=net_.balance_p,
             per_node_balance=net_.per_node_balance, dlmp_eur_per_mwh=dlmp,
-            inputs_hash=inputs_hash(round_config, view.model_hash(), ordered, wholesale, formulation, rule),
+            inputs_hash=inputs_hash(round_config, view.model_hash(), ordered, wholesale, formulation, rule,
+                                    funded_only=funded_only),
             mip_gap=mip_gap)
     timings["total_s"] = time.perf_counter() - t0
     return ClearingOutcome(
