@@ -43,6 +43,7 @@ from flexgrid.errors import InputError
 from flexgrid.grid.profiles import Profiles
 from flexgrid.grid.topology import GridView, build_view
 from flexgrid.market.certificate import PRICE_DECIMALS, Certificate
+from flexgrid.opf.conic import ConeKind
 from flexgrid.opf.devices import Devices
 from flexgrid.opf.problem import DispatchProblem, DispatchResult, Violation
 from flexgrid.opf.validate import ACReport, validate_ac
@@ -275,7 +276,7 @@ def _build(view: GridView, profiles: Profiles, rc: RoundConfig, offers: list[Fle
             assert xo is not None
             # sum_q a[e, q] - x[e] <= 0 ;  y[q] - sum_e a[e, q] <= 0  (both = 0 when funded_only:
             # every accepted offer serves a request, and every served request pays for its offers)
-            cover = "zero" if funded_only else "nonneg"
+            cover: ConeKind = "zero" if funded_only else "nonneg"
             m.add("offer_cover", cover, np.concatenate([pairs[:, 0], np.arange(len(off_entries))]),
                   np.concatenate([ai, xo.idx().ravel()]), np.concatenate([np.ones(len(pairs)), -np.ones(len(off_entries))]),
                   np.zeros(len(off_entries)), category="market")
