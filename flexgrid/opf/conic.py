@@ -177,10 +177,10 @@ class ConicModel:
               backend: str = "direct") -> Solution:
         """Solve, and raise `SolverError` unless the status is optimal.
 
-        Continuous conic models go straight to Clarabel (`backend="direct"`): the model already is
-        in Clarabel's form, and skipping cvxpy's compilation saves most of the time and memory on
-        large feeders. LPs without cones and MILPs go through cvxpy to HiGHS; `backend="cvxpy"`
-        sends everything through cvxpy (the tests check that both agree).
+        With `backend="direct"`, continuous cone programs go straight to Clarabel and continuous
+        LPs straight to HiGHS (highspy): the model already is in their form, and skipping cvxpy's
+        compilation saves time and memory on large feeders. MILPs go through cvxpy to HiGHS;
+        `backend="cvxpy"` sends everything through cvxpy (the tests check that both agree).
         """
         self.finalise()
         ints = np.unique(np.concatenate(self.integer)) if self.integer and not fixed else np.zeros(0, dtype=np.int64)
@@ -191,7 +191,54 @@ class ConicModel:
             raise SolverError("unsupported", "integer variables with second-order cones need a MISOCP solver")
         if solver == "CLARABEL" and backend == "direct" and not fixed and not len(ints):
             return self._solve_clarabel()
+        if solver == "HIGHS" and backend == "direct" and not fixed and not len(ints):
+            return self._solve_highs_lp()
         return self._solve_cvxpy(solver, ints, fixed)
+
+    def _solve_highs_lp(self) -> Solution:
+        """A continuous LP straight to HiGHS (rows `A x = b` or `A x <= b`, free columns)."""
+        import time
+
+        import highspy
+
+        order = [g for g in self.groups if g.a.shape[0]]
+        a = sp.vstack([g.a for g in order], format="csc")
+        b = np.concatenate([g.b for g in order])
+        inf = highspy.kHighsInf
+        lower = np.concatenate([g.b if g.kind == "zero" else np.full(g.a.shape[0], -inf) for g in order])
+        lp = highspy.HighsLp()
+        lp.num_col_ = self.n
+        lp.num_row_ = a.shape[0]
+        lp.col_cost_ = self.cost()
+        lp.col_lower_ = np.full(self.n, -inf)
+        lp.col_upper_ = np.full(self.n, inf)
+        lp.row_lower_ = lower
+        lp.row_upper_ = b
+        lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+        lp.a_matrix_.start_ = a.indptr
+        lp.a_matrix_.index_ = a.indices
+        lp.a_matrix_.value_ = a.data
+        t0 = time.perf_counter()
+        with _quiet_stdout(True):
+            h = highspy.Highs()
+            h.setOptionValue("output_flag", False)
+            for key, value in self.solver_options.items():
+                h.setOptionValue(key, value)
+            h.passModel(lp)
+            h.run()
+        elapsed = time.perf_counter() - t0
+        status = h.modelStatusToString(h.getModelStatus())
+        if status != "Optimal":
+            raise SolverError(status.lower(), f"HiGHS on a model with {self.n} variables")
+        sol = h.getSolution()
+        x = np.asarray(sol.col_value, dtype=float)
+        zall = -np.asarray(sol.row_dual, dtype=float)  # HiGHS: c - A'y = reduced costs (0 for free columns)
+        z: dict[str, FloatArray] = {g.name: np.zeros(0) for g in self.groups}
+        pos = 0
+        for g in order:
+            z[g.name] = zall[pos:pos + g.a.shape[0]]
+            pos += g.a.shape[0]
+        return Solution("optimal", x, z, float(self.cost() @ x), "HIGHS", elapsed, None)
 
     def _solve_clarabel(self) -> Solution:
         import time

@@ -53,10 +53,13 @@ def test_socp_matches_an_ac_power_flow(name: str) -> None:
     assert _kkt_ok(prob, res.solution)
 
 
-def test_direct_clarabel_and_cvxpy_give_the_same_optimum() -> None:
+@pytest.mark.parametrize("formulation", ["socp", "lindistflow"])
+def test_direct_solver_calls_and_cvxpy_give_the_same_optimum(formulation: str) -> None:
     _, view = _grid("case33bw")
-    direct = DispatchProblem(view, _profiles("case33bw", load=1.5), slot_seconds=3600, wholesale_eur_per_mwh=60.0)
-    via_cvxpy = DispatchProblem(view, _profiles("case33bw", load=1.5), slot_seconds=3600, wholesale_eur_per_mwh=60.0)
+    direct = DispatchProblem(view, _profiles("case33bw", load=1.5), slot_seconds=3600, wholesale_eur_per_mwh=60.0,
+                             formulation=formulation)
+    via_cvxpy = DispatchProblem(view, _profiles("case33bw", load=1.5), slot_seconds=3600, wholesale_eur_per_mwh=60.0,
+                                formulation=formulation)
     a, b = direct.solve(backend="direct"), via_cvxpy.solve(backend="cvxpy")
     assert a.solution.objective == pytest.approx(b.solution.objective, rel=1e-7)
     np.testing.assert_allclose(a.dlmp_eur_per_mwh, b.dlmp_eur_per_mwh, rtol=1e-5, atol=1e-3)
