@@ -223,7 +223,7 @@ class ConicModel:
             h = highspy.Highs()
             h.setOptionValue("output_flag", False)
             for key, value in self.solver_options.items():
-                h.setOptionValue(key, value)
+                h.setOptionValue(key, value)  # type: ignore[arg-type]
             h.passModel(lp)
             h.run()
         elapsed = time.perf_counter() - t0
