@@ -78,8 +78,14 @@ async def write_load(url: str, jobs: dict[str, list[dict]], tokens: dict[str, st
                     if time.perf_counter() > deadline:
                         return
                     start = time.perf_counter()
-                    r = await client.post("/prosumer/offers", json=body,
-                                          headers={"Authorization": f"Bearer {tokens[address]}"})
+                    try:
+                        r = await client.post("/prosumer/offers", json=body,
+                                              headers={"Authorization": f"Bearer {tokens[address]}",
+                                                       "Idempotency-Key": body["signature"][:40]})
+                    except httpx.TransportError:  # retried once with the same key: never doubled
+                        r = await client.post("/prosumer/offers", json=body,
+                                              headers={"Authorization": f"Bearer {tokens[address]}",
+                                                       "Idempotency-Key": body["signature"][:40]})
                     api_latency.append(time.perf_counter() - start)
                     if r.status_code == 202:
                         accepted += 1
@@ -136,7 +142,11 @@ async def read_load(url: str, clients: int, seconds: float, round_id: int) -> di
                 p = paths[k % len(paths)]
                 k += 1
                 start = time.perf_counter()
-                r = await client.get(p)
+                try:
+                    r = await client.get(p)
+                except httpx.TransportError:
+                    failures += 1
+                    continue
                 latency[p].append(time.perf_counter() - start)
                 if r.status_code != 200:
                     failures += 1
@@ -200,6 +210,7 @@ def main() -> None:
             print(f"write path: {per_provider * len(wallets)} offers from {len(wallets)} wallets, "
                   f"{args.clients} clients, at most {args.max_seconds:.0f} s", flush=True)
             batched = asyncio.run(write_load(url, jobs, tokens, args.clients, demo.round_id, args.max_seconds))
+            print(f"  {batched}", flush=True)
 
             print(f"naive path: {args.naive_offers} offers, one transaction each", flush=True)
             relayer = MarketClient(w3, demo.deployment, demo.relayer)

@@ -33,7 +33,7 @@ def serve(
     settings = load_settings(**overrides)
     typer.echo(f"FlexGrid API on http://{host}:{port} (docs at /docs); "
                + ("joining " + settings.rpc_url if settings.rpc_url else "starting anvil and a demo market"))
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", timeout_keep_alive=30)
 
 
 def register(app: typer.Typer) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -106,6 +106,15 @@ class Page(BaseModel, Generic[T]):
     total: int
     limit: int
     offset: int
+
+
+def page_rows(db: DbSession, query: Any, page: PageParams) -> tuple[list[Any], int]:
+    """One page of a select, and the total count, both in SQL."""
+    from sqlalchemy import func, select
+
+    total = int(db.scalar(select(func.count()).select_from(query.order_by(None).subquery())) or 0)
+    rows = list(db.exec(query.offset(page.offset).limit(page.limit)).all())
+    return rows, total
 
 
 def paginate(items: list[T], page: PageParams) -> Page[T]:

@@ -281,7 +281,9 @@ class FlexGridService:
         mask = (1 << SEQ_BITS) - 1
         with Session(self.engine, expire_on_commit=False) as session:
             rows = self._load(session, hashes)
-        used = {r.order_hash for r in rows if (self.client.nonce(r.owner, int(r.nonce_key)) & mask) > r.nonce_seq}
+        # Only a retried order can have landed already: its keyed nonce is then used on chain.
+        used = {r.order_hash for r in rows
+                if r.attempts > 0 and (self.client.nonce(r.owner, int(r.nonce_key)) & mask) > r.nonce_seq}
         if used:
             self._catch_up_index()  # before this session writes: SQLite has one writer
         with Session(self.engine, expire_on_commit=False) as session:

@@ -15,7 +15,7 @@ from flexgrid.oracle.publication import trades_from_publication
 from flexgrid.store.tables import ChainEvent, OrderRecord
 from flexgrid.trading import RoundState
 from flexgrid.trading.merkle import TradeTree, trade_leaf_hash
-from frontend_api.api.deps import DbDep, Page, PageDep, ServiceDep, paginate
+from frontend_api.api.deps import DbDep, Page, PageDep, ServiceDep, page_rows, paginate
 from frontend_api.api.routes.prosumer import SETTLEMENT_EVENTS, EventOut
 from frontend_api.core.problems import Problem
 
@@ -141,10 +141,11 @@ def orders(round_id: RoundId, service: ServiceDep, db: DbDep, page: PageDep,
     q = select(OrderRecord).where(OrderRecord.round_id == round_id).where(OrderRecord.market == service.deployment.market)
     if kind is not None:
         q = q.where(OrderRecord.kind == kind)
-    rows = db.exec(q.order_by(col(OrderRecord.block_number), col(OrderRecord.log_index))).all()
-    return paginate([OrderOut(order_hash=r.order_hash, kind=r.kind, participant=r.participant,
-                              order=json.loads(r.model_json), tx_hash=r.tx_hash, block_number=r.block_number)
-                     for r in rows], page)
+    rows, total = page_rows(db, q.order_by(col(OrderRecord.block_number), col(OrderRecord.log_index)), page)
+    return Page[OrderOut](items=[OrderOut(order_hash=r.order_hash, kind=r.kind, participant=r.participant,
+                                          order=json.loads(r.model_json), tx_hash=r.tx_hash,
+                                          block_number=r.block_number) for r in rows],
+                          total=total, limit=page.limit, offset=page.offset)
 
 
 @router.get("/rounds/{round_id}/settlements", response_model=Page[EventOut], summary="Settlement events of a round")
@@ -157,9 +158,11 @@ def settlements(round_id: RoundId, service: ServiceDep, db: DbDep, page: PageDep
         from web3 import Web3
 
         q = q.where(ChainEvent.account == Web3.to_checksum_address(account))
-    rows = db.exec(q.order_by(col(ChainEvent.block_number), col(ChainEvent.log_index))).all()
-    return paginate([EventOut(event=e.event, round_id=e.round_id, order_hash=e.order_hash, tx_hash=e.tx_hash,
-                              block_number=e.block_number, args=json.loads(e.args_json)) for e in rows], page)
+    rows, total = page_rows(db, q.order_by(col(ChainEvent.block_number), col(ChainEvent.log_index)), page)
+    return Page[EventOut](items=[EventOut(event=e.event, round_id=e.round_id, order_hash=e.order_hash,
+                                          tx_hash=e.tx_hash, block_number=e.block_number,
+                                          args=json.loads(e.args_json)) for e in rows],
+                          total=total, limit=page.limit, offset=page.offset)
 
 
 @router.get("/rounds/{round_id}/verify", summary="Verify the round as `flexgrid audit verify` does")

@@ -21,7 +21,16 @@ from flexgrid.store.tables import ChainEvent, OrderRecord
 from flexgrid.trading import FlexOffer, P2POrder, RoundState, SealMode
 from flexgrid.trading.eip712 import SignedOrder
 from flexgrid.trading.models import validate_for_round
-from frontend_api.api.deps import DbDep, Page, PageDep, ProviderDep, ServiceDep, SessionDep, paginate
+from frontend_api.api.deps import (
+    DbDep,
+    Page,
+    PageDep,
+    ProviderDep,
+    ServiceDep,
+    SessionDep,
+    page_rows,
+    paginate,
+)
 from frontend_api.core.problems import Problem
 from frontend_api.core.rawtx import relay_raw
 from frontend_api.core.service import SEQ_BITS, FlexGridService, to_jsonable
@@ -268,12 +277,17 @@ def my_orders(session: SessionDep, db: DbDep, page: PageDep,
         q = q.where(ApiOrder.round_id == round_id)
     if kind is not None:
         q = q.where(ApiOrder.kind == kind)
-    rows = list(db.exec(q.order_by(col(ApiOrder.created_at))).all())
-    indexed = set(db.exec(select(OrderRecord.order_hash).where(OrderRecord.participant == session.address)).all())
+    q = q.order_by(col(ApiOrder.created_at))
+    if status is None:  # page in SQL
+        rows, total = page_rows(db, q, page)
+    else:
+        rows, total = list(db.exec(q).all()), 0
+    hashes = [r.order_hash for r in rows]
+    indexed = set(db.exec(select(OrderRecord.order_hash).where(col(OrderRecord.order_hash).in_(hashes))).all())
     out = [_order_out(r, indexed) for r in rows]
-    if status is not None:
-        out = [o for o in out if o.status == status]
-    return paginate(out, page)
+    if status is None:
+        return Page[OrderOut](items=out, total=total, limit=page.limit, offset=page.offset)
+    return paginate([o for o in out if o.status == status], page)
 
 
 @router.get("/orders/{order_hash}", response_model=OrderOut, summary="One of my orders")
@@ -309,9 +323,11 @@ def my_settlements(session: SessionDep, db: DbDep, page: PageDep,
         .where(ChainEvent.account == session.address)
     if round_id is not None:
         q = q.where(ChainEvent.round_id == round_id)
-    rows = db.exec(q.order_by(col(ChainEvent.block_number), col(ChainEvent.log_index))).all()
-    return paginate([EventOut(event=e.event, round_id=e.round_id, order_hash=e.order_hash, tx_hash=e.tx_hash,
-                              block_number=e.block_number, args=json.loads(e.args_json)) for e in rows], page)
+    rows, total = page_rows(db, q.order_by(col(ChainEvent.block_number), col(ChainEvent.log_index)), page)
+    return Page[EventOut](items=[EventOut(event=e.event, round_id=e.round_id, order_hash=e.order_hash,
+                                          tx_hash=e.tx_hash, block_number=e.block_number,
+                                          args=json.loads(e.args_json)) for e in rows],
+                          total=total, limit=page.limit, offset=page.offset)
 
 
 @router.get("/withdrawable", response_model=WithdrawableOut, summary="What I can withdraw from the market")
