@@ -307,4 +307,349 @@ def run_demo(conn: ChainConnection, *, out_dir: Path, log: Log = print) -> DemoR
     return report
 
 
-__all__ = ["PROVIDERS", "DemoReport", "ProviderSpec", "run_demo"]
+__all__ = ["PROVIDERS", "DayReport", "DaySettings", "DemoReport", "ProviderSpec", "day_summary", "run_day", "run_demo"]
+
+
+# ====================================================================== the whole market day
+
+DAY_SLOT_SECONDS = 900
+
+
+@dataclass(frozen=True)
+class DaySettings:
+    """The scenario of `flexgrid demo`."""
+
+    net: str = GRID_ID
+    prosumers: int = 50
+    slots: int = 96
+    seed: int = 7
+    batch: int = 25  # orders per relayed transaction
+
+
+@dataclass
+class DayReport:
+    """The summary of a market day (printed as a table or as JSON)."""
+
+    settings: dict[str, Any] = field(default_factory=dict)
+    round_id: int = 0
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    requests_source: str = ""
+    orders: dict[str, int] = field(default_factory=dict)
+    accepted_offers: int = 0
+    accepted_kwh: float = 0.0
+    cost_eur: float = 0.0
+    before: dict[str, float] = field(default_factory=dict)
+    after: dict[str, float] = field(default_factory=dict)
+    oracle: dict[str, Any] = field(default_factory=dict)
+    gas: dict[str, int] = field(default_factory=dict)
+    time_s: dict[str, float] = field(default_factory=dict)
+    settlement: list[dict[str, Any]] = field(default_factory=list)
+    under_deliverer: dict[str, Any] = field(default_factory=dict)
+    escrowed_micro: int = 0
+    paid_out_micro: int = 0
+    returned_micro: int = 0
+    market_balance_after_micro: int = 0
+    audit_ok: bool = False
+    audit_problems: list[str] = field(default_factory=list)
+    p2p: dict[str, Any] = field(default_factory=dict)
+    plots: list[str] = field(default_factory=list)
+
+
+class _Steps:
+    """Time and gas per step of the day."""
+
+    def __init__(self, report: DayReport, log: Log) -> None:
+        self.report = report
+        self.log = log
+        self.current = ""
+        self.t0 = 0.0
+
+    def start(self, name: str) -> None:
+        import time
+
+        self.stop()
+        self.current = name
+        self.t0 = time.perf_counter()
+        self.report.gas.setdefault(name, 0)
+        self.log(f"[bold]{name}[/]")
+
+    def stop(self) -> None:
+        import time
+
+        if self.current:
+            self.report.time_s[self.current] = round(time.perf_counter() - self.t0, 2)
+        self.current = ""
+
+    def gas(self, *results: Any) -> None:
+        for r in results:
+            self.report.gas[self.current] = self.report.gas.get(self.current, 0) + int(r.gas_used)
+
+
+def _subtree_buses(view: Any, bus: int) -> list[int]:
+    """The pandapower buses downstream of `bus` (itself included) in the radial view."""
+    node = view.node_of_bus[bus]
+    parent = {int(t): int(f) for f, t in zip(view.from_node, view.to_node, strict=True)}
+    out = []
+    for n in range(view.n_node):
+        m = n
+        while m != node and m in parent:
+            m = parent[m]
+        if m == node and int(view.bus_of_node[n]) >= 0:
+            out.append(int(view.bus_of_node[n]))
+    return sorted(out)
+
+
+def run_day(conn: ChainConnection, *, out_dir: Path, settings: DaySettings = DaySettings(),
+            log: Log = print) -> DayReport:
+    """The whole market day on `conn` (see the CLI's help): returns the summary."""
+    import numpy as np
+    from eth_account import Account
+    from sqlmodel import create_engine
+
+    from flexgrid.assets import propose_offers, sample_assets
+    from flexgrid.audit.verify import audit_round
+    from flexgrid.monitoring import build_model
+    from flexgrid.opf.validate import validate_ac
+    from flexgrid.oracle.publication import load_publication, publication_path, trades_from_publication
+    from flexgrid.oracle.service import Oracle, OracleSettings, Stage
+    from flexgrid.risk import RiskPricing, risk_flex_requests, slot_scales
+    from flexgrid.settlement import SameSlotAverage, meter_readings, simulate_metering
+    from flexgrid.store import init_db
+    from flexgrid.trading.sealing import RoundKeyPair, seal_offer
+
+    report = DayReport(settings=dict(settings.__dict__))
+    steps = _Steps(report, log)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    import shutil
+
+    for stale in ("oracle.db", "auditor.db"):  # a new chain each run: the demo's databases start empty
+        (out_dir / stale).unlink(missing_ok=True)
+    shutil.rmtree(out_dir / "results", ignore_errors=True)
+    w3 = conn.w3
+    accounts: list[LocalAccount] = conn.dev_accounts()
+    if len(accounts) < 5:
+        raise ValueError(f"the demo needs 5 funded accounts, the chain has {len(accounts)}")
+    operator, dso, metering, oracle_acct, relayer = accounts[:5]
+    rng = np.random.default_rng(settings.seed)
+
+    steps.start("1. deploy, register, fund prosumers")
+    deployment = deploy(w3, operator)
+    deployment.save(out_dir / "deployment.json")
+    op = MarketClient(w3, deployment, operator)
+    steps.gas(op.set_dso(settings.net, dso.address), op.grant_oracle(oracle_acct.address))
+    dso_client = MarketClient(w3, deployment, dso)
+    steps.gas(dso_client.set_metering_agent(settings.net, metering.address))
+    steps.gas(op.mint(dso.address, 1_000_000), dso_client.approve_market())
+    prosumers = [Account.from_key(Web3.keccak(text=f"flexgrid demo prosumer {settings.seed} {i}"))
+                 for i in range(settings.prosumers)]
+    for p in prosumers:
+        tx = w3.eth.send_transaction({"from": operator.address, "to": p.address, "value": 10**18})
+        w3.eth.wait_for_transaction_receipt(tx)
+        steps.gas(op.approve_provider(p.address))
+    log(f"   market {deployment.market}; {len(prosumers)} prosumers with their own keys, 1 ETH each")
+
+    steps.start("2. DSO requests from the risk service")
+    net = load_net(settings.net)
+    view = build_view(net, settings.net)
+    now = chain_time_s(w3)
+    day_start = (now // 86_400 + 1) * 86_400
+    key = RoundKeyPair.generate()
+    config = op.create_round(RoundConfig(
+        round_id=0, grid_id=settings.net, grid_model_hash=grid_model_hash(view), slot_start_s=day_start,
+        slot_seconds=DAY_SLOT_SECONDS, slot_count=settings.slots, gate_closure_s=now + 3600,
+        pricing_rule=PricingRule.PAY_AS_BID, seal_mode=SealMode.ENCRYPTED, reveal_s=1800,
+        encryption_key=key.public_key, dispute_window_s=3600, price_cap_eur_per_mwh=400.0, tolerance_bps=500,
+        penalty_bps=2000, bid_deposit_eur=0.0, clearing_s=3600, settlement_s=86_400, dispute_bond_eur=50.0))
+    report.round_id = rid = config.round_id
+    profiles = synthetic_profiles(net, view, slot_start_s=day_start, slot_seconds=DAY_SLOT_SECONDS,
+                                  slot_count=settings.slots)
+    before = validate_ac(net, view, profiles.load_p_mw - profiles.pv_p_mw, profiles.load_q_mvar,
+                         slots=range(settings.slots))
+    report.before = {"v_min_pu": round(before.v_min_pu, 4), "max_loading_percent": round(before.max_loading_percent, 4)}
+    log(f"   pandapower AC over the day without flexibility: lowest voltage {before.v_min_pu:.4f} pu")
+    load, pv = slot_scales(day_start, DAY_SLOT_SECONDS, settings.slots)
+    plan = risk_flex_requests(build_model(net, settings.net), round_id=rid, load_scale=load, gen_scale=pv,
+                              slot_seconds=DAY_SLOT_SECONDS, epsilon=0.05, dso=dso.address, seed=settings.seed,
+                              pricing=RiskPricing(max_price_eur_per_mwh=config.price_cap_eur_per_mwh))
+    requests = plan.flex_requests()
+    if not requests:
+        raise ValueError("the risk service sees no violation in this day: no flexibility to buy")
+    report.requests_source = "flexgrid.risk.risk_flex_requests"
+    for r in requests:
+        dso_client.submit_request(r)
+        report.gas[steps.current] += int(w3.eth.get_block("latest")["gasUsed"])  # anvil mines one tx a block
+        report.requests.append({"bus": r.bus, "direction": r.direction.name, "slots": list(r.slots),
+                                "kw": list(r.kw), "cap_eur_per_mwh": r.price_cap_eur_per_mwh,
+                                "risk_id": r.order_id})
+        log(f"   request at bus {r.bus}: {len(r.slots)} slots (peak {max(r.kw):.0f} kW), cap "
+            f"{r.price_cap_eur_per_mwh:.0f} EUR/MWh")
+    report.escrowed_micro = op.escrow_of_micro(rid, dso.address)[0]
+
+    steps.start("3. prosumers seal signed offers (encrypted / commit-reveal)")
+    assets = sample_assets(config, settings.prosumers, seed=settings.seed)
+    target_buses = sorted({b for r in requests for b in _subtree_buses(view, r.bus)})
+    request_slots = sorted({s for r in requests for s in r.slots})
+    all_buses = [int(b) for b in view.bus_of_node if int(b) >= 0]
+    sealed_by: dict[str, list[Any]] = {"encrypted": [], "commit-reveal": []}
+    offers_all: list[FlexOffer] = []
+    asset_of: dict[str, Any] = {}
+    provider_name: dict[str, str] = {}
+    for i, (p, asset) in enumerate(zip(prosumers, assets, strict=True)):
+        bus = target_buses[i % len(target_buses)] if i % 5 else int(rng.choice(all_buses))
+        try:
+            offers = propose_offers(asset, config, provider=p.address, bus=bus, nonce_start=rid << 64,
+                                    expiry_s=config.gate_closure_s + config.reveal_s,
+                                    direction=Direction.UP, slots=request_slots)
+        except Exception as exc:  # an asset that cannot help in these slots makes no offer
+            log(f"   {asset.name}: no offer ({exc})")
+            continue
+        mode = "encrypted" if i % 2 == 0 else "commit-reveal"
+        client = MarketClient(w3, deployment, p)
+        provider_name[p.address] = asset.name
+        for o in offers:
+            s = seal_offer(o.sign(p, deployment.domain), key.public_key)
+            steps.gas(client.commit_offer(rid, s.commitment, s.ciphertext if mode == "encrypted" else b""))
+            sealed_by[mode].append(s)
+            offers_all.append(o.model_copy(update={"order_id": s.order_hash}))
+            asset_of[o.asset_id] = asset
+    report.orders = {"requests": len(requests), "offers": len(offers_all),
+                     "encrypted": len(sealed_by["encrypted"]), "commit_reveal": len(sealed_by["commit-reveal"])}
+    log(f"   {len(offers_all)} offers from {len(provider_name)} prosumers: {len(sealed_by['encrypted'])} encrypted "
+        f"to the round key, {len(sealed_by['commit-reveal'])} by commit-reveal")
+
+    steps.start("4. gate closure, reveals (relayer batches, oracle)")
+    time_travel(w3, config.gate_closure_s)
+    engine = create_engine(f"sqlite:///{out_dir / 'oracle.db'}")
+    init_db(engine)
+    results_dir = out_dir / "results"
+    oracle = Oracle(w3, deployment, oracle_acct, engine, log=lambda m: log(f"   oracle: {m}"),
+                    settings=OracleSettings(results_dir=results_dir, round_secrets={rid: key.secret_key}))
+    relay = MarketClient(w3, deployment, relayer)
+    cr = sealed_by["commit-reveal"]
+    for k in range(0, len(cr), settings.batch):
+        chunk = cr[k:k + settings.batch]
+        steps.gas(relay.reveal_offers([s.signed for s in chunk], [s.salt for s in chunk]))
+    log(f"   relayer revealed {len(cr)} offers in {-(-len(cr) // settings.batch)} transactions")
+    first = oracle.run_once(rid)
+    log(f"   oracle: {first[0].detail if first else 'nothing to do'}")
+
+    steps.start("5. oracle clears (SOCP, DLMP), validates AC, commits")
+    time_travel(w3, op.deadlines(rid)["reveal_end_s"])
+    [outcome] = oracle.run_once(rid)
+    log(f"   oracle: {outcome.stage}: {outcome.detail}")
+    if outcome.stage != Stage.PUBLISHED:
+        raise RuntimeError(f"the oracle did not publish round {rid}: {outcome.stage} {outcome.detail}")
+    pub_file = publication_path(results_dir, deployment.chain_id, deployment.market, rid)
+    doc = load_publication(pub_file)
+    trades = trades_from_publication(doc)
+    report.oracle = {"trade_root": outcome.trade_root, "detail": outcome.detail, "dropped": len(doc.get("dropped", [])),
+                     "publication": str(pub_file)}
+    offer_ids = {o.order_id for o in offers_all}
+    offer_trades = [t for t in trades if t.order_id in offer_ids and t.payment_micro > 0]
+    report.accepted_offers = len({t.order_id for t in offer_trades})
+    report.accepted_kwh = round(sum(t.kw for t in offer_trades) * DAY_SLOT_SECONDS / 3600, 3)
+    report.cost_eur = round(sum(t.payment_micro for t in offer_trades) / 1e6, 2)
+    ac_after = doc.get("ac", {}).get("after", {})
+    report.after = {"v_min_pu": round(float(ac_after.get("vMinPu", float("nan"))), 4),
+                    "max_loading_percent": round(float(ac_after.get("maxLoadingPercent", float("nan"))), 4)}
+    ac_before = doc.get("ac", {}).get("before", {})
+    report.before["v_min_pu_cleared_slots"] = round(float(ac_before.get("vMinPu", float("nan"))), 4)
+    log(f"   {len(trades)} leaves, {report.accepted_offers} offers accepted, {report.accepted_kwh:.1f} kWh, "
+        f"{report.cost_eur:.2f} fEUR; lowest voltage {report.before['v_min_pu_cleared_slots']} -> "
+        f"{report.after['v_min_pu']} pu")
+    commit_tx = _commit_gas(w3, deployment, rid)
+    if commit_tx:
+        report.gas[steps.current] += commit_tx
+
+    steps.start("6. dispute window, DSO approval, metering")
+    time_travel(w3, op.deadlines(rid)["dispute_deadline_s"] - 2)  # no one disputed within the window
+    steps.gas(dso_client.approve_result(rid))
+    delivery_end = config.slot_start_s + config.slot_count * DAY_SLOT_SECONDS
+    time_travel(w3, delivery_end)
+    kwh_of: dict[str, float] = {}
+    for t in offer_trades:
+        kwh_of[t.participant] = kwh_of.get(t.participant, 0.0) + t.kw
+    lazy = max(sorted(kwh_of), key=lambda a: kwh_of[a]) if kwh_of else ""  # the biggest provider delivers half
+    meters = simulate_metering(config, trades, offers_all, seed=settings.seed, delivery_factor={lazy: 0.5} if lazy else None)
+    readings = meter_readings(config, trades, offers_all, meters, SameSlotAverage(days=5))
+    metering_file = out_dir / f"round-{rid}-metering.json"
+    metering_file.write_text(json.dumps({"readings": [
+        {"participant": m.participant, "orderHash": m.order_id, "slot": m.slot, "deliveredPowerW": m.delivered_power_w}
+        for m in readings]}))
+    mtree = MeteringTree(readings) if readings else None
+    if mtree is not None:
+        steps.gas(MarketClient(w3, deployment, metering).commit_metering(rid, mtree.root, metering_file.resolve().as_uri()))
+
+    steps.start("7. claims (relayer), close, withdraw")
+    tree = TradeTree(trades)
+    for t in trades:
+        if t.payment_micro < 0:
+            steps.gas(relay.claim_charge(t, tree.proof(t)))
+    by_leaf = {(m.order_id, m.slot): m for m in readings}
+    for t in trades:
+        if t.payment_micro > 0 and mtree is not None and (t.order_id, t.slot) in by_leaf:
+            m = by_leaf[(t.order_id, t.slot)]
+            steps.gas(relay.claim_payment(t, tree.proof(t), m.delivered_kw, mtree.proof(m)))
+    time_travel(w3, delivery_end + 2 * config.settlement_s)
+    steps.gas(relay.close_round(rid))
+    everyone = [dso, *prosumers]
+    for a in everyone:
+        escrow, charged = op.escrow_of_micro(rid, a.address)
+        if escrow - charged + op.deposit_of_micro(rid, a.address) > 0:
+            relay.release(rid, a.address)
+    balances_before = {a.address: op.token_balance_micro(a.address) for a in everyone}
+    for a in everyone:
+        if op.balance_of_micro(a.address) > 0:
+            MarketClient(w3, deployment, a).withdraw()
+    for a in everyone:
+        got = op.token_balance_micro(a.address) - balances_before[a.address]
+        if a is dso:
+            report.returned_micro = got
+            continue
+        report.paid_out_micro += got
+        kwh = sum(t.kw for t in offer_trades if t.participant == a.address) * DAY_SLOT_SECONDS / 3600
+        value = sum(t.payment_micro for t in offer_trades if t.participant == a.address)
+        if kwh > 0:
+            row = {"who": provider_name.get(a.address, a.address), "address": a.address, "accepted_kwh": round(kwh, 3),
+                   "accepted_value_eur": value / 1e6, "withdrawn_eur": got / 1e6, "under_delivers": a.address == lazy}
+            report.settlement.append(row)
+            if a.address == lazy:
+                report.under_deliverer = row
+    report.market_balance_after_micro = op.token_balance_micro(deployment.market)
+    log(f"   escrowed {report.escrowed_micro / 1e6:.2f} = paid {report.paid_out_micro / 1e6:.2f} + returned "
+        f"{report.returned_micro / 1e6:.2f} fEUR; market holds {report.market_balance_after_micro}")
+
+    steps.start("8. auditor verifies from the chain")
+    audit_engine = create_engine(f"sqlite:///{out_dir / 'auditor.db'}")
+    init_db(audit_engine)
+    audit = audit_round(w3, deployment, audit_engine, rid)
+    report.audit_ok = bool(audit.ok)
+    report.audit_problems = list(audit.problems())
+    log(f"   audit: {'VERIFIED' if audit.ok else 'FAILED: ' + '; '.join(audit.problems())}")
+    steps.stop()
+
+    try:
+        from flexgrid.demo_plots import write_plots
+
+        report.plots = write_plots(out_dir, net=net, view=view, profiles=profiles, config=config, doc=doc,
+                                   trades=trades, offers=offers_all, assets=asset_of, before=before)
+    except Exception as exc:  # plots are a by-product: say so, never lose the day
+        log(f"   plots failed: {exc}")
+    (out_dir / "summary.json").write_text(json.dumps(day_summary(report), indent=2, default=str))
+    return report
+
+
+def _commit_gas(w3: Web3, deployment: Deployment, round_id: int) -> int:
+    """Gas of the oracle's commitClearing transaction, from its event's receipt."""
+    market = MarketClient(w3, deployment).market
+    for e in market.events.ClearingCommitted().get_logs(from_block=deployment.block_number):
+        if int(e["args"]["roundId"]) == round_id:
+            return int(w3.eth.get_transaction_receipt(e["transactionHash"])["gasUsed"])
+    return 0
+
+
+def day_summary(report: DayReport) -> dict[str, Any]:
+    """The summary as plain JSON."""
+    from dataclasses import asdict
+
+    return asdict(report)

@@ -1,15 +1,54 @@
-"""`flexgrid demo`: one market round end to end (see `flexgrid.demo`)."""
+"""`flexgrid demo`: the whole market day end to end (see `flexgrid.demo.run_day`)."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:,.4f}" if isinstance(v, float) else str(v)
+
+
+def summary_table(summary: dict[str, Any]) -> Table:
+    """The day's summary as one rich table."""
+    t = Table(title=f"FlexGrid market day on {summary['settings']['net']}: round {summary['round_id']}, "
+                    f"{summary['settings']['slots']} x 15 min, {summary['settings']['prosumers']} prosumers")
+    t.add_column("what")
+    t.add_column("value", justify="right")
+    o = summary["orders"]
+    t.add_row("DSO requests (from the risk service)", str(o.get("requests", 0)))
+    t.add_row("offers (encrypted / commit-reveal)",
+              f"{o.get('offers', 0)} ({o.get('encrypted', 0)} / {o.get('commit_reveal', 0)})")
+    t.add_row("offers accepted", str(summary["accepted_offers"]))
+    t.add_row("volume bought (kWh)", f"{summary['accepted_kwh']:.1f}")
+    t.add_row("cost (fEUR, pay-as-bid)", f"{summary['cost_eur']:.2f}")
+    b, a = summary["before"], summary["after"]
+    t.add_row("lowest voltage, whole day without flex (pu)", _fmt(b.get("v_min_pu")))
+    t.add_row("lowest voltage, cleared slots before -> after (pu)",
+              f"{_fmt(b.get('v_min_pu_cleared_slots'))} -> {_fmt(a.get('v_min_pu'))}")
+    t.add_row("worst line current before -> after (kA)",
+              f"{_fmt(b.get('max_line_ka'))} -> {_fmt(a.get('max_line_ka'))}")
+    t.add_row("escrowed = paid + returned (fEUR)",
+              f"{summary['escrowed_micro'] / 1e6:.2f} = {summary['paid_out_micro'] / 1e6:.2f} + "
+              f"{summary['returned_micro'] / 1e6:.2f}; market holds {summary['market_balance_after_micro']}")
+    u = summary.get("under_deliverer") or {}
+    if u:
+        t.add_row("under-deliverer (delivers 50 %)",
+                  f"{u['who']}: accepted {u['accepted_value_eur']:.2f}, paid {u['withdrawn_eur']:.2f} fEUR")
+    p2p = summary.get("p2p") or {}
+    if p2p:
+        t.add_row("P2P round", p2p.get("summary", ""))
+    for step, secs in summary["time_s"].items():
+        t.add_row(f"{step}", f"{secs:.1f} s, {summary['gas'].get(step, 0):,} gas")
+    verdict = "[green]VERIFIED[/]" if summary["audit_ok"] else "[red]FAILED[/]: " + "; ".join(summary["audit_problems"])
+    t.add_row("audit verdict", verdict)
+    return t
 
 
 def demo(
@@ -17,63 +56,41 @@ def demo(
         str | None,
         typer.Option("--rpc-url", envvar="FLEXGRID_RPC_URL", help="use this chain instead of starting anvil"),
     ] = None,
-    out_dir: Annotated[Path, typer.Option("--out", help="where the deployment and results are written")] = Path(
+    out_dir: Annotated[Path, typer.Option("--out", help="where the deployment, results, plots and databases go")] = Path(
         ".flexgrid/demo"
     ),
-    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    net: Annotated[str, typer.Option("--net", help="built-in grid")] = "case33bw",
+    prosumers: Annotated[int, typer.Option("--prosumers", min=1, help="prosumers with their own wallets")] = 50,
+    slots: Annotated[int, typer.Option("--slots", min=1, max=96, help="15-min slots from midnight")] = 96,
+    seed: Annotated[int, typer.Option("--seed", help="seed of the assets and the metering")] = 7,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ) -> None:
-    """Deploy the contracts on a chain (its own anvil by default) and run one market round:
-    register, request, signed offers, grid-aware clearing, commit, metering, settlement."""
+    """The whole market day on its own anvil and SQLite: risk-based DSO requests, sealed offers from
+    the prosumers' assets, the oracle's clearing, metering, settlement, and the audit."""
     from flexgrid.chain.node import connect
-    from flexgrid.demo import run_demo
+    from flexgrid.demo import DaySettings, day_summary, run_day
 
-    console = Console(quiet=as_json)
+    console = Console(quiet=as_json, stderr=False)
+    settings = DaySettings(net=net, prosumers=prosumers, slots=slots, seed=seed)
     with connect(rpc_url) as conn:
         where = "its own anvil at " + conn.url if conn.managed else rpc_url
         console.print(f"[bold]FlexGrid demo[/] on {where} (chain id {conn.w3.eth.chain_id})")
-        report = run_demo(conn, out_dir=out_dir, log=console.print)
+        with console.status("working...") as status:
+            def log(msg: str) -> None:
+                console.print(msg)
+                if msg.startswith("[bold]"):
+                    status.update(msg)
+
+            report = run_day(conn, out_dir=out_dir, settings=settings, log=log)
+    summary = day_summary(report)
     if as_json:
-        typer.echo(json.dumps(asdict(report), default=str, indent=2))
-        return
-
-    offers = Table(title="Offers (signed with EIP-712, relayed in one transaction)")
-    for col in ("provider", "bus", "max kW", "EUR/MWh", "min activation"):
-        offers.add_column(col)
-    for o in report.offers:
-        offers.add_row(o["provider"], str(o["bus"]), f"{o['max_kw']:.0f}", f"{o['price_eur_per_mwh']:.0f}",
-                       f"{o['min_activation']:.0%}")
-    console.print(offers)
-
-    accepted: dict[str, list[float]] = {}
-    for a in report.accepted:
-        accepted.setdefault(a["provider"], [0.0] * 8)[a["slot"]] += a["kw"]
-    table = Table(title="Accepted flexibility per slot (kW), cleared over case33bw with the SOCP OPF")
-    table.add_column("provider")
-    for s in range(8):
-        table.add_column(f"s{s}", justify="right")
-    for name, kws in sorted(accepted.items()):
-        table.add_row(name, *(f"{k:.0f}" for k in kws))
-    console.print(table)
-
-    settle = Table(title="Settlement (pulled from escrow by Merkle proof, then withdrawn)")
-    for col in ("participant", "accepted kWh", "withdrawn fEUR"):
-        settle.add_column(col, justify="right" if col != "participant" else "left")
-    for row in report.settlement:
-        settle.add_row(row["who"], f"{row['accepted_kwh']:.1f}", f"{row['withdrawn_eur']:.2f}")
-    console.print(settle)
-    ac = report.ac_max_voltage_error_pu
-    console.print(
-        f"Clearing: {report.trades} leaves, objective {report.objective_eur:.2f} EUR, "
-        f"AC check max |V_opf - V_ac| = {ac if ac is None else f'{ac:.2e}'} pu, "
-        f"{report.violations_after} limit violation(s) left"
-    )
-    console.print(f"Root {report.merkle_root}\nInput hash {report.input_hash}\nCertificate {report.certificate_hash}")
-    ok = report.escrowed_micro == report.paid_out_micro + report.returned_micro and report.market_balance_after_micro == 0
-    console.print(
-        f"Escrow conservation: {report.escrowed_micro / 1e6:.2f} escrowed = {report.paid_out_micro / 1e6:.2f} paid "
-        f"+ {report.returned_micro / 1e6:.2f} returned: " + ("[green]holds[/]" if ok else "[red]BROKEN[/]")
-    )
-    console.print(f"Deployment and result written to {out_dir}/")
+        typer.echo(json.dumps(summary, default=str, indent=2))
+    else:
+        console.print(summary_table(summary))
+        console.print(f"Plots, publication, metering and databases in {out_dir}/: " + ", ".join(
+            Path(p).name for p in report.plots))
+    ok = report.audit_ok and report.market_balance_after_micro == 0 and \
+        report.escrowed_micro == report.paid_out_micro + report.returned_micro
     if not ok:
         raise typer.Exit(code=1)
 
