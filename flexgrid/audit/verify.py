@@ -502,7 +502,8 @@ def _check_certificate(doc: Mapping[str, Any], committed: Mapping[str, Any], rc:
         import numpy as np
 
         expected = inputs_hash(rc, rc.grid_model_hash, list(used), np.asarray(wholesale, dtype=float),
-                               str(clearing["formulation"]), PricingRule(int(clearing["pricingRule"])))
+                               str(clearing["formulation"]), PricingRule(int(clearing["pricingRule"])),
+                               funded_only=bool(clearing.get("fundedOnly", False)))
         if expected != cert.doc.get("inputs_hash"):
             problems.append("the certificate was computed for other inputs than the orders used "
                             f"(its inputs hash {cert.doc.get('inputs_hash')}, these inputs give {expected})")
@@ -665,7 +666,8 @@ def _resolve(doc: Mapping[str, Any], rc: RoundConfig, used: Sequence[Order], tra
     try:
         out = clear_market(net, profiles, rc, list(used), wholesale_eur_per_mwh=clearing["wholesaleEurPerMwh"],
                            formulation=str(clearing["formulation"]),
-                           pricing=PricingRule(int(clearing["pricingRule"])), view=view, ac_validation=False)
+                           pricing=PricingRule(int(clearing["pricingRule"])), view=view, ac_validation=False,
+                           funded_only=bool(clearing.get("fundedOnly", False)))
     except (FlexGridError, KeyError) as exc:
         return [f"the clearing cannot be re-run from the published inputs: {exc}"]
     problems = []

@@ -62,6 +62,7 @@ from flexgrid.trading import (
 )
 from flexgrid.trading.merkle import TradeTree
 from flexgrid.trading.units import (
+    WS_PER_MWH,
     eur_per_mwh_to_micro,
     kw_to_w,
     micro_to_eur,
@@ -454,17 +455,6 @@ def clear_market(
     def request_price(q: int) -> float:
         i, k = built.req_entries[q]
         r = requests[i]
-        if funded_only:
-            # pass-through: the request pays what the offers serving it are paid, rounded up so that
-            # the payer leaves always cover the payee leaves on chain
-            sel = np.flatnonzero(built.pairs[:, 1] == q) if len(built.pairs) else np.zeros(0, dtype=np.int64)
-            vol = float(a_val[sel].sum()) if len(sel) else 0.0
-            if vol <= 0:
-                return 0.0
-            paid = sum(float(a_val[s]) * max(round(offer_price(int(built.pairs[s, 0])), PRICE_DECIMALS), 0.0)
-                       for s in sel)
-            scale = 10.0**PRICE_DECIMALS
-            return math.ceil(paid / vol * scale - 1e-9) / scale
         if rule == PricingRule.PAY_AS_BID:
             sel = np.flatnonzero(built.pairs[:, 1] == q) if len(built.pairs) else np.zeros(0, dtype=np.int64)
             vol = float(a_val[sel].sum()) if len(sel) else 0.0
@@ -487,8 +477,7 @@ def clear_market(
     leaf_ids: dict[str, str] = {}
     balance_micro = 0
 
-    def add_trade(order: Order, participant: str | None, slot: int, mw: float, price: float, pays: bool,
-                  micro_override: int | None = None) -> int:
+    def add_trade(order: Order, participant: str | None, slot: int, mw: float, price: float, pays: bool) -> int:
         nonlocal balance_micro
         kw = round(mw * 1e3, 3)
         power_w = kw_to_w(kw)
@@ -496,9 +485,7 @@ def clear_market(
             return 0
         price_r = max(round(price, PRICE_DECIMALS), 0.0)
         price_micro = eur_per_mwh_to_micro(price_r)
-        if micro_override is not None:
-            micro = micro_override
-        elif pays:
+        if pays:
             micro = -value_micro_up(power_w, round_config.slot_seconds, price_micro)
         else:
             micro = value_micro_down(power_w, round_config.slot_seconds, price_micro)
@@ -510,22 +497,30 @@ def clear_market(
         return micro
 
     paid_micro = np.zeros(len(built.off_entries), dtype=np.int64)
+
+    def funded_request_price(q: int, y_mw: float) -> float:
+        # Pass-through: the request is charged its share of what each offer serving it is paid,
+        # at the lowest micro-price whose value (rounded up, as for every payer leaf) covers that
+        # share, so that the payer leaves cover the payee leaves to the micro-euro.
+        sel = np.flatnonzero(built.pairs[:, 1] == q) if len(built.pairs) else np.zeros(0, dtype=np.int64)
+        share_micro = sum(float(a_val[s]) / float(x_off[built.pairs[s, 0]]) * int(paid_micro[built.pairs[s, 0]])
+                          for s in sel if x_off[built.pairs[s, 0]] > 0)
+        target = math.ceil(share_micro - 1e-6)
+        power_w = kw_to_w(round(y_mw * 1e3, 3))
+        if target <= 0 or power_w == 0:
+            return 0.0
+        price_micro = math.ceil(target * WS_PER_MWH / (power_w * round_config.slot_seconds))
+        return price_micro / 1e6
     for e, x in off_acc:
         i, k = built.off_entries[e]
         paid_micro[e] = add_trade(offers[i], offers[i].provider, offers[i].slots[k], float(x), offer_price(e),
                                   pays=False)
     for q, y in req_acc:
         i, k = built.req_entries[q]
-        charge: int | None = None
+        price = request_price(q)
         if funded_only:
-            # the request's charge is its share of what each serving offer is paid, rounded up, so
-            # that the payer leaves cover the payee leaves to the micro-euro
-            sel = np.flatnonzero(built.pairs[:, 1] == q) if len(built.pairs) else np.zeros(0, dtype=np.int64)
-            share = sum(float(a_val[s]) / float(x_off[built.pairs[s, 0]]) * int(paid_micro[built.pairs[s, 0]])
-                        for s in sel if x_off[built.pairs[s, 0]] > 0)
-            charge = -math.ceil(share - 1e-6)
-        add_trade(requests[i], requests[i].dso, requests[i].slots[k], float(y), request_price(q), pays=True,
-                  micro_override=charge)
+            price = funded_request_price(q, float(y))
+        add_trade(requests[i], requests[i].dso, requests[i].slots[k], float(y), price, pays=True)
     for j, q_ in p2p_acc:
         add_trade(p2p[j], p2p[j].trader, p2p[j].slot, float(q_), p2p_price(j), pays=p2p[j].side == Side.BUY)
     trades.sort(key=lambda t: (t.order_id, t.slot))

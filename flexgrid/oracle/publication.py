@@ -33,7 +33,8 @@ integer encoding unless its name has another unit)
   the calldata of the transaction that submitted or revealed it; `signatureChecks`:
   `{orderHash: "ecdsa" | "erc1271" | "contract-only"}` (`contract-only`: the transaction was sent
   through another contract, so its calldata could not be decoded; the market checked it at intake).
-- `clearing`: `{"formulation", "pricingRule" (int), "wholesaleEurPerMwh" (list per slot),
+- `clearing`: `{"formulation", "pricingRule" (int), "fundedOnly" (bool: offers bought only for
+  requests that pay for them, `clear_market(funded_only=...)`), "wholesaleEurPerMwh" (list per slot),
   "objectiveEur", "mipGap", "relaxationGapMw", "budgetBalanceEur", "notes"}`.
 - `trades`: the leaves of the trade root in the engine's order, each
   `{"roundId", "participant", "orderHash", "slot", "powerW", "priceMicroPerMwh", "paymentMicro"}`;

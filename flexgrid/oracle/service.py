@@ -409,6 +409,7 @@ class Oracle:
             wholesale_eur_per_mwh=self.settings.wholesale_eur_per_mwh,
             formulation=self.settings.formulation,
             view=view,
+            funded_only=True,  # on chain only escrowed money pays: no offer without a paying request
         )
         if outcome.ac is None:
             raise OracleError(f"round {round_id}: the clearing returned no AC validation")
@@ -465,6 +466,7 @@ class Oracle:
             "clearing": {
                 "formulation": outcome.formulation,
                 "pricingRule": int(outcome.pricing),
+                "fundedOnly": True,
                 "wholesaleEurPerMwh": [self.settings.wholesale_eur_per_mwh] * config.slot_count,
                 "objectiveEur": float(outcome.objective_eur),
                 "mipGap": outcome.mip_gap,

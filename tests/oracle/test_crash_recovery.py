@@ -50,7 +50,7 @@ def _reference_root(r: OracleRound) -> str:
         cfg = r.config.model_copy(update={"grid_id": GRID})
         profiles = synthetic_profiles(net, view, slot_start_s=cfg.slot_start_s, slot_seconds=cfg.slot_seconds,
                                       slot_count=cfg.slot_count)
-        _REFERENCE[key] = clear_market(net, profiles, cfg, [r.request, *offers], view=view).merkle_root
+        _REFERENCE[key] = clear_market(net, profiles, cfg, [r.request, *offers], view=view, funded_only=True).merkle_root
     return _REFERENCE[key]
 
 

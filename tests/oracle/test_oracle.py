@@ -59,7 +59,7 @@ def test_oracle_commits_the_clearing_of_the_chain_orders_and_publishes_it(market
     cfg = r.config.model_copy(update={"grid_id": GRID})
     profiles = synthetic_profiles(net, view, slot_start_s=cfg.slot_start_s, slot_seconds=cfg.slot_seconds,
                                   slot_count=cfg.slot_count)
-    expected = clear_market(net, profiles, cfg, [r.request, *valid], view=view)
+    expected = clear_market(net, profiles, cfg, [r.request, *valid], view=view, funded_only=True)
     assert status["tradeRoot"] == expected.merkle_root
     doc = load_publication(publication_path(tmp_path / "oracle-results", market.deployment.chain_id,
                                             market.deployment.market, r.round_id))
@@ -130,16 +130,14 @@ def test_sealed_round_is_cleared_after_the_reveal_window_from_the_revealed_offer
     assert MarketClient(market.w3, market.deployment).round_status(r.round_id)["tradeRoot"] == doc["tradeRoot"]
 
 
-def test_offers_cleared_without_a_paying_request_are_refused_with_the_funding_gap(
-    market: MarketEnv, tmp_path: Path
-) -> None:
-    # proactive mode: cheap offers are bought against the wholesale price, but nobody escrowed
-    # the money for them (see .coordination/oracle-notes.md)
+def test_offers_without_a_paying_request_are_not_bought(market: MarketEnv, tmp_path: Path) -> None:
+    # cheaper than the wholesale price, so a proactive clearing would buy them, but on chain
+    # nobody escrowed the money: the oracle clears with funded_only and commits nothing
     r = open_round(market, with_request=False, offer_buses=(17,), offer_price_eur_per_mwh=20.0)
     close_round(market, r)
     [outcome] = mine(_oracle(market, tmp_path).run_once(), r.round_id)
     assert outcome.stage == Stage.REFUSED
-    assert "PayoutExceedsPot" in outcome.detail and "exceed payer leaves 0 micro" in outcome.detail
+    assert "accepted nothing" in outcome.detail
     assert MarketClient(market.w3, market.deployment).round_state(r.round_id) == RoundState.CLOSED
 
 
