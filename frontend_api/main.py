@@ -101,7 +101,7 @@ def create_app(settings: Settings | None = None, *, service: FlexGridService | N
         svc = holder["service"]
         s = svc.stats
         return HealthOut(chain_id=svc.deployment.chain_id, market=svc.deployment.market,
-                         registry=svc.deployment.registry, token=svc.deployment.token, block=int(svc.w3.eth.block_number),
+                         registry=svc.deployment.registry, token=svc.deployment.token, block=svc.head_block(),
                          indexed_block=svc.indexed_block, relayer=str(svc.relayer.address), queued=svc.queue_length(),
                          batches=s.batches, offers_relayed=s.offers_relayed, offers_failed=s.offers_failed,
                          retries=s.retries, demo_round_id=svc.demo_round_id)

@@ -11,10 +11,10 @@ import threading
 import time
 from dataclasses import dataclass
 
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from frontend_api.core.problems import problem_response
 
@@ -76,43 +76,76 @@ class IdempotencyStore:
             self._entries.pop(key, None)
 
 
-class IdempotencyMiddleware(BaseHTTPMiddleware):
+class IdempotencyMiddleware:
+    """Pure ASGI: requests other than POST with the header pass straight through."""
+
     def __init__(self, app: ASGIApp, store: IdempotencyStore) -> None:
-        super().__init__(app)
+        self.app = app
         self.store = store
 
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        key_value = request.headers.get(HEADER)
-        if request.method != "POST" or key_value is None:
-            return await call_next(request)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        key_value = headers.get(HEADER)
+        if key_value is None:
+            await self.app(scope, receive, send)
+            return
         if not key_value or len(key_value) > MAX_KEY_LENGTH:
-            return problem_response(422, "Invalid input", f"Idempotency-Key: must be 1..{MAX_KEY_LENGTH} characters",
-                                    field="Idempotency-Key", reason=f"must be 1..{MAX_KEY_LENGTH} characters")
-        body = await request.body()
-        scope = request.headers.get("authorization", "")
-        key = (hashlib.sha256(scope.encode()).hexdigest(), request.url.path, key_value)
+            await problem_response(422, "Invalid input", f"Idempotency-Key: must be 1..{MAX_KEY_LENGTH} characters",
+                                   field="Idempotency-Key",
+                                   reason=f"must be 1..{MAX_KEY_LENGTH} characters")(scope, receive, send)
+            return
+        body = await Request(scope, receive).body()
+        key = (hashlib.sha256(headers.get("authorization", "").encode()).hexdigest(), scope["path"], key_value)
         state = self.store.begin(key, hashlib.sha256(body).hexdigest())
         if state == "mismatch":
-            return problem_response(422, "Idempotency-Key reused", "this Idempotency-Key was used with another body",
-                                    field="Idempotency-Key", reason="was used with another request body")
+            await problem_response(422, "Idempotency-Key reused", "this Idempotency-Key was used with another body",
+                                   field="Idempotency-Key",
+                                   reason="was used with another request body")(scope, receive, send)
+            return
         if state == "busy":
-            return problem_response(409, "Request in progress",
-                                    "a request with this Idempotency-Key is still being processed",
-                                    field="Idempotency-Key", reason="a request with this key is in progress")
+            await problem_response(409, "Request in progress",
+                                   "a request with this Idempotency-Key is still being processed",
+                                   field="Idempotency-Key",
+                                   reason="a request with this key is in progress")(scope, receive, send)
+            return
         if not isinstance(state, str):
-            headers = dict(state.headers or [])
-            headers["idempotent-replayed"] = "true"
-            return Response(state.content, status_code=state.status or 200, headers=headers)
+            replay = dict(state.headers or [])
+            replay["idempotent-replayed"] = "true"
+            await Response(state.content, status_code=state.status or 200, headers=replay)(scope, receive, send)
+            return
+
+        sent_body = False
+
+        async def replay_body() -> Message:
+            nonlocal sent_body
+            if not sent_body:
+                sent_body = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        status = 500
+        kept: list[tuple[str, str]] = []
+        chunks: list[bytes] = []
+
+        async def capture(message: Message) -> None:
+            nonlocal status, kept
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                kept = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in message.get("headers", [])
+                        if k.lower() != b"content-length"]
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+            await send(message)
+
         try:
-            response = await call_next(request)
-            chunks = [chunk async for chunk in response.body_iterator]  # type: ignore[attr-defined]
+            await self.app(scope, replay_body, capture)
         except BaseException:
             self.store.forget(key)
             raise
-        content = b"".join(c if isinstance(c, bytes) else c.encode() for c in chunks)
-        kept = [(k, v) for k, v in response.headers.items() if k.lower() != "content-length"]
-        if response.status_code >= 500:
+        if status >= 500:
             self.store.forget(key)
         else:
-            self.store.finish(key, response.status_code, kept, content)
-        return Response(content, status_code=response.status_code, headers=dict(kept))
+            self.store.finish(key, status, kept, b"".join(chunks))

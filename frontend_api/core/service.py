@@ -86,6 +86,7 @@ class FlexGridService:
         self._time_cache: tuple[float, int] = (0.0, 0)
         self._provider_cache: dict[str, tuple[float, bool]] = {}
         self._state_cache: dict[int, tuple[float, RoundState]] = {}
+        self._view_cache: dict[tuple[Any, ...], tuple[float, Any]] = {}
         self._pending_seq: dict[tuple[str, int], int] = {}
         self._lock = threading.Lock()
         self._queue: list[str] = []
@@ -156,6 +157,24 @@ class FlexGridService:
         self._provider_cache[address] = (now, value)
         return value
 
+    def _cached(self, key: tuple[Any, ...], read: Callable[[], Any], ttl_s: float = 0.5) -> Any:
+        now = time.monotonic()
+        hit = self._view_cache.get(key)
+        if hit is None or now - hit[0] > ttl_s:
+            hit = (now, read())
+            self._view_cache[key] = hit
+        return hit[1]
+
+    def round_count(self) -> int:
+        """Rounds on chain, read at most every half second."""
+        return int(self._cached(("round_count",), self.client.round_count))
+
+    def deadlines(self, round_id: int) -> dict[str, int]:
+        return dict(self._cached(("deadlines", round_id), lambda: self.client.deadlines(round_id)))
+
+    def head_block(self) -> int:
+        return int(self._cached(("block",), lambda: self.w3.eth.block_number))
+
     def round_state(self, round_id: int) -> RoundState:
         """The round's state, read at most every half second."""
         now = time.monotonic()
@@ -170,6 +189,7 @@ class FlexGridService:
             self._role_cache.clear()
             self._provider_cache.clear()
             self._state_cache.clear()
+            self._view_cache.clear()
         else:
             self._role_cache.pop(Web3.to_checksum_address(address), None)
             self._provider_cache.pop(Web3.to_checksum_address(address), None)
@@ -183,7 +203,7 @@ class FlexGridService:
     def round_config(self, round_id: int) -> RoundConfig:
         """A round's configuration (it never changes once created)."""
         if round_id not in self._round_cache:
-            count = self.client.round_count()
+            count = self.client.round_count()  # not cached: a round created a moment ago exists
             if not 1 <= round_id <= count:
                 from frontend_api.core.problems import Problem
 

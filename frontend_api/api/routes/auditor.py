@@ -65,7 +65,7 @@ def _round_out(service: Any, round_id: int, with_deadlines: bool) -> RoundOut:
     config = service.round_config(round_id)
     state = service.round_state(round_id)
     return RoundOut(round_id=round_id, grid_id=config.grid_id, state=state.name, config=config.model_dump(mode="json"),
-                    deadlines=service.client.deadlines(round_id) if with_deadlines else None)
+                    deadlines=service.deadlines(round_id) if with_deadlines else None)
 
 
 @router.get("/rounds", response_model=Page[RoundOut], summary="All rounds, newest first")
@@ -76,7 +76,7 @@ def rounds(service: ServiceDep, page: PageDep,
     if state is not None and state not in RoundState.__members__:
         raise Problem(422, "Invalid input", f"state: must be one of {', '.join(RoundState.__members__)}",
                       field="state", reason="not a round state")
-    count = service.client.round_count()
+    count = service.round_count()
     ids = list(range(count, 0, -1))
     if state is None and grid_id is None:  # page before reading the chain
         window = ids[page.offset: page.offset + page.limit]
