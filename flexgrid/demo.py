@@ -443,7 +443,7 @@ def run_day(conn: ChainConnection, *, out_dir: Path, settings: DaySettings = Day
     prosumers = [Account.from_key(Web3.keccak(text=f"flexgrid demo prosumer {settings.seed} {i}"))
                  for i in range(settings.prosumers)]
     for p in prosumers:
-        tx = w3.eth.send_transaction({"from": operator.address, "to": p.address, "value": 10**18})
+        tx = w3.eth.send_transaction({"from": operator.address, "to": p.address, "value": Web3.to_wei(1, "ether")})
         w3.eth.wait_for_transaction_receipt(tx)
         steps.gas(op.approve_provider(p.address))
     log(f"   market {deployment.market}; {len(prosumers)} prosumers with their own keys, 1 ETH each")
@@ -628,13 +628,28 @@ def run_day(conn: ChainConnection, *, out_dir: Path, settings: DaySettings = Day
     log(f"   audit: {'VERIFIED' if audit.ok else 'FAILED: ' + '; '.join(audit.problems())}")
     steps.stop()
 
-    try:
-        from flexgrid.demo_plots import write_plots
+    steps.start("9. network before/after and plots")
+    import numpy as np
 
-        report.plots = write_plots(out_dir, net=net, view=view, profiles=profiles, config=config, doc=doc,
-                                   trades=trades, offers=offers_all, assets=asset_of, before=before)
-    except Exception as exc:  # plots are a by-product: say so, never lose the day
-        log(f"   plots failed: {exc}")
+    need = {s_: sum(r.kw[r.slots.index(s_)] for r in requests if s_ in r.slots) for s_ in request_slots}
+    worst = max(request_slots, key=lambda s_: need[s_])
+    withdrawal = profiles.load_p_mw - profiles.pv_p_mw
+    after_w = np.array(withdrawal, dtype=float, copy=True)
+    offer_by_id = {o.order_id: o for o in offers_all}
+    for t in offer_trades:
+        o = offer_by_id[t.order_id]
+        after_w[view.node_of_bus[o.bus], t.slot] -= (t.kw if o.direction == Direction.UP else -t.kw) / 1000
+    ka_before, v_before = line_currents_ka(net, view, withdrawal, profiles.load_q_mvar, worst)
+    ka_after, v_after = line_currents_ka(net, view, after_w, profiles.load_q_mvar, worst)
+    report.before.update(worst_slot=worst, max_line_ka=round(float(ka_before.max()), 5), v_min_pu_worst_slot=round(v_before, 4))
+    report.after.update(worst_slot=worst, max_line_ka=round(float(ka_after.max()), 5), v_min_pu_worst_slot=round(v_after, 4))
+    log(f"   slot {worst}: worst line current {ka_before.max():.4f} -> {ka_after.max():.4f} kA, lowest voltage "
+        f"{v_before:.4f} -> {v_after:.4f} pu")
+    report.plots = write_plots(out_dir, net=net, view=view, profiles=profiles, config=config, doc=doc, trades=trades,
+                               offers=offers_all, assets=asset_of, requests=requests, worst_slot=worst,
+                               ka_before=ka_before, ka_after=ka_after)
+    log(f"   plots: {', '.join(report.plots)}")
+    steps.stop()
     (out_dir / "summary.json").write_text(json.dumps(day_summary(report), indent=2, default=str))
     return report
 
@@ -653,3 +668,133 @@ def day_summary(report: DayReport) -> dict[str, Any]:
     from dataclasses import asdict
 
     return asdict(report)
+
+
+# ====================================================================== plots (matplotlib, Agg)
+
+
+def _bus_xy(net: Any) -> dict[int, tuple[float, float]]:
+    """Bus positions from the net's GeoJSON geodata, else pandapower's generic coordinates."""
+    xy: dict[int, tuple[float, float]] = {}
+    if "geo" in net.bus and net.bus.geo.notna().all():
+        for b, g in net.bus.geo.items():
+            x, y = json.loads(g)["coordinates"][:2]
+            xy[int(b)] = (float(x), float(y))
+        return xy
+    from pandapower.plotting import create_generic_coordinates
+
+    work = create_generic_coordinates(net.deepcopy() if hasattr(net, "deepcopy") else net, overwrite=True)
+    for b, g in work.bus.geo.items():
+        x, y = json.loads(g)["coordinates"][:2]
+        xy[int(b)] = (float(x), float(y))
+    return xy
+
+
+def line_currents_ka(net: Any, view: Any, withdrawal_p_mw: Any, withdrawal_q_mvar: Any, slot: int) -> tuple[Any, float]:
+    """Per line of `net.line`, the AC current (kA) in `slot`, and the lowest voltage (pu)."""
+    import numpy as np
+
+    from flexgrid.opf.validate import validate_ac
+
+    rep = validate_ac(net, view, withdrawal_p_mw, withdrawal_q_mvar, slots=[slot])
+    assert rep.loading_percent is not None
+    col = rep.loading_percent[:, slot] if rep.loading_percent.shape[1] > slot else rep.loading_percent[:, 0]
+    n_line = len(net.line)
+    ka = np.asarray(col[:n_line], dtype=float) / 100.0 * net.line.max_i_ka.to_numpy(dtype=float)
+    ka = np.where(net.line.in_service.to_numpy(dtype=bool), ka, 0.0)
+    return ka, float(rep.v_min_pu)
+
+
+def write_plots(out_dir: Path, *, net: Any, view: Any, profiles: Any, config: RoundConfig, doc: dict[str, Any],
+                trades: list[Any], offers: list[FlexOffer], assets: dict[str, Any], requests: list[FlexRequest],
+                worst_slot: int, ka_before: Any, ka_after: Any) -> list[str]:
+    """The four plots of the day; returns the file names written in `out_dir`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from flexgrid.assets import simulate_assets
+
+    written: list[str] = []
+    hours = config.slot_seconds / 3600
+
+    # 1. DLMP heatmap bus x slot
+    dl = doc.get("dlmp") or {}
+    if dl.get("eurPerMwh"):
+        z = np.asarray(dl["eurPerMwh"], dtype=float)
+        fig, ax = plt.subplots(figsize=(11, 6))
+        im = ax.imshow(z, aspect="auto", cmap="viridis", interpolation="nearest")
+        ax.set_yticks(range(len(dl["busOfNode"])), [str(b) for b in dl["busOfNode"]], fontsize=6)
+        ax.set_xlabel("slot (15 min from midnight)")
+        ax.set_ylabel("bus")
+        ax.set_title(f"DLMP (EUR/MWh), round {config.round_id}, {config.grid_id}")
+        fig.colorbar(im, ax=ax, label="EUR/MWh")
+        fig.tight_layout()
+        fig.savefig(out_dir / "dlmp_heatmap.png", dpi=110)
+        plt.close(fig)
+        written.append("dlmp_heatmap.png")
+
+    # 2. network map: line current before and after the flexibility, in the most stressed slot
+    xy = _bus_xy(net)
+    vmax = float(max(np.max(ka_before), np.max(ka_after), 1e-9))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 6))
+    cmap = plt.get_cmap("inferno_r")
+    for ax, ka, label in ((axes[0], ka_before, "before"), (axes[1], ka_after, "after")):
+        for i, (f, t, ins) in enumerate(zip(net.line.from_bus, net.line.to_bus, net.line.in_service, strict=True)):
+            (x0, y0), (x1, y1) = xy[int(f)], xy[int(t)]
+            if ins:
+                ax.plot([x0, x1], [y0, y1], color=cmap(ka[i] / vmax), lw=1.5 + 5 * ka[i] / vmax)
+            else:
+                ax.plot([x0, x1], [y0, y1], color="0.8", lw=0.8, ls=":")
+        ax.scatter([p[0] for p in xy.values()], [p[1] for p in xy.values()], s=12, color="k", zorder=3)
+        for r in requests:
+            ax.annotate(f"request bus {r.bus}", xy[r.bus], fontsize=8, color="tab:red")
+        ax.set_title(f"line current {label} flexibility (slot {worst_slot}), max {np.max(ka):.4f} kA")
+        ax.set_axis_off()
+    sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, vmax))
+    fig.colorbar(sm, ax=axes, label="kA", shrink=0.7)
+    fig.savefig(out_dir / "network_loading.png", dpi=110)
+    plt.close(fig)
+    written.append("network_loading.png")
+
+    # 3. supply curve of the most congested slot
+    slot = worst_slot
+    cands = sorted((o for o in offers if slot in o.slots), key=lambda o: o.price_eur_per_mwh)
+    bought = {t.order_id: t.kw for t in trades if t.slot == slot and t.payment_micro > 0}
+    fig, ax = plt.subplots(figsize=(8, 5))
+    x = 0.0
+    for o in cands:
+        kw = o.max_kw[o.slots.index(slot)]
+        ax.bar(x, o.price_eur_per_mwh, width=kw, align="edge", edgecolor="k", lw=0.4,
+               color="tab:green" if o.order_id in bought else "0.8")
+        x += kw
+    need = sum(r.kw[r.slots.index(slot)] for r in requests if slot in r.slots)
+    ax.axvline(need, color="tab:red", ls="--", label=f"requested {need:.0f} kW")
+    ax.set_xlabel("offered kW (cumulative, cheapest first; green = accepted)")
+    ax.set_ylabel("offer price (EUR/MWh)")
+    ax.set_title(f"supply curve, slot {slot}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_dir / "supply_curve.png", dpi=110)
+    plt.close(fig)
+    written.append("supply_curve.png")
+
+    # 4. state of charge of the batteries, with the cleared activation
+    batteries = {aid: a for aid, a in assets.items() if getattr(a, "kind", "") == "battery"}
+    if batteries:
+        runs = simulate_assets(batteries, config, [o for o in offers if o.asset_id in batteries], trades)
+        fig, ax = plt.subplots(figsize=(9, 5))
+        for aid, run in runs.items():
+            state = np.concatenate([[batteries[aid].soc_now_pu], np.asarray(run.state, dtype=float)])
+            ax.plot(np.arange(len(state)) * hours, state, label=batteries[aid].name)
+        ax.set_xlabel("hour of the day")
+        ax.set_ylabel("state of charge (pu)")
+        ax.set_title("batteries: state of charge under the cleared activation")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out_dir / "battery_soc.png", dpi=110)
+        plt.close(fig)
+        written.append("battery_soc.png")
+    return written

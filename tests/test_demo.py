@@ -51,5 +51,6 @@ def test_demo_runs_the_market_day_and_the_audit_verifies(tmp_path: Path) -> None
 
     # the summary and the plots are in the output folder
     assert json.loads((out / "summary.json").read_text())["round_id"] == s["round_id"]
+    assert set(s["plots"]) == {"dlmp_heatmap.png", "network_loading.png", "supply_curve.png", "battery_soc.png"}
     for name in s["plots"]:
         assert (out / name).is_file() and (out / name).stat().st_size > 5_000
