@@ -49,6 +49,13 @@ def test_demo_runs_the_market_day_and_the_audit_verifies(tmp_path: Path) -> None
     assert others
     assert sum(r["withdrawn_eur"] for r in others) > 0.8 * sum(r["accepted_value_eur"] for r in others), others
 
+    # a P2P round between prosumers cleared with network charges (buyers pay more than sellers get,
+    # the DLMP difference), verified by the auditor, and its escrow was paid out or returned too
+    p2p = s["p2p"]
+    assert p2p.get("ok"), p2p
+    assert p2p["traded_kwh"] > 0 and p2p["network_charges_micro"] > 0 and p2p["audit_ok"]
+    assert p2p["market_balance_after_micro"] == 0
+
     # the summary and the plots are in the output folder
     assert json.loads((out / "summary.json").read_text())["round_id"] == s["round_id"]
     assert set(s["plots"]) == {"dlmp_heatmap.png", "network_loading.png", "supply_curve.png", "battery_soc.png"}
