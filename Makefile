@@ -81,3 +81,9 @@ serve: install
 # Load test of the HTTP API on loopback (bounded): batched offers vs one tx per offer, reads.
 load: install
 	$(PY) scripts/load_api.py
+
+# schemathesis against the API's OpenAPI as nobody, provider, DSO and operator: 30 generated
+# requests per operation and identity (over 4,000 in all); `make test` runs 4 each.
+.PHONY: fuzz-api
+fuzz-api: install
+	FLEXGRID_API_FUZZ_EXAMPLES=30 $(PY) -m pytest tests/api/test_schema_fuzz.py -n 0 -s -q
