@@ -58,6 +58,7 @@ Log = Callable[[str], None]
 # ====================================================================== the whole market day
 
 DAY_SLOT_SECONDS = 900
+DAY_STEPS = 10  # the numbered steps of `run_day`, for progress bars
 
 
 @dataclass(frozen=True)
@@ -197,7 +198,9 @@ def run_day(conn: ChainConnection, *, out_dir: Path, settings: DaySettings = Day
     net = load_net(settings.net)
     view = build_view(net, settings.net)
     now = chain_time_s(w3)
-    day_start = (now // 86_400 + 1) * 86_400
+    # the whole day from midnight; a shorter round ends at 20:00 at the latest, so it holds the evening peak
+    first_slot = max(0, min(96 - settings.slots, 80 - settings.slots))
+    day_start = (now // 86_400 + 1) * 86_400 + first_slot * DAY_SLOT_SECONDS
     key = RoundKeyPair.generate()
     config = op.create_round(RoundConfig(
         round_id=0, grid_id=settings.net, grid_model_hash=grid_model_hash(view), slot_start_s=day_start,
@@ -267,7 +270,11 @@ def run_day(conn: ChainConnection, *, out_dir: Path, settings: DaySettings = Day
     engine = create_engine(f"sqlite:///{out_dir / 'oracle.db'}")
     init_db(engine)
     results_dir = out_dir / "results"
-    oracle = Oracle(w3, deployment, oracle_acct, engine, log=lambda m: log(f"   oracle: {m}"),
+    def oracle_log(msg: str) -> None:
+        if "no ciphertext was sent" not in msg:  # the commit-reveal half: the relayer reveals those
+            log(f"   oracle: {msg}")
+
+    oracle = Oracle(w3, deployment, oracle_acct, engine, log=oracle_log,
                     settings=OracleSettings(results_dir=results_dir, round_secrets={rid: key.secret_key}))
     relay = MarketClient(w3, deployment, relayer)
     cr = sealed_by["commit-reveal"]
@@ -626,7 +633,8 @@ def write_plots(out_dir: Path, *, net: Any, view: Any, profiles: Any, config: Ro
         fig, ax = plt.subplots(figsize=(9, 5))
         for aid, run in runs.items():
             state = np.concatenate([[batteries[aid].soc_now_pu], np.asarray(run.state, dtype=float)])
-            ax.plot(np.arange(len(state)) * hours, state, label=batteries[aid].name)
+            ax.plot((config.slot_start_s % 86_400) / 3600 + np.arange(len(state)) * hours, state,
+                    label=batteries[aid].name)
         ax.set_xlabel("hour of the day")
         ax.set_ylabel("state of charge (pu)")
         ax.set_title("batteries: state of charge under the cleared activation")
@@ -638,4 +646,4 @@ def write_plots(out_dir: Path, *, net: Any, view: Any, profiles: Any, config: Ro
     return written
 
 
-__all__ = ["DayReport", "DaySettings", "day_summary", "line_currents_ka", "run_day", "write_plots"]
+__all__ = ["DAY_STEPS", "DayReport", "DaySettings", "day_summary", "line_currents_ka", "run_day", "write_plots"]

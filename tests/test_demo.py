@@ -1,6 +1,5 @@
-"""`flexgrid demo` as a user runs it: its own anvil, the contracts, the whole market day on a
-small scenario (4 slots around the evening peak would miss the risk service's violations, so the
-day keeps its 96 slots' shape but few prosumers)."""
+"""`flexgrid demo` as a user runs it: its own anvil, the contracts, the market day on a small
+scenario (8 slots up to 20:00, where the risk service sees the evening peak's risk, 10 prosumers)."""
 
 from __future__ import annotations
 
@@ -17,7 +16,7 @@ pytestmark = [pytest.mark.chain, pytest.mark.slow]
 def test_demo_runs_the_market_day_and_the_audit_verifies(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     proc = subprocess.run(
-        [sys.executable, "-m", "flexgrid.cli.main", "demo", "--json", "--out", str(out), "--prosumers", "10",
+        [sys.executable, "-m", "flexgrid.cli.main", "demo", "--json", "--out", str(out), "--prosumers", "10", "--slots", "8",
          "--seed", "3"],
         capture_output=True, text=True, timeout=600, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
     )

@@ -68,20 +68,28 @@ def demo(
     """The whole market day on its own anvil and SQLite: risk-based DSO requests, sealed offers from
     the prosumers' assets, the oracle's clearing, metering, settlement, and the audit."""
     from flexgrid.chain.node import connect
-    from flexgrid.demo import DaySettings, day_summary, run_day
+    from flexgrid.demo import DAY_STEPS, DaySettings, day_summary, run_day
 
     console = Console(quiet=as_json, stderr=False)
     settings = DaySettings(net=net, prosumers=prosumers, slots=slots, seed=seed)
     with connect(rpc_url) as conn:
         where = "its own anvil at " + conn.url if conn.managed else rpc_url
         console.print(f"[bold]FlexGrid demo[/] on {where} (chain id {conn.w3.eth.chain_id})")
-        with console.status("working...") as status:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                      TimeElapsedColumn(), console=console, transient=True) as progress:
+            task = progress.add_task("market day", total=DAY_STEPS)
+
             def log(msg: str) -> None:
-                console.print(msg)
                 if msg.startswith("[bold]"):
-                    status.update(msg)
+                    if progress.tasks[0].description != "market day":
+                        progress.advance(task)
+                    progress.update(task, description=msg)
+                progress.console.print(msg)
 
             report = run_day(conn, out_dir=out_dir, settings=settings, log=log)
+            progress.update(task, completed=DAY_STEPS)
     summary = day_summary(report)
     if as_json:
         typer.echo(json.dumps(summary, default=str, indent=2))
