@@ -189,8 +189,10 @@ def run_day(conn: ChainConnection, *, out_dir: Path, settings: DaySettings = Day
     prosumers = [Account.from_key(Web3.keccak(text=f"flexgrid demo prosumer {settings.seed} {i}"))
                  for i in range(settings.prosumers)]
     for p in prosumers:
-        tx = w3.eth.send_transaction({"from": operator.address, "to": p.address, "value": Web3.to_wei(1, "ether")})
-        w3.eth.wait_for_transaction_receipt(tx)
+        signed_tx = operator.sign_transaction({
+            "to": p.address, "value": Web3.to_wei(1, "ether"), "gas": 21_000, "chainId": w3.eth.chain_id,
+            "nonce": w3.eth.get_transaction_count(operator.address, "pending"), "gasPrice": w3.eth.gas_price})
+        w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(signed_tx.raw_transaction))
         steps.gas(op.approve_provider(p.address))
     log(f"   market {deployment.market}; {len(prosumers)} prosumers with their own keys, 1 ETH each")
 
