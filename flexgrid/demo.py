@@ -245,7 +245,7 @@ def run_day(conn: ChainConnection, *, out_dir: Path, settings: DaySettings = Day
     asset_of: dict[str, Any] = {}
     provider_name: dict[str, str] = {}
     for i, (p, asset) in enumerate(zip(prosumers, assets, strict=True)):
-        bus = target_buses[i % len(target_buses)] if i % 5 else int(rng.choice(all_buses))
+        bus = target_buses[i % len(target_buses)] if i % 7 != 3 else int(rng.choice(all_buses))  # some elsewhere
         try:
             offers = propose_offers(asset, config, provider=p.address, bus=bus, nonce_start=rid << 64,
                                     expiry_s=config.gate_closure_s + config.reveal_s,
