@@ -99,6 +99,7 @@ class DayReport:
     audit_problems: list[str] = field(default_factory=list)
     p2p: dict[str, Any] = field(default_factory=dict)
     plots: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 class _Steps:
@@ -163,6 +164,7 @@ def run_day(conn: ChainConnection, *, out_dir: Path, settings: DaySettings = Day
     from flexgrid.store import init_db
     from flexgrid.trading.sealing import RoundKeyPair, seal_offer
 
+
     report = DayReport(settings=dict(settings.__dict__))
     steps = _Steps(report, log)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -217,6 +219,9 @@ def run_day(conn: ChainConnection, *, out_dir: Path, settings: DaySettings = Day
                          slots=range(settings.slots))
     report.before = {"v_min_pu": round(before.v_min_pu, 4), "max_loading_percent": round(before.max_loading_percent, 4)}
     log(f"   pandapower AC over the day without flexibility: lowest voltage {before.v_min_pu:.4f} pu")
+    if not np.isfinite(view.i_max_pu).any():
+        report.notes.append(f"{settings.net} has no line ratings (pandapower max_i_ka = 99999 kA): no line can congest; "
+                            f"the stress is the end-of-feeder voltage ({before.v_min_pu:.4f} pu), line currents in kA")
     load, pv = slot_scales(day_start, DAY_SLOT_SECONDS, settings.slots)
     plan = risk_flex_requests(build_model(net, settings.net), round_id=rid, load_scale=load, gen_scale=pv,
                               slot_seconds=DAY_SLOT_SECONDS, epsilon=0.05, dso=dso.address, seed=settings.seed,
@@ -391,7 +396,6 @@ def run_day(conn: ChainConnection, *, out_dir: Path, settings: DaySettings = Day
         log(f"   [red]P2P round failed[/]: {exc}")
 
     steps.start("10. network before/after and plots")
-    import numpy as np
 
     need = {s_: sum(r.kw[r.slots.index(s_)] for r in requests if s_ in r.slots) for s_ in request_slots}
     worst = max(request_slots, key=lambda s_: need[s_])

@@ -95,6 +95,8 @@ def demo(
         typer.echo(json.dumps(summary, default=str, indent=2))
     else:
         console.print(summary_table(summary))
+        for note in report.notes:
+            console.print(f"Note: {note}")
         console.print(f"Plots, publication, metering and databases in {out_dir}/: " + ", ".join(
             Path(p).name for p in report.plots))
     ok = report.audit_ok and report.market_balance_after_micro == 0 and \
