@@ -8,7 +8,7 @@ On its own anvil and SQLite (the `--out` folder), on `case33bw` by default, for 
    and are approved as providers;
 2. a pandapower AC run of the day without flexibility (the lowest voltage is printed), then the DSO's
    FlexRequests come from the risk service (`flexgrid.risk.risk_flex_requests`, chance-constrained
-   over the shipped load and PV profiles) into an ENCRYPTED round (X25519 round key, DLMP pricing);
+   over the shipped load and PV profiles) into an ENCRYPTED round (X25519 round key, pay-as-bid);
 3. each prosumer's asset (`flexgrid.assets.sample_assets`) gets offers from the meta-service for the
    requested slots, signed with the prosumer's wallet; half of the prosumers seal them to the round
    key (ciphertext in calldata), the other half commit without a ciphertext and let a relayer
@@ -209,7 +209,7 @@ def run_day(conn: ChainConnection, *, out_dir: Path, settings: DaySettings = Day
     config = op.create_round(RoundConfig(
         round_id=0, grid_id=settings.net, grid_model_hash=grid_model_hash(view), slot_start_s=day_start,
         slot_seconds=DAY_SLOT_SECONDS, slot_count=settings.slots, gate_closure_s=now + 3600,
-        pricing_rule=PricingRule.DLMP, seal_mode=SealMode.ENCRYPTED, reveal_s=1800,
+        pricing_rule=PricingRule.PAY_AS_BID, seal_mode=SealMode.ENCRYPTED, reveal_s=1800,
         encryption_key=key.public_key, dispute_window_s=3600, price_cap_eur_per_mwh=400.0, tolerance_bps=500,
         penalty_bps=2000, bid_deposit_eur=0.0, clearing_s=3600, settlement_s=86_400, dispute_bond_eur=50.0))
     report.round_id = rid = config.round_id

@@ -27,7 +27,7 @@ def summary_table(summary: dict[str, Any]) -> Table:
               f"{o.get('offers', 0)} ({o.get('encrypted', 0)} / {o.get('commit_reveal', 0)})")
     t.add_row("offers accepted", str(summary["accepted_offers"]))
     t.add_row("volume bought (kWh)", f"{summary['accepted_kwh']:.1f}")
-    t.add_row("cost (fEUR, DLMP pricing)", f"{summary['cost_eur']:.2f}")
+    t.add_row("cost (fEUR, pay-as-bid)", f"{summary['cost_eur']:.2f}")
     b, a = summary["before"], summary["after"]
     t.add_row("lowest voltage, whole day without flex (pu)", _fmt(b.get("v_min_pu")))
     t.add_row("lowest voltage, cleared slots before -> after (pu)",
