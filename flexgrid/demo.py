@@ -292,7 +292,7 @@ def run_day(conn: ChainConnection, *, out_dir: Path, settings: DaySettings = Day
     first = oracle.run_once(rid)
     log(f"   oracle: {first[0].detail if first else 'nothing to do'}")
 
-    steps.start("5. oracle clears (SOCP, DLMP), validates AC, commits")
+    steps.start("5. oracle clears (SOCP, DLMPs, pay-as-bid), validates AC, commits")
     time_travel(w3, op.deadlines(rid)["reveal_end_s"])
     [outcome] = oracle.run_once(rid)
     log(f"   oracle: {outcome.stage}: {outcome.detail}")
