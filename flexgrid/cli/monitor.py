@@ -10,16 +10,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from flexgrid.cli.options import JsonOpt, NetArg, PlotsOpt
+from flexgrid.cli.options import fail as _fail
+
 monitor_app = typer.Typer(help="Grid monitoring: state estimation and meter placement.", no_args_is_help=True)
 
-NetArg = Annotated[str, typer.Argument(help="built-in net name (case33bw, cigre_mv, kerber_dorfnetz, …) or a file")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of tables")]
-PlotsOpt = Annotated[Path | None, typer.Option("--plots", help="write PNG figures into this folder")]
-
-
-def _fail(exc: Exception) -> typer.Exit:
-    Console(stderr=True).print(f"[red]error:[/] {exc}")
-    return typer.Exit(code=2)
 
 
 def _parse_buses(text: str | None, field: str) -> list[int] | None:

@@ -10,16 +10,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from flexgrid.cli.options import JsonOpt, NetArg, PlotsOpt
+from flexgrid.cli.options import fail as _fail
+
 risk_app = typer.Typer(help="Grid risk: N-1 with restoration, Monte Carlo risk, FlexRequests.", no_args_is_help=True)
 
-NetArg = Annotated[str, typer.Argument(help="built-in net name (case33bw, cigre_mv, kerber_dorfnetz, …) or a file")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of tables")]
-PlotsOpt = Annotated[Path | None, typer.Option("--plots", help="write PNG figures into this folder")]
-
-
-def _fail(exc: Exception) -> typer.Exit:
-    Console(stderr=True).print(f"[red]error:[/] {exc}")
-    return typer.Exit(code=2)
 
 
 @risk_app.command("n1")
