@@ -218,9 +218,8 @@ def domain_separator(domain: Eip712Domain) -> str:
 def sign(order: SignableOrder, account: Any, domain: Eip712Domain) -> SignedOrder:
     """Sign `order` with an eth-account `LocalAccount` that must be the order's signer."""
     if str(account.address) != order.signer:
-        field = "provider" if isinstance(order, FlexOffer) else "trader"
         raise SignatureError(
-            field, f"the account {account.address} cannot sign for {order.signer}", order_id=order.order_id
+            order.signer_field, f"the account {account.address} cannot sign for {order.signer}", order_id=order.order_id
         )
     signed = account.sign_message(signable_message(order, domain))
     return SignedOrder(order=order, domain=domain, signature="0x" + bytes(signed.signature).hex())

@@ -12,7 +12,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from enum import IntEnum
-from typing import Annotated, Any, Self
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Self, cast
 
 from eth_utils import is_address, is_checksum_address, keccak, to_checksum_address
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, ValidationInfo, model_validator
@@ -32,6 +32,9 @@ from flexgrid.trading.units import (
     scale_exact,
     value_micro_up,
 )
+
+if TYPE_CHECKING:
+    from flexgrid.trading.eip712 import SignableOrder
 
 ZERO_BYTES32 = "0x" + "00" * 32
 BPS = 10_000
@@ -225,6 +228,14 @@ def _check_quantities(
     return tuple(out)
 
 
+def _check_per_slot(values: Sequence[float], field: str, slots: Sequence[int], order_id: str | None) -> None:
+    """One value per slot in `field`, else an InputError naming the field."""
+    if len(values) != len(slots):
+        raise InputError(
+            field, f"has {len(values)} values but there are {len(slots)} slots", order_id=order_id
+        )
+
+
 def _check_quantity(kw: float, field: str, order_id: str | None, *, positive: bool) -> int:
     power_w = kw_to_w(kw, field=field, order_id=order_id)
     if positive and power_w == 0:
@@ -339,12 +350,7 @@ class FlexRequest(FlexModel):
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        if len(self.kw) != len(self.slots):
-            raise InputError(
-                "kw",
-                f"has {len(self.kw)} values but there are {len(self.slots)} slots",
-                order_id=self.order_id,
-            )
+        _check_per_slot(self.kw, "kw", self.slots, self.order_id)
         _check_quantities(self.kw, "kw", self.order_id, positive=True)
         _ = self.price_cap_micro_per_mwh
         return self
@@ -364,8 +370,45 @@ class FlexRequest(FlexModel):
         return value_micro_up(sum(self.power_w), slot_seconds, self.price_cap_micro_per_mwh)
 
 
-class FlexOffer(FlexModel):
+class SignedOrderModel(FlexModel):
+    """Base of the orders a participant signs (FlexOffer, P2POrder): EIP-712 typed data, digest, signing.
+
+    A subclass defines `message()` (the EIP-712 message) and names its signer's field in `signer_field`.
+    """
+
+    signer_field: ClassVar[str]
+
+    def message(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def typed_data(self, domain: Any) -> dict[str, Any]:
+        """Full EIP-712 typed data for `domain` (an `flexgrid.trading.eip712.Eip712Domain`)."""
+        from flexgrid.trading.eip712 import typed_data
+
+        return typed_data(cast("SignableOrder", self), domain)
+
+    def digest(self, domain: Any) -> str:
+        """The order hash: the EIP-712 digest, `0x` hex."""
+        from flexgrid.trading.eip712 import digest
+
+        return digest(cast("SignableOrder", self), domain)
+
+    def sign(self, account: Any, domain: Any) -> Any:
+        """Sign with an eth-account `LocalAccount`; returns a `SignedOrder`."""
+        from flexgrid.trading.eip712 import sign
+
+        return sign(cast("SignableOrder", self), account, domain)
+
+    @property
+    def signer(self) -> str:
+        """The address that must sign the order."""
+        return str(getattr(self, self.signer_field))
+
+
+class FlexOffer(SignedOrderModel):
     """A provider's signed flexibility offer (USEF UFTP FlexOffer with options and activation)."""
+
+    signer_field: ClassVar[str] = "provider"
 
     order_id: str | None = None
     provider: Address
@@ -385,12 +428,8 @@ class FlexOffer(FlexModel):
     @model_validator(mode="after")
     def _check(self) -> Self:
         oid = self.order_id
-        for name in ("min_kw", "max_kw"):
-            values = getattr(self, name)
-            if len(values) != len(self.slots):
-                raise InputError(
-                    name, f"has {len(values)} values but there are {len(self.slots)} slots", order_id=oid
-                )
+        _check_per_slot(self.min_kw, "min_kw", self.slots, oid)
+        _check_per_slot(self.max_kw, "max_kw", self.slots, oid)
         min_w = _check_quantities(self.min_kw, "min_kw", oid, positive=False)
         max_w = _check_quantities(self.max_kw, "max_kw", oid, positive=True)
         for i, (lo, hi) in enumerate(zip(min_w, max_w, strict=True)):
@@ -446,31 +485,11 @@ class FlexOffer(FlexModel):
             "expiry": self.expiry_s,
         }
 
-    def typed_data(self, domain: Any) -> dict[str, Any]:
-        """Full EIP-712 typed data for `domain` (an `flexgrid.trading.eip712.Eip712Domain`)."""
-        from flexgrid.trading.eip712 import typed_data
 
-        return typed_data(self, domain)
-
-    def digest(self, domain: Any) -> str:
-        """The order hash: the EIP-712 digest, `0x` hex."""
-        from flexgrid.trading.eip712 import digest
-
-        return digest(self, domain)
-
-    def sign(self, account: Any, domain: Any) -> Any:
-        """Sign with an eth-account `LocalAccount`; returns a `SignedOrder`."""
-        from flexgrid.trading.eip712 import sign
-
-        return sign(self, account, domain)
-
-    @property
-    def signer(self) -> str:
-        return self.provider
-
-
-class P2POrder(FlexModel):
+class P2POrder(SignedOrderModel):
     """A prosumer's signed order to buy or sell energy at a bus in one slot."""
+
+    signer_field: ClassVar[str] = "trader"
 
     order_id: str | None = None
     trader: Address
@@ -516,25 +535,6 @@ class P2POrder(FlexModel):
             "nonce": self.nonce,
             "expiry": self.expiry_s,
         }
-
-    def typed_data(self, domain: Any) -> dict[str, Any]:
-        from flexgrid.trading.eip712 import typed_data
-
-        return typed_data(self, domain)
-
-    def digest(self, domain: Any) -> str:
-        from flexgrid.trading.eip712 import digest
-
-        return digest(self, domain)
-
-    def sign(self, account: Any, domain: Any) -> Any:
-        from flexgrid.trading.eip712 import sign
-
-        return sign(self, account, domain)
-
-    @property
-    def signer(self) -> str:
-        return self.trader
 
 
 # ---------------------------------------------------------------------------------------------
@@ -799,6 +799,7 @@ __all__ = [
     "SealMode",
     "Settlement",
     "Side",
+    "SignedOrderModel",
     "Trade",
     "bps_to_fraction",
     "request_order_hash",
