@@ -41,3 +41,22 @@ class GridChoice(SQLModel, table=True):
     model: str  # a built-in network name
     grid_model_hash: str
     chosen_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
+class UploadedGridModel(SQLModel, table=True):
+    """A grid model a DSO uploaded (pandapower JSON or MATPOWER), kept as the canonical pandapower
+    JSON of the net as loaded; identified by its grid-model hash (the one rounds record on chain)."""
+
+    __tablename__ = "api_grid_model"
+
+    grid_model_hash: str = Field(primary_key=True)
+    name: str
+    source_format: str  # "pandapower" or "matpower"
+    uploaded_by: str = Field(index=True)  # checksummed DSO address
+    buses: int
+    nodes: int
+    branches: int
+    radial: bool
+    radial_reason: str
+    net_json: str = Field(sa_column=Column(Text, nullable=False))
+    uploaded_at: datetime = Field(default_factory=lambda: datetime.now(UTC))

@@ -138,6 +138,9 @@ class IdempotencyMiddleware:
                         if k.lower() != b"content-length"]
             elif message["type"] == "http.response.body":
                 chunks.append(message.get("body", b""))
+                if not message.get("more_body", False) and status < 500:
+                    # kept before the client has the last byte: its retry must find the answer
+                    self.store.finish(key, status, kept, b"".join(chunks))
             await send(message)
 
         try:

@@ -26,6 +26,8 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/prosumer/rounds/{round_id}/proposed-offers"): frozenset({"provider"}),
     ("POST", "/prosumer/offers"): frozenset({"provider"}),
     ("POST", "/prosumer/p2p-orders"): SIGNED_IN,
+    ("GET", "/prosumer/nonces/{key}"): SIGNED_IN,
+    ("POST", "/prosumer/commitments/prepare"): frozenset({"provider"}),
     ("POST", "/prosumer/commitments"): frozenset({"provider"}),
     ("POST", "/prosumer/reveals"): frozenset({"provider"}),
     ("GET", "/prosumer/orders"): SIGNED_IN,
@@ -35,6 +37,8 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/prosumer/withdrawable"): SIGNED_IN,
     ("GET", "/dso/grids"): frozenset({"dso"}),
     ("POST", "/dso/grid-model"): frozenset({"dso"}),
+    ("POST", "/dso/grid-models"): frozenset({"dso"}),
+    ("GET", "/dso/grid-models"): frozenset({"dso"}),
     ("POST", "/dso/requests/prepare"): frozenset({"dso"}),
     ("POST", "/dso/transactions"): frozenset({"dso"}),
     ("POST", "/dso/validate"): frozenset({"dso"}),
@@ -69,7 +73,7 @@ def test_every_endpoint_answers_every_role_as_expected(api: Api) -> None:
     failures = []
     with api.client() as c:
         tokens = {name: sign_in(c, acct) for name, acct in accounts.items()}  # fresh: logout ends them
-        values = {"round_id": "1", "order_hash": "0x" + "00" * 32, "address": api.demo.providers[0].address}
+        values = {"round_id": "1", "order_hash": "0x" + "00" * 32, "key": "1", "address": api.demo.providers[0].address}
         ordered = sorted(MATRIX, key=lambda k: k[1] == "/auth/logout")  # log out last
         for method, path in ordered:
             url = path.format(**values)

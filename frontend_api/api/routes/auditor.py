@@ -61,6 +61,20 @@ class OrderOut(BaseModel):
     block_number: int
 
 
+class FindingOut(BaseModel):
+    check: str
+    ok: bool
+    details: list[str]
+
+
+class VerifyOut(BaseModel):
+    round_id: int
+    ok: bool
+    verdict: str = Field(description="VERIFIED, or NOT VERIFIED (n mismatches), as `flexgrid audit verify` says")
+    problems: list[str] = Field(description="every failing statement, prefixed by its check")
+    findings: list[FindingOut]
+
+
 def _round_out(service: Any, round_id: int, with_deadlines: bool) -> RoundOut:
     config = service.round_config(round_id)
     state = service.round_state(round_id)
@@ -165,9 +179,13 @@ def settlements(round_id: RoundId, service: ServiceDep, db: DbDep, page: PageDep
                           total=total, limit=page.limit, offset=page.offset)
 
 
-@router.get("/rounds/{round_id}/verify", summary="Verify the round as `flexgrid audit verify` does")
+@router.get("/rounds/{round_id}/verify", response_model=VerifyOut,
+            summary="Verify the round as `flexgrid audit verify` does")
 def verify(round_id: RoundId, service: ServiceDep,
-           resolve: Annotated[bool, Query(description="also re-run the clearing")] = False) -> dict[str, Any]:
+           resolve: Annotated[bool, Query(description="also re-run the clearing")] = False) -> VerifyOut:
     service.round_config(round_id)
     report = audit_round(service.w3, service.deployment, service.engine, round_id, resolve=resolve)
-    return report.to_dict()
+    problems = report.problems()
+    return VerifyOut(round_id=round_id, ok=report.ok,
+                     verdict="VERIFIED" if report.ok else f"NOT VERIFIED ({len(problems)} mismatches)",
+                     problems=problems, findings=[FindingOut(**f.to_dict()) for f in report.findings])

@@ -8,27 +8,28 @@ checking signer, chain, contract and function."""
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 from sqlmodel import col, select
 
 from flexgrid.chain.market import request_struct
 from flexgrid.errors import InputError, SolverError
-from flexgrid.grid import BUILTIN_NETS, build_view, grid_model_hash, load_net, synthetic_profiles
+from flexgrid.grid import BUILTIN_NETS, synthetic_profiles
 from flexgrid.opf.validate import validate_ac
 from flexgrid.store.encryption import put_private
 from flexgrid.store.tables import OrderRecord
 from flexgrid.trading import Direction, FlexRequest, MeterReading
 from flexgrid.trading.merkle import MeteringTree
-from frontend_api.api.deps import DbDep, DsoDep, Page, PageDep, ServiceDep, paginate
-from frontend_api.api.routes.operator import PreparedOut
-from frontend_api.api.routes.prosumer import RawTxIn, RelayedOut
+from frontend_api.api.deps import DbDep, DsoDep, Page, PageDep, ServiceDep, page_rows, paginate
+from frontend_api.api.grid_models import MAX_UPLOAD_CHARS, GridFormat, builtin_net, check_upload, stored_net
+from frontend_api.api.routes.prosumer import PreparedOut, RawTxIn, RelayedOut
 from frontend_api.core.problems import Problem
 from frontend_api.core.rawtx import prepare_tx, relay_raw
-from frontend_api.models import GridChoice
+from frontend_api.models import GridChoice, UploadedGridModel
 
 router = APIRouter(prefix="/dso", tags=["dso"])
 
@@ -42,9 +43,35 @@ class GridOut(BaseModel):
     grid_model_hash: str | None
 
 
+MODEL_DESCRIPTION = ("a built-in network (" + ", ".join(BUILTIN_NETS) + ") or the grid_model_hash of a "
+                     "model I uploaded (POST /dso/grid-models)")
+
+
 class GridChoiceIn(BaseModel):
     grid_id: str = Field(min_length=1, max_length=66, description="a grid id I am the DSO of")
-    model: str = Field(description="a built-in network: " + ", ".join(BUILTIN_NETS))
+    model: str = Field(max_length=66, description=MODEL_DESCRIPTION)
+
+
+class GridModelIn(BaseModel):
+    name: str = Field(min_length=1, max_length=100, description="a label for the model")
+    format: GridFormat = Field(description="pandapower: the JSON of pandapower.to_json; matpower: a MATPOWER "
+                               "case file (.m text)")
+    content: str = Field(max_length=MAX_UPLOAD_CHARS, description="the file's text")
+    require_radial: bool = Field(True, description="refuse a meshed net (the market clears radial grids "
+                                 "with socp or lindistflow)")
+
+
+class GridModelOut(BaseModel):
+    grid_model_hash: str = Field(description="what a round on this model records on chain (gridModelHash)")
+    name: str
+    format: str
+    uploaded_by: str
+    buses: int = Field(description="pandapower buses in the file")
+    nodes: int = Field(description="operated nodes (buses joined by closed switches count once)")
+    branches: int
+    radial: bool
+    radial_reason: str
+    uploaded_at: datetime
 
 
 class RequestIn(BaseModel):
@@ -64,7 +91,7 @@ class TradeIn(BaseModel):
 
 
 class ValidateIn(BaseModel):
-    model: str = Field("case33bw", description="a built-in network")
+    model: str = Field("case33bw", max_length=66, description=MODEL_DESCRIPTION)
     slot_start_s: int = Field(ge=0, le=2**40)
     slot_seconds: int = Field(900, ge=60, le=86_400)
     slot_count: int = Field(ge=1, le=96)
@@ -116,21 +143,71 @@ def grids(roles: DsoDep, service: ServiceDep, db: DbDep, page: PageDep,
     return paginate(out, page)
 
 
-@router.post("/grid-model", response_model=GridOut, summary="Choose the grid model of one of my grids")
+def _model_out(m: UploadedGridModel) -> GridModelOut:
+    return GridModelOut(grid_model_hash=m.grid_model_hash, name=m.name, format=m.source_format,
+                        uploaded_by=m.uploaded_by, buses=m.buses, nodes=m.nodes, branches=m.branches,
+                        radial=m.radial, radial_reason=m.radial_reason, uploaded_at=m.uploaded_at)
+
+
+def _resolve_model(db: DbDep, model: str, dso: str) -> tuple[Any, Any, str]:
+    """(net, view, grid-model hash) of a built-in name or of an upload of `dso`; `InputError` on `model`."""
+    if model in BUILTIN_NETS:
+        net, view = builtin_net(model)
+        return net, view, view.model_hash()
+    stored = db.get(UploadedGridModel, model.lower())
+    if stored is None or stored.uploaded_by != dso:
+        raise InputError("model", f"{model!r} is neither a built-in network ({', '.join(BUILTIN_NETS)}) nor the "
+                         "grid_model_hash of a model you uploaded")
+    net, view = stored_net(stored.grid_model_hash, stored.net_json)
+    return net, view, stored.grid_model_hash
+
+
+@router.post("/grid-models", status_code=201, response_model=GridModelOut,
+             responses={200: {"model": GridModelOut, "description": "this model was already uploaded by me"}},
+             summary="Upload a grid model (pandapower JSON or MATPOWER); checked, stored under its grid-model hash")
+def upload_grid_model(body: GridModelIn, roles: DsoDep, db: DbDep, response: Response) -> GridModelOut:
+    checked = check_upload(body.name, body.format, body.content, require_radial=body.require_radial)
+    existing = db.get(UploadedGridModel, checked.grid_model_hash)
+    if existing is not None and existing.uploaded_by == roles.address:
+        response.status_code = 200  # the same network again: nothing new is stored
+        return _model_out(existing)
+    if existing is not None:
+        raise Problem(409, "Already uploaded", f"content: this network (grid_model_hash {checked.grid_model_hash}) "
+                      "was uploaded by another DSO", field="content", reason="uploaded by another DSO",
+                      grid_model_hash=checked.grid_model_hash)
+    row = UploadedGridModel(grid_model_hash=checked.grid_model_hash, name=body.name, source_format=body.format,
+                            uploaded_by=roles.address, buses=len(checked.net.bus), nodes=checked.view.n_node,
+                            branches=checked.view.n_branch, radial=checked.view.is_radial,
+                            radial_reason=checked.view.radial_reason, net_json=checked.net_json)
+    db.add(row)
+    db.commit()
+    return _model_out(row)
+
+
+@router.get("/grid-models", response_model=Page[GridModelOut], summary="The grid models I uploaded")
+def my_grid_models(roles: DsoDep, db: DbDep, page: PageDep,
+                   radial: Annotated[bool | None, Query()] = None) -> Page[GridModelOut]:
+    q = select(UploadedGridModel).where(UploadedGridModel.uploaded_by == roles.address)
+    if radial is not None:
+        q = q.where(UploadedGridModel.radial == radial)
+    rows, total = page_rows(db, q.order_by(col(UploadedGridModel.uploaded_at)), page)
+    return Page[GridModelOut](items=[_model_out(r) for r in rows], total=total, limit=page.limit, offset=page.offset)
+
+
+@router.post("/grid-model", response_model=GridOut,
+             summary="Choose the grid model of one of my grids (built-in or uploaded); its hash is what rounds record")
 def choose_grid(body: GridChoiceIn, roles: DsoDep, db: DbDep) -> GridOut:
     if body.grid_id not in roles.dso_grids:
         raise Problem(403, "Forbidden", f"grid_id: {roles.address} is not the DSO of {body.grid_id!r}",
                       field="grid_id", reason="not your grid")
-    if body.model not in BUILTIN_NETS:
-        raise InputError("model", f"unknown network {body.model!r}; built-in: {', '.join(BUILTIN_NETS)}")
-    net = load_net(body.model)
-    h = grid_model_hash(build_view(net, body.model))
-    choice = db.get(GridChoice, body.grid_id) or GridChoice(grid_id=body.grid_id, dso=roles.address, model=body.model,
+    _net, _view, h = _resolve_model(db, body.model, roles.address)
+    model = body.model if body.model in BUILTIN_NETS else h
+    choice = db.get(GridChoice, body.grid_id) or GridChoice(grid_id=body.grid_id, dso=roles.address, model=model,
                                                             grid_model_hash=h)
-    choice.dso, choice.model, choice.grid_model_hash = roles.address, body.model, h
+    choice.dso, choice.model, choice.grid_model_hash = roles.address, model, h
     db.add(choice)
     db.commit()
-    return GridOut(grid_id=body.grid_id, mine=True, model=body.model, grid_model_hash=h)
+    return GridOut(grid_id=body.grid_id, mine=True, model=model, grid_model_hash=h)
 
 
 @router.post("/requests/prepare", response_model=PreparedOut,
@@ -158,11 +235,8 @@ def relay_dso_tx(body: RawTxIn, roles: DsoDep, service: ServiceDep) -> RelayedOu
 
 @router.post("/validate", response_model=ValidateOut,
              summary="Validate a proposed set of trades against the grid (AC power flow): what would break")
-def validate_trades(body: ValidateIn, roles: DsoDep) -> ValidateOut:
-    if body.model not in BUILTIN_NETS:
-        raise InputError("model", f"unknown network {body.model!r}; built-in: {', '.join(BUILTIN_NETS)}")
-    net = load_net(body.model)
-    view = build_view(net, body.model)
+def validate_trades(body: ValidateIn, roles: DsoDep, db: DbDep) -> ValidateOut:
+    net, view, _h = _resolve_model(db, body.model, roles.address)
     profiles = synthetic_profiles(net, view, slot_start_s=body.slot_start_s, slot_seconds=body.slot_seconds,
                                   slot_count=body.slot_count)
     base_p = np.array(profiles.net_withdrawal_mw(), dtype=float)

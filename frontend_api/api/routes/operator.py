@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from flexgrid.chain.market import round_config_struct
 from flexgrid.trading import PricingRule, RoundConfig, SealMode
 from frontend_api.api.deps import OperatorDep, ServiceDep
-from frontend_api.api.routes.prosumer import RawTxIn, RelayedOut
+from frontend_api.api.routes.prosumer import PreparedOut, RawTxIn, RelayedOut
 from frontend_api.core.rawtx import prepare_tx, relay_raw
 
 router = APIRouter(prefix="/operator", tags=["operator"])
@@ -47,10 +47,6 @@ class ComposedOut(BaseModel):
     round_config: dict[str, Any]
     transaction: dict[str, Any] = Field(description="unsigned createRound transaction: sign it with the "
                                         "operator's wallet and POST it to /operator/transactions")
-
-
-class PreparedOut(BaseModel):
-    transaction: dict[str, Any]
 
 
 @router.post("/rounds/compose", response_model=ComposedOut,

@@ -14,7 +14,14 @@ from sqlmodel import col, select
 
 from flexgrid.assets.models import parse_asset
 from flexgrid.assets.offers import propose_offers
-from flexgrid.errors import InputError
+from flexgrid.errors import ContractRevert, InputError
+from flexgrid.oracle.ciphertexts import (
+    MAX_CIPHERTEXT_BYTES,
+    SealedCiphertext,
+    check_ciphertext,
+    forget_ciphertext,
+    store_ciphertext,
+)
 from flexgrid.oracle.publication import PublishedTrade
 from flexgrid.store.encryption import get_private, put_private
 from flexgrid.store.tables import ChainEvent, OrderRecord
@@ -32,7 +39,8 @@ from frontend_api.api.deps import (
     paginate,
 )
 from frontend_api.core.problems import Problem
-from frontend_api.core.rawtx import relay_raw
+from frontend_api.core.rawtx import _decode as decode_raw
+from frontend_api.core.rawtx import prepare_tx, relay_raw
 from frontend_api.core.service import SEQ_BITS, FlexGridService, to_jsonable
 from frontend_api.models import ApiOrder
 
@@ -83,11 +91,31 @@ class RawTxIn(BaseModel):
     raw_transaction: str = Field(max_length=200_000, description="a transaction signed by the wallet, 0x hex")
 
 
+class PreparedOut(BaseModel):
+    transaction: dict[str, Any] = Field(description="unsigned transaction (EIP-1559) for the wallet to sign")
+
+
 class RelayedOut(BaseModel):
     tx_hash: str
     block_number: int
     function: str
     events: list[dict[str, Any]]
+
+
+class NonceOut(BaseModel):
+    owner: str
+    key: int
+    next_seq: int = Field(description="the next unused sequence under this key (counting orders the API "
+                          "accepted and has not relayed yet)")
+    next_nonce: int = Field(description="key << 64 | next_seq: the `nonce` to sign into the next order")
+
+
+class CommitmentIn(BaseModel):
+    round_id: int = Field(ge=1, le=2**63)
+    commitment: str = Field(pattern=r"^0x[0-9a-fA-F]{64}$", description="keccak256(abi.encode(orderHash, "
+                            "provider, salt)) of the sealed offer (flexgrid.chain.market.commitment)")
+    ciphertext: str = Field("0x", pattern=r"^0x([0-9a-fA-F]{2}){0,8192}$",
+                            description="the offer encrypted to the round key (ENCRYPTED rounds), else empty")
 
 
 class RevealIn(BaseModel):
@@ -242,11 +270,72 @@ def submit_p2p(body: SignedOrderIn, session: SessionDep, service: ServiceDep, db
     return _order_out(row, set())
 
 
+class CommitIn(RawTxIn):
+    ciphertext: str | None = Field(default=None, max_length=2 * MAX_CIPHERTEXT_BYTES + 2,
+                                   description="ENCRYPTED rounds: the sealed offer's ciphertext (0x hex), kept off "
+                                   "chain for the oracle; the commitOffer transaction then carries an empty one")
+
+
+@router.get("/nonces/{key}", response_model=NonceOut,
+            summary="The next nonce of my orders under a key (offers and P2P orders use the round id as key)")
+def next_nonce(key: Annotated[int, Path(ge=0, le=2**192 - 1)], session: SessionDep, service: ServiceDep,
+               db: DbDep) -> NonceOut:
+    from sqlalchemy import func
+
+    mask = (1 << SEQ_BITS) - 1
+    on_chain = service.client.nonce(session.address, key) & mask
+    pending = db.exec(select(func.max(ApiOrder.nonce_seq)).where(ApiOrder.owner == session.address)
+                      .where(ApiOrder.nonce_key == str(key)).where(col(ApiOrder.status).in_(("queued", "relayed")))
+                      ).first()
+    seq = max(on_chain, (int(pending) + 1) if pending is not None else 0)
+    return NonceOut(owner=session.address, key=key, next_seq=seq, next_nonce=(key << SEQ_BITS) | seq)
+
+
+@router.post("/commitments/prepare", response_model=PreparedOut,
+             summary="Prepare the commitOffer transaction of a sealed offer for my wallet (the round's bid "
+                     "deposit is taken from it)")
+def prepare_commitment(body: CommitmentIn, roles: ProviderDep, service: ServiceDep) -> PreparedOut:
+    config = service.round_config(body.round_id)
+    if config.seal_mode == SealMode.OPEN:
+        raise InputError("round_id", f"round {body.round_id} is OPEN: submit signed offers to POST /prosumer/offers")
+    fn = service.client.market.functions.commitOffer(body.round_id, bytes.fromhex(body.commitment[2:]),
+                                                     bytes.fromhex(body.ciphertext[2:]))
+    return PreparedOut(transaction=prepare_tx(service, roles.address, fn))
+
+
 @router.post("/commitments", response_model=RelayedOut,
-             summary="Relay my wallet-signed commitOffer transaction (sealed rounds)")
-def commit_offer(body: RawTxIn, roles: ProviderDep, service: ServiceDep) -> RelayedOut:
-    tx = relay_raw(service, body.raw_transaction, roles.address, service.client.market, ("commitOffer",))
+             summary="Relay my wallet-signed commitOffer transaction (sealed rounds), with its ciphertext")
+def commit_offer(body: CommitIn, roles: ProviderDep, service: ServiceDep, db: DbDep) -> RelayedOut:
+    stored = None if body.ciphertext is None else _store_ciphertext(service, db, body, roles.address)
+    try:
+        tx = relay_raw(service, body.raw_transaction, roles.address, service.client.market, ("commitOffer",))
+    except (Problem, ContractRevert):  # not mined: the ciphertext stored for it goes too
+        if stored is not None:
+            forget_ciphertext(db, stored)
+            db.commit()
+        raise
     return RelayedOut(**tx.__dict__)
+
+
+def _store_ciphertext(service: FlexGridService, db: DbDep, body: CommitIn, sender: str) -> SealedCiphertext | None:
+    """Store the ciphertext before its commitOffer is relayed (flexgrid.oracle.ciphertexts); returns
+    the row if this call created it. A transaction that is not a decodable commitOffer stores
+    nothing: relay_raw says what is wrong with it."""
+    try:
+        data = decode_raw(bytes.fromhex(body.raw_transaction.removeprefix("0x")))[2]
+        fn, args = service.client.market.decode_function_input(data)
+    except Exception:
+        return None
+    if fn.fn_name != "commitOffer":
+        return None
+    config = service.round_config(int(args["roundId"]))
+    raw = check_ciphertext(str(body.ciphertext), config, bytes(args["ciphertext"]))
+    row = store_ciphertext(db, chain_id=service.deployment.chain_id, market=service.deployment.market,
+                           round_id=config.round_id, commitment=bytes(args["commitment_"]), provider=sender,
+                           ciphertext=raw)
+    created = row.id is None
+    db.commit()
+    return row if created else None
 
 
 @router.post("/reveals", response_model=RelayedOut, summary="Reveal my sealed offers with their salts")

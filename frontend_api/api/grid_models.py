@@ -1,0 +1,143 @@
+"""Grid models a DSO uploads: checked with the `flexgrid.grid` loader (the same reader as
+`flexgrid clear --net FILE`), the branch view and its radiality check, then kept as the canonical
+pandapower JSON of the loaded net under its grid-model hash.
+
+A pandapower JSON file names the Python classes to rebuild (`_module`/`_class`); an upload may
+only name pandapower, pandas and numpy types, so that reading it cannot import anything else."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import pandapower as pp
+
+from flexgrid.errors import InputError
+from flexgrid.grid import BUILTIN_NETS, GridView, build_view, load_net
+
+GridFormat = Literal["pandapower", "matpower"]
+MAX_UPLOAD_CHARS = 5_000_000
+MAX_BUSES = 5_000
+ALLOWED_MODULES = ("pandapower", "pandas", "numpy")
+FORBIDDEN_CLASSES = frozenset({"function", "method", "exec", "eval"})
+_SUFFIX = {"pandapower": ".json", "matpower": ".m"}
+
+
+@dataclass(frozen=True)
+class CheckedModel:
+    """An upload that passed every check."""
+
+    net: pp.pandapowerNet
+    view: GridView
+    grid_model_hash: str
+    net_json: str  # canonical pandapower JSON of the loaded net
+
+
+def _check_types(value: Any, depth: int = 0) -> None:
+    """Refuse `_module`/`_class` markers outside pandapower, pandas and numpy, also inside the
+    JSON strings pandapower decodes again (`_object`)."""
+    if depth > 64:
+        raise InputError("content", "is nested too deeply")
+    if isinstance(value, dict):
+        module, cls = value.get("_module"), value.get("_class")
+        if module is not None or cls is not None:
+            mod = str(module or "")
+            if mod.split(".")[0] not in ALLOWED_MODULES or str(cls or "") in FORBIDDEN_CLASSES:
+                raise InputError("content", f"names the type {mod}.{cls}; a grid model may only hold "
+                                 "pandapower, pandas and numpy types")
+        for v in value.values():
+            _check_types(v, depth + 1)
+    elif isinstance(value, list):
+        for v in value:
+            _check_types(v, depth + 1)
+    elif isinstance(value, str) and value[:1] in ("{", "[") and "_module" in value:
+        try:
+            inner = json.loads(value)
+        except ValueError:
+            return
+        _check_types(inner, depth + 1)
+
+
+def check_upload(name: str, source_format: GridFormat, content: str, *, require_radial: bool = True) -> CheckedModel:
+    """Parse and check an uploaded grid model; `InputError` naming `content` (or `format`) says
+    what is wrong: not parseable, no slack, unfed buses, meshed, too many buses."""
+    if len(content) > MAX_UPLOAD_CHARS:
+        raise InputError("content", f"is {len(content):,} characters, at most {MAX_UPLOAD_CHARS:,} are accepted")
+    if source_format == "pandapower":
+        try:
+            doc = json.loads(content)
+        except ValueError as exc:
+            raise InputError("content", f"is not JSON: {exc}") from None
+        if not isinstance(doc, dict):
+            raise InputError("content", "must be a pandapower net as a JSON object")
+        _check_types(doc)
+    with tempfile.TemporaryDirectory(prefix="flexgrid-grid-") as tmp:
+        path = Path(tmp) / f"upload{_SUFFIX[source_format]}"
+        path.write_text(content, encoding="utf-8")
+        try:
+            net = load_net(path)
+        except InputError as exc:
+            raise InputError("content", f"cannot be read as a {source_format} net: "
+                             + exc.reason.replace(repr(str(path)), repr(name)).replace(str(path), name)) from None
+        except Exception as exc:  # the readers raise many kinds
+            raise InputError("content", f"cannot be read as a {source_format} net: {type(exc).__name__}: "
+                             + str(exc).replace(str(path), name)[:300]) from None
+    if not isinstance(net, pp.pandapowerNet):
+        raise InputError("content", f"is not a pandapower net ({type(net).__name__})")
+    buses = len(net.bus)
+    if buses > MAX_BUSES:
+        raise InputError("content", f"has {buses:,} buses, at most {MAX_BUSES:,} are accepted")
+    try:
+        view = build_view(net, name)
+    except InputError as exc:
+        raise InputError("content", exc.reason) from None
+    except Exception as exc:  # pandapower's power-flow setup on malformed tables
+        raise InputError("content", f"pandapower cannot build the branch model: {type(exc).__name__}: "
+                         f"{str(exc)[:300]}") from None
+    if require_radial and not view.is_radial:
+        raise InputError("content", f"is not radial: {view.radial_reason} (set require_radial to false "
+                         "to keep a meshed net; it then clears with dc or copperplate only)")
+    try:  # what is stored is what the hash covers: hash the net as read back from its JSON
+        net_json = pp.to_json(net)
+        stored = pp.from_json_string(net_json)
+        stored_view = build_view(stored, name)
+    except Exception as exc:
+        raise InputError("content", f"the net cannot be stored as pandapower JSON: {type(exc).__name__}") from None
+    return CheckedModel(net=stored, view=stored_view, grid_model_hash=stored_view.model_hash(), net_json=net_json)
+
+
+_cache: OrderedDict[str, tuple[pp.pandapowerNet, GridView]] = OrderedDict()
+_cache_lock = threading.Lock()
+CACHE_SIZE = 8
+
+
+def stored_net(grid_model_hash: str, net_json: str) -> tuple[pp.pandapowerNet, GridView]:
+    """The net and view of a stored upload (a few kept in memory); a fresh copy of the net."""
+    import copy
+
+    with _cache_lock:
+        hit = _cache.get(grid_model_hash)
+        if hit is not None:
+            _cache.move_to_end(grid_model_hash)
+            return copy.deepcopy(hit[0]), hit[1]
+    net = pp.from_json_string(net_json)
+    view = build_view(net, grid_model_hash[:10])
+    with _cache_lock:
+        _cache[grid_model_hash] = (net, view)
+        while len(_cache) > CACHE_SIZE:
+            _cache.popitem(last=False)
+    return copy.deepcopy(net), view
+
+
+def is_builtin(model: str) -> bool:
+    return model in BUILTIN_NETS
+
+
+def builtin_net(model: str) -> tuple[pp.pandapowerNet, GridView]:
+    net = load_net(model)
+    return net, build_view(net, model)
