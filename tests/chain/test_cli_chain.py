@@ -9,10 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 from flexgrid.chain.deploy import Deployment
-from flexgrid.chain.market import MarketClient
-from flexgrid.chain.node import AnvilNode, chain_time_s
+from flexgrid.chain.node import AnvilNode
 from flexgrid.cli.main import app
-from flexgrid.trading import PricingRule, RoundConfig, SealMode
+from flexgrid.trading import PricingRule
+from tests.conftest import MarketEnv
 
 pytestmark = pytest.mark.chain
 
@@ -37,26 +37,27 @@ def test_deploy_index_and_show_a_round(anvil: AnvilNode, tmp_path: Path) -> None
     assert "UnknownRound" in repr(result.exception)
 
     operator, dso, oracle = anvil.dev_accounts()[:3]
-    op = MarketClient(anvil.web3(), deployment, operator)
-    op.set_dso("cli-grid", dso.address)
+    market = MarketEnv(
+        w3=anvil.web3(),
+        deployment=deployment,
+        operator=operator,
+        dso=dso,
+        metering=dso,
+        oracle=oracle,
+        providers=[],
+        grid_id="cli-grid",
+        grid_model_hash="0x" + "44" * 32,
+    )
+    op = market.client()
+    op.set_dso(market.grid_id, dso.address)
     op.grant_oracle(oracle.address)
-    now = chain_time_s(anvil.web3())
     cfg = op.create_round(
-        RoundConfig(
-            round_id=0,
-            grid_id="cli-grid",
-            grid_model_hash="0x" + "44" * 32,
-            slot_start_s=now + 7200,
-            slot_seconds=900,
+        market.round_config(
             slot_count=96,
-            gate_closure_s=now + 3600,
             pricing_rule=PricingRule.DLMP,
-            seal_mode=SealMode.OPEN,
-            dispute_window_s=600,
             price_cap_eur_per_mwh=300.0,
             tolerance_bps=0,
             penalty_bps=0,
-            bid_deposit_eur=0.0,
         )
     )
     result = runner.invoke(

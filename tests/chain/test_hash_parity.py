@@ -28,7 +28,6 @@ from flexgrid.trading import (
     ClearingResult,
     Direction,
     FlexOffer,
-    FlexRequest,
     MeterReading,
     P2POrder,
     Side,
@@ -37,7 +36,18 @@ from flexgrid.trading import (
 )
 from flexgrid.trading.merkle import MeteringTree, TradeTree
 from flexgrid.trading.units import UINT16_MAX, UINT32_MAX, UINT64_MAX, UINT256_MAX
+from tests.chain.test_market import make_request
 from tests.conftest import MarketEnv
+
+# Hypothesis settings of the tests that build one round on chain per example. No shrinking: every
+# example builds a round on chain, and a failure prints its trees anyway.
+ON_CHAIN_ROUNDS = settings(
+    derandomize=True,
+    deadline=None,
+    database=None,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
+)
 
 pytestmark = pytest.mark.chain
 
@@ -138,32 +148,15 @@ def test_python_merkle_proofs_verify_on_chain(market_env: MarketEnv) -> None:
     op, dso = env.client(), env.client(env.dso)
     checked: list[int] = []
 
-    # No shrinking: every example builds a round on chain, and a failure prints its trees anyway.
-    @settings(
-        max_examples=TREES,
-        derandomize=True,
-        deadline=None,
-        database=None,
-        phases=[Phase.explicit, Phase.generate],
-        suppress_health_check=[
-            HealthCheck.too_slow,
-            HealthCheck.data_too_large,
-            HealthCheck.large_base_example,
-        ],
-    )
+    @settings(ON_CHAIN_ROUNDS, max_examples=TREES)
     @given(st.data())
     def check(data: st.DataObject) -> None:
         snap = snapshot(env.w3)
         try:
             cfg = op.create_round(env.round_config())
             request = dso.submit_request(
-                FlexRequest(
-                    round_id=cfg.round_id,
-                    bus=0,
-                    direction=Direction.UP,
-                    slots=(0, 1, 2, 3),
-                    kw=(1000.0,) * 4,
-                    price_cap_eur_per_mwh=500.0,
+                make_request(
+                    cfg.round_id, bus=0, slots=(0, 1, 2, 3), kw=(1000.0,) * 4, price_cap_eur_per_mwh=500.0
                 )
             )  # 500 EUR escrowed: every single charge below fits
             leaf = st.builds(
@@ -228,18 +221,7 @@ def test_python_metering_proofs_and_settlement_agree_with_chain(market_env: Mark
     op, dso = env.client(), env.client(env.dso)
     checked: list[int] = []
 
-    @settings(
-        max_examples=10,
-        derandomize=True,
-        deadline=None,
-        database=None,
-        phases=[Phase.explicit, Phase.generate],
-        suppress_health_check=[
-            HealthCheck.too_slow,
-            HealthCheck.data_too_large,
-            HealthCheck.large_base_example,
-        ],
-    )
+    @settings(ON_CHAIN_ROUNDS, max_examples=10)
     @given(st.data())
     def check(data: st.DataObject) -> None:
         snap = snapshot(env.w3)
@@ -248,13 +230,8 @@ def test_python_metering_proofs_and_settlement_agree_with_chain(market_env: Mark
             penalty_bps = data.draw(st.integers(0, 10_000))
             cfg = op.create_round(env.round_config(tolerance_bps=tolerance_bps, penalty_bps=penalty_bps))
             request = dso.submit_request(
-                FlexRequest(
-                    round_id=cfg.round_id,
-                    bus=0,
-                    direction=Direction.UP,
-                    slots=(0, 1, 2, 3),
-                    kw=(1000.0,) * 4,
-                    price_cap_eur_per_mwh=500.0,
+                make_request(
+                    cfg.round_id, bus=0, slots=(0, 1, 2, 3), kw=(1000.0,) * 4, price_cap_eur_per_mwh=500.0
                 )
             )
             assert request.order_id is not None

@@ -12,6 +12,7 @@ from flexgrid.chain.indexer import EventIndexer, round_events, round_orders
 from flexgrid.chain.node import mine, revert_to, snapshot
 from flexgrid.store import ChainEvent, init_db, make_engine
 from flexgrid.trading import Direction, FlexOffer, FlexRequest, RoundConfig
+from tests.chain.test_market import make_p2p, make_request
 from tests.conftest import MarketEnv
 
 pytestmark = pytest.mark.chain
@@ -38,8 +39,8 @@ def _round_with_orders(
     op = market.client()
     cfg = op.create_round(market.round_config())
     request = market.client(market.dso).submit_request(
-        FlexRequest(
-            round_id=cfg.round_id,
+        make_request(
+            cfg.round_id,
             bus=4,
             direction=Direction.DOWN,
             slots=(1, 2),
@@ -176,21 +177,13 @@ def test_follow_indexes_new_blocks_until_stopped(market: MarketEnv, engine: Engi
 
 def test_indexed_orders_rebuild_the_contracts_order_accumulator(market: MarketEnv, engine: Engine) -> None:
     from flexgrid.chain.indexer import accepted_order_hashes
-    from flexgrid.trading import P2POrder, Side
+    from flexgrid.trading import Side
     from flexgrid.trading.canonical import order_accumulator
 
     cfg, _, _ = _round_with_orders(market, offers=2)
     trader = market.providers[4]
-    order = P2POrder(
-        trader=trader.address,
-        round_id=cfg.round_id,
-        bus=4,
-        side=Side.SELL,
-        slot=0,
-        kw=2.0,
-        limit_price_eur_per_mwh=50.0,
-        nonce=cfg.round_id << 64,
-        expiry_s=market.now_s() + 1000,
+    order = make_p2p(
+        market, cfg.round_id, 4, bus=4, side=Side.SELL, slot=0, kw=2.0, limit_price_eur_per_mwh=50.0
     )
     market.client().submit_p2p_orders([order.sign(trader, market.deployment.domain)])
     EventIndexer(market.w3, market.deployment, engine).run_once()

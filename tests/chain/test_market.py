@@ -45,6 +45,32 @@ def make_offer(env: MarketEnv, round_id: int, provider_index: int = 0, **over: o
     return FlexOffer(**base)  # type: ignore[arg-type]
 
 
+def make_request(round_id: int, **over: object) -> FlexRequest:
+    """A DSO's FlexRequest for `round_id`: 10 kW UP at bus 1 in slot 0, capped at 100 EUR/MWh."""
+    base: dict[str, object] = dict(
+        round_id=round_id, bus=1, direction=Direction.UP, slots=(0,), kw=(10.0,), price_cap_eur_per_mwh=100.0
+    )
+    base.update(over)
+    return FlexRequest(**base)  # type: ignore[arg-type]
+
+
+def make_p2p(env: MarketEnv, round_id: int, trader_index: int, **over: object) -> P2POrder:
+    """A P2P order of provider `trader_index`: buy 8 kW at bus 3 in slot 1, limit 150 EUR/MWh."""
+    base: dict[str, object] = dict(
+        trader=env.providers[trader_index].address,
+        round_id=round_id,
+        bus=3,
+        side=Side.BUY,
+        slot=1,
+        kw=8.0,
+        limit_price_eur_per_mwh=150.0,
+        nonce=round_id << 64,
+        expiry_s=env.now_s() + 1000,
+    )
+    base.update(over)
+    return P2POrder(**base)  # type: ignore[arg-type]
+
+
 def test_a_round_runs_from_request_to_withdrawal(market: MarketEnv) -> None:
     op, dso = market.client(), market.client(market.dso)
     provider = market.providers[0]
@@ -54,14 +80,7 @@ def test_a_round_runs_from_request_to_withdrawal(market: MarketEnv) -> None:
     assert op.round_config(cfg.round_id, grid_id=market.grid_id) == cfg
 
     request = dso.submit_request(
-        FlexRequest(
-            round_id=cfg.round_id,
-            bus=7,
-            direction=Direction.UP,
-            slots=(0, 1),
-            kw=(40.0, 40.0),
-            price_cap_eur_per_mwh=200.0,
-        )
+        make_request(cfg.round_id, bus=7, slots=(0, 1), kw=(40.0, 40.0), price_cap_eur_per_mwh=200.0)
     )
     assert request.dso == market.dso.address and request.order_id is not None
     # 2 slots * 40 kW * 0.25 h * 0.2 EUR/kWh = 4 EUR escrowed
@@ -151,16 +170,7 @@ def test_a_round_runs_from_request_to_withdrawal(market: MarketEnv) -> None:
 def test_claiming_a_leaf_twice_reverts_with_already_claimed(market: MarketEnv) -> None:
     op = market.client()
     cfg = op.create_round(market.round_config())
-    request = market.client(market.dso).submit_request(
-        FlexRequest(
-            round_id=cfg.round_id,
-            bus=1,
-            direction=Direction.UP,
-            slots=(0,),
-            kw=(10.0,),
-            price_cap_eur_per_mwh=100.0,
-        )
-    )
+    request = market.client(market.dso).submit_request(make_request(cfg.round_id))
     provider = market.providers[0]
     offer = make_offer(market, cfg.round_id, slots=(0,), min_kw=(0.0,), max_kw=(10.0,))
     order_hash = op.submit_offer(offer.sign(provider, market.deployment.domain))
@@ -211,14 +221,7 @@ def test_request_from_a_non_dso_reverts_with_a_typed_error(market: MarketEnv) ->
     cfg = market.client().create_round(market.round_config())
     with pytest.raises(ContractRevert) as info:
         market.client(market.providers[0]).submit_request(
-            FlexRequest(
-                round_id=cfg.round_id,
-                bus=1,
-                direction=Direction.UP,
-                slots=(0,),
-                kw=(1.0,),
-                price_cap_eur_per_mwh=10.0,
-            )
+            make_request(cfg.round_id, kw=(1.0,), price_cap_eur_per_mwh=10.0)
         )
     assert info.value.error_name == "Unauthorized"
     assert info.value.args_[0] == market.providers[0].address
@@ -270,17 +273,7 @@ def test_p2p_buy_order_escrows_its_value(market: MarketEnv) -> None:
     op = market.client()
     cfg = op.create_round(market.round_config())
     buyer = market.providers[2]
-    order = P2POrder(
-        trader=buyer.address,
-        round_id=cfg.round_id,
-        bus=3,
-        side=Side.BUY,
-        slot=1,
-        kw=8.0,
-        limit_price_eur_per_mwh=150.0,
-        nonce=cfg.round_id << 64,
-        expiry_s=market.now_s() + 1000,
-    )
+    order = make_p2p(market, cfg.round_id, 2)
     op.submit_p2p_orders([order.sign(buyer, market.deployment.domain)])
     # 8 kW * 0.25 h * 0.15 EUR/kWh = 0.3 EUR
     assert op.escrow_of_micro(cfg.round_id, buyer.address) == (300_000, 0)

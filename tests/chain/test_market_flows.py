@@ -6,8 +6,8 @@ import pytest
 
 from flexgrid.chain.market import commitment
 from flexgrid.errors import ContractRevert
-from flexgrid.trading import ClearingResult, Direction, FlexRequest, RoundState, SealMode
-from tests.chain.test_market import make_offer
+from flexgrid.trading import ClearingResult, FlexRequest, RoundState, SealMode
+from tests.chain.test_market import make_offer, make_request
 from tests.conftest import MarketEnv
 
 pytestmark = pytest.mark.chain
@@ -58,14 +58,7 @@ def _committed_round(market: MarketEnv) -> tuple[int, FlexRequest]:
     op = market.client()
     cfg = op.create_round(market.round_config())
     request = market.client(market.dso).submit_request(
-        FlexRequest(
-            round_id=cfg.round_id,
-            bus=2,
-            direction=Direction.UP,
-            slots=(0,),
-            kw=(100.0,),
-            price_cap_eur_per_mwh=400.0,
-        )
+        make_request(cfg.round_id, bus=2, kw=(100.0,), price_cap_eur_per_mwh=400.0)
     )  # 100 kW * 0.25 h * 0.4 EUR/kWh = 10 EUR escrowed
     market.time_travel(cfg.gate_closure_s)
     market.client(market.oracle).commit_clearing(

@@ -7,7 +7,7 @@ from sqlmodel import Session, func, select
 
 from flexgrid.chain.indexer import EventIndexer, round_orders
 from flexgrid.store import ChainEvent, init_db, make_engine
-from flexgrid.trading import Direction, FlexRequest
+from tests.chain.test_market import make_request
 from tests.conftest import MarketEnv
 
 pytestmark = pytest.mark.chain
@@ -22,14 +22,7 @@ def test_indexer_writes_to_postgresql_by_url(
     init_db(engine)
     cfg = market.client().create_round(market.round_config())
     request = market.client(market.dso).submit_request(
-        FlexRequest(
-            round_id=cfg.round_id,
-            bus=1,
-            direction=Direction.UP,
-            slots=(0,),
-            kw=(3.5,),
-            price_cap_eur_per_mwh=42.0,
-        )
+        make_request(cfg.round_id, kw=(3.5,), price_cap_eur_per_mwh=42.0)
     )
     indexer = EventIndexer(market.w3, market.deployment, engine)
     assert indexer.run_once().orders_added == 1
