@@ -59,6 +59,7 @@ from flexgrid.grid import BUILTIN_NETS, build_view, load_net, synthetic_profiles
 from flexgrid.market import clear_market
 from flexgrid.monitoring import build_model
 from flexgrid.opf.validate import validate_ac
+from flexgrid.oracle.ciphertexts import match_off_chain, off_chain_ciphertexts
 from flexgrid.oracle.inputs import OracleInputError, RoundInputs, read_round_inputs
 from flexgrid.oracle.publication import (
     FORMAT,
@@ -72,10 +73,10 @@ from flexgrid.oracle.publication import (
     write_publication,
 )
 from flexgrid.oracle.risk_check import ac_json, load_margin_percent, n1_summary, risk_check, stressed_slot
-from flexgrid.store.db import init_db
+from flexgrid.store.db import init_db, make_engine
 from flexgrid.trading.canonical import canonical_inputs, input_hash
 from flexgrid.trading.merkle import TradeTree
-from flexgrid.trading.models import ClearingResult, RoundConfig, RoundState, SealMode
+from flexgrid.trading.models import ClearingResult, RoundState, SealMode
 from flexgrid.trading.sealing import OpenedCommitment, commitments_from_events, open_commitments, revealable
 
 CRASH_ENV = "FLEXGRID_ORACLE_CRASH_AT"
@@ -139,6 +140,9 @@ class OracleSettings:
     # `<round_keys_dir>/round-<id>.key` holding the hex; without it sealed offers stay closed
     round_secrets: dict[int, str] = field(default_factory=dict)
     round_keys_dir: Path | None = None
+    # where ciphertexts sent through the API are stored (`flexgrid.oracle.ciphertexts`): the
+    # API's database URL; default: the oracle's own database (the two share it by default)
+    ciphertexts_db_url: str | None = None
 
     def round_secret(self, round_id: int) -> str | None:
         if round_id in self.round_secrets:
@@ -194,6 +198,7 @@ class Oracle:
         self.indexer = EventIndexer(w3, deployment, engine)
         self.log: Log = log or (lambda _msg: None)
         init_db(engine)
+        self.ciphertext_engine = make_engine(settings.ciphertexts_db_url) if settings.ciphertexts_db_url else engine
 
     # -- checkpoints -----------------------------------------------------------------------------
 
@@ -309,26 +314,48 @@ class Oracle:
 
     # -- encrypted rounds ------------------------------------------------------------------------
 
-    def _open_sealed(self, round_id: int, secret: str) -> list[OpenedCommitment]:
+    def _sealed_inputs(self, round_id: int) -> tuple[list[dict[str, Any]], dict[str, str], list[dict[str, str]]]:
+        """The round's `OfferCommitted` events, the ciphertexts received through the API matched
+        to them by commitment (for commitments whose calldata carries none), and the received
+        ciphertexts that match no commitment (each with the reason)."""
         events = round_events(self.engine, self.deployment, round_id, "OfferCommitted")
+        received = off_chain_ciphertexts(
+            self.ciphertext_engine, self.deployment.chain_id, self.deployment.market, round_id
+        )
+        matched, unmatched = match_off_chain(events, received)
+        return events, matched, unmatched
+
+    def _open_sealed(
+        self, round_id: int, secret: str, events: list[dict[str, Any]], off_chain: dict[str, str]
+    ) -> list[OpenedCommitment]:
         return open_commitments(
-            commitments_from_events(events), secret, round_id=round_id, domain=self.deployment.domain
+            commitments_from_events(events, off_chain), secret, round_id=round_id, domain=self.deployment.domain
         )
 
     def _reveal_encrypted(self, round_id: int) -> str:
-        """In the reveal window of an ENCRYPTED round: open the ciphertexts committed on chain with
-        the round's secret key and reveal those not revealed yet (idempotent: the chain says which
-        commitments are closed). Returns a short note for the outcome."""
+        """In the reveal window of an ENCRYPTED round: open the ciphertexts (from the calldata, or
+        received through the API) with the round's secret key and reveal those not revealed yet
+        (idempotent: the chain says which commitments are closed). A commitment without any
+        ciphertext is a commit-reveal bid: its bidder reveals it. Returns a note for the outcome."""
         config = self.client.round_config(round_id)
         if config.seal_mode != SealMode.ENCRYPTED:
             return ""
         secret = self.settings.round_secret(round_id)
         if secret is None:
             return "no secret key for this ENCRYPTED round: its sealed offers stay closed; "
-        opened = self._open_sealed(round_id, secret)
+        events, off_chain, unmatched = self._sealed_inputs(round_id)
+        for u in unmatched:
+            self.log(f"round {round_id}: ciphertext of {u['provider']} for commitment {u['commitment']} "
+                     f"not used: {u['reason']}")
+        opened = self._open_sealed(round_id, secret, events, off_chain)
+        without = [o for o in opened if not o.ok and _ciphertext_source(_event_of(events, o.commitment), off_chain) == "none"]
         for o in opened:
-            if not o.ok:
-                self.log(f"round {round_id}: sealed commitment {o.commitment} of {o.provider} rejected: {o.problem}")
+            if not o.ok and o not in without:
+                self.log(f"round {round_id}: sealed commitment {o.commitment} of {o.provider}: its ciphertext "
+                         f"cannot be used ({o.problem}); rejected unless its bidder reveals it")
+        if without:
+            self.log(f"round {round_id}: {len(without)} commitments carry no ciphertext (none in calldata, none "
+                     "received through the API): commit-reveal bids, left to their bidders to reveal")
         pending = [o for o in opened if o.ok and not self.client.commitment_info(round_id, o.commitment)[1]]
         offers, salts = revealable(pending)
         if offers:
@@ -337,19 +364,81 @@ class Oracle:
             self.log(f"round {round_id}: revealed {len(offers)} sealed offers")
         return f"revealed {len(offers)} sealed offers; "
 
-    def _sealed_json(self, config: RoundConfig) -> dict[str, Any] | None:
-        """Commitments of an ENCRYPTED round that did not open (reported, never dropped silently)."""
+    def _sealed_json(self, inputs: RoundInputs) -> tuple[dict[str, Any] | None, dict[str, str]]:
+        """The report on an ENCRYPTED round's commitments, and the ciphertexts received off chain
+        that were matched to them (published as `sealedCiphertexts`); (None, {}) otherwise.
+
+        Each commitment is classified once the reveal window is over: `used` or `dropped` (with the
+        oracle's reason) when revealed, `sealedBy` saying how (`encryption`: its ciphertext opened;
+        `commit-reveal`: its bidder revealed it with the salt), or `rejected` with the reason when
+        it was not revealed. `ciphertext` says where its ciphertext came from (calldata, api, none)."""
+        config = inputs.config
+        round_id = config.round_id
         if config.seal_mode != SealMode.ENCRYPTED:
-            return None
-        secret = self.settings.round_secret(config.round_id)
-        if secret is None:
-            return {"opened": False, "rejected": []}
-        rejected = [
-            {"commitment": o.commitment.lower(), "provider": o.provider.lower(), "reason": str(o.problem)}
-            for o in self._open_sealed(config.round_id, secret)
-            if not o.ok
-        ]
-        return {"opened": True, "rejected": sorted(rejected, key=lambda r: r["commitment"])}
+            return None, {}
+        events, off_chain, unmatched = self._sealed_inputs(round_id)
+        secret = self.settings.round_secret(round_id)
+        opened = {o.commitment.lower(): o for o in self._open_sealed(round_id, secret, events, off_chain)} if secret else {}
+        revealed = {
+            str(e["args"]["commitment"]).lower(): str(e["args"]["orderHash"]).lower()
+            for e in round_events(self.engine, self.deployment, round_id, "OfferRevealed")
+        }
+        used = {str(o.order_id).lower() for o in inputs.offers}
+        dropped = {d.order_hash.lower(): d.reason for d in inputs.dropped}
+        entries: list[dict[str, Any]] = []
+        for e in events:
+            c = str(e["args"]["commitment"]).lower()
+            source = _ciphertext_source(e, off_chain)
+            entry: dict[str, Any] = {"commitment": c, "provider": str(e["args"]["provider"]).lower(), "ciphertext": source}
+            o = opened.get(c)
+            problem = None if o is None or o.ok else str(o.problem)
+            if secret is None:
+                problem = "not opened: this oracle does not hold the round's secret key"
+            elif source == "none":
+                problem = "no ciphertext: none in the commitOffer calldata and none received through the API"
+            h = revealed.get(c)
+            if h is None:
+                if o is not None and o.ok:
+                    entry.update(status="rejected", orderHash=str(o.order_hash).lower(),
+                                 reason="its ciphertext opens to a valid offer, but it was not revealed in the reveal window")
+                else:
+                    entry.update(status="rejected", reason=f"{problem}; not revealed by its bidder either")
+            else:
+                entry.update(orderHash=h, sealedBy="encryption" if o is not None and o.ok else "commit-reveal")
+                if h in used:
+                    entry["status"] = "used"
+                elif h in dropped:
+                    entry.update(status="dropped", reason=dropped[h])
+                else:
+                    entry.update(status="rejected", reason="revealed, but not among the round's accepted orders")
+                if problem is not None and source != "none" and secret is not None:
+                    entry["ciphertextProblem"] = problem  # a damaged ciphertext, revealed by its bidder's salt
+            entries.append(entry)
+        entries.sort(key=lambda x: x["commitment"])
+        counts = {s: sum(1 for x in entries if x["status"] == s) for s in ("used", "dropped", "rejected")}
+        by = {s: sum(1 for x in entries if x.get("sealedBy") == s and x["status"] != "rejected")
+              for s in ("encryption", "commit-reveal")}
+        self.log(
+            f"round {round_id}: {len(entries)} sealed commitments: {counts['used']} used, {counts['dropped']} dropped, "
+            f"{counts['rejected']} rejected; revealed from a ciphertext {by['encryption']} "
+            f"({sum(1 for x in entries if x['ciphertext'] == 'api' and x.get('sealedBy') == 'encryption')} "
+            f"received through the API), by their bidders (commit-reveal) {by['commit-reveal']}"
+        )
+        for x in entries:
+            if x["status"] != "used":
+                self.log(f"round {round_id}: sealed commitment {x['commitment']} of {x['provider']} {x['status']}: "
+                         f"{x['reason']}")
+        sealed = {
+            "opened": secret is not None,
+            "commitments": entries,
+            "counts": counts,
+            "rejected": [
+                {"commitment": x["commitment"], "provider": x["provider"], "reason": x["reason"]}
+                for x in entries if x["status"] == "rejected"
+            ],
+            "unmatchedCiphertexts": sorted(unmatched, key=lambda u: (u["commitment"], u["provider"])),
+        }
+        return sealed, dict(sorted(off_chain.items()))
 
     def _publish_round_key(self, round_id: int) -> None:
         """After the commit of an ENCRYPTED round: publish its secret key once (checked on chain)."""
@@ -438,7 +527,7 @@ class Oracle:
                 "the last claims will revert with RoundUnderfunded"
             )
         notes = list(outcome.notes)
-        sealed = self._sealed_json(config)
+        sealed, sealed_ciphertexts = self._sealed_json(inputs)
         if sealed is not None and not sealed["opened"]:
             notes.append("ENCRYPTED round without its secret key here: only offers revealed on chain are used")
         uri = publication_uri(
@@ -488,6 +577,8 @@ class Oracle:
             "risk": {**risk.to_json(), "forecastMargin": forecast, "n1": n1},
             "sealed": sealed,
         }
+        if sealed is not None:  # the ciphertexts received through the API: the auditor opens them too
+            doc["sealedCiphertexts"] = sealed_ciphertexts
         self._save(
             cp,
             Stage.SOLVED,
@@ -738,6 +829,18 @@ class Oracle:
         self._publish_round_key(cp.round_id)
         self._save(cp, Stage.PUBLISHED)
         self.log(f"round {cp.round_id}: published {path}")
+
+
+def _event_of(events: list[dict[str, Any]], commitment: str) -> dict[str, Any]:
+    return next(e for e in events if str(e["args"]["commitment"]).lower() == commitment.lower())
+
+
+def _ciphertext_source(event: dict[str, Any], off_chain: dict[str, str]) -> str:
+    """Where a commitment's ciphertext came from: `calldata`, `api` (received off chain) or `none`."""
+    raw = event["args"].get("ciphertext") or "0x"
+    if raw not in ("0x", ""):
+        return "calldata"
+    return "api" if str(event["args"]["commitment"]).lower() in off_chain else "none"
 
 
 def reindex_publications(
