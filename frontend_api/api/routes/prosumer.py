@@ -334,7 +334,13 @@ def _store_ciphertext(service: FlexGridService, db: DbDep, body: CommitIn, sende
                            round_id=config.round_id, commitment=bytes(args["commitment_"]), provider=sender,
                            ciphertext=raw)
     created = row.id is None
-    db.commit()
+    from sqlalchemy.exc import IntegrityError
+
+    try:
+        db.commit()
+    except IntegrityError:  # the same commitment stored by a concurrent request
+        db.rollback()
+        raise InputError("commitment", "a ciphertext is already stored for this commitment") from None
     return row if created else None
 
 
