@@ -20,7 +20,12 @@ configuration); `verify_round` is pure and checks, each as a named `Finding`:
 - `trade-root`: the published trades hash to the committed root and total payout;
 - `trades`: each trade is for a used order and its participant, in one of its slots, within its
   power, with a payment that follows from its price and power, and at the price the pricing rule
-  allows where that is checkable without a solver (pay-as-bid, uniform);
+  allows where that is checkable without a solver (pay-as-bid, uniform), no offer paid below its bid,
+  no request charged above its cap;
+- `funded-pricing` (rounds settled on chain, `clearing.fundedOnly`): every FlexOffer and FlexRequest
+  leaf is recomputed from the certificate's offer-to-request assignment and duals by the funded rule
+  (`flexgrid.market.clearing.funded_leaves`; DLMP prices from the duals), and the payer leaves
+  cover the payee leaves;
 - `sealed` (ENCRYPTED rounds): the round key was published and matches the round's public key, every
   ciphertext opens, and the offers used are exactly the ones sealed before gate closure;
 - `metering-root` (when committed and published with readings): the readings hash to the root;
@@ -49,6 +54,7 @@ from flexgrid.trading.canonical import canonical_inputs, canonical_json, order_a
 from flexgrid.trading.eip712 import Eip712Domain, digest, recover_signer
 from flexgrid.trading.merkle import MeteringTree, TradeTree
 from flexgrid.trading.models import (
+    Direction,
     FlexOffer,
     FlexRequest,
     MeterReading,
@@ -420,7 +426,11 @@ def verify_round(
     report.add("trade-root", problems, f"{len(trades)} leaves, root {root}")
 
     # -- trades against their orders ----------------------------------------------------------------------
-    report.add("trades", _check_trades(trades, {_order_hash(o): o for o in used}, rc))
+    funded = bool((doc.get("clearing") or {}).get("fundedOnly", False))
+    report.add("trades", _check_trades(trades, {_order_hash(o): o for o in used}, rc, funded=funded))
+    if funded:
+        report.add("funded-pricing", _check_funded(doc, trades, used, rc, view),
+                   "every FlexOffer/FlexRequest leaf is the funded pricing of the certificate's assignment")
 
     # -- sealed offers ---------------------------------------------------------------------------------------
     if rc_chain.seal_mode == SealMode.ENCRYPTED:
@@ -529,7 +539,8 @@ def _same_prices(a: Any, b: Any) -> bool:
     return x.shape == y.shape and bool(np.all(np.abs(x - y) <= 1.5e-6))
 
 
-def _check_trades(trades: Sequence[Trade], used: Mapping[str, Order], rc: RoundConfig) -> list[str]:
+def _check_trades(trades: Sequence[Trade], used: Mapping[str, Order], rc: RoundConfig, *,
+                  funded: bool = False) -> list[str]:
     problems: list[str] = []
     seen: set[tuple[str, int]] = set()
     slot_s = rc.slot_seconds
@@ -571,7 +582,10 @@ def _check_trades(trades: Sequence[Trade], used: Mapping[str, Order], rc: RoundC
             if rc.pricing_rule == PricingRule.PAY_AS_BID and t.price_micro_per_mwh != o.price_micro_per_mwh:
                 problems.append(f"{where}: paid {t.price_micro_per_mwh} micro/MWh, pay-as-bid gives its bid "
                                 f"{o.price_micro_per_mwh}")
-            if rc.pricing_rule == PricingRule.UNIFORM:
+            if t.price_micro_per_mwh < o.price_micro_per_mwh:
+                problems.append(f"{where}: paid {t.price_micro_per_mwh} micro/MWh, below its bid "
+                                f"{o.price_micro_per_mwh}")
+            if rc.pricing_rule == PricingRule.UNIFORM and not funded:  # funded: checked by funded-pricing
                 want = best_bid[(t.slot, int(o.direction))]
                 if t.price_micro_per_mwh != want:
                     problems.append(f"{where}: paid {t.price_micro_per_mwh} micro/MWh, the uniform price of "
@@ -579,6 +593,99 @@ def _check_trades(trades: Sequence[Trade], used: Mapping[str, Order], rc: RoundC
         if isinstance(o, FlexRequest) and t.price_micro_per_mwh > o.price_cap_micro_per_mwh:
             problems.append(f"{where}: the DSO is charged {t.price_micro_per_mwh} micro/MWh, above its cap "
                             f"{o.price_cap_micro_per_mwh}")
+    return problems
+
+
+def _check_funded(doc: Mapping[str, Any], trades: Sequence[Trade], orders: Sequence[Order], rc: RoundConfig,
+                  view: Any) -> list[str]:
+    """A round settled on chain (`clearing.fundedOnly`): recompute every FlexOffer and FlexRequest leaf
+    from the certificate's assignment, the round's pricing rule and the orders
+    (`flexgrid.market.clearing.funded_leaves`: the watts of each offer-to-request pair are priced at
+    the offer's rule price within [bid, the request's cap]; offers are paid the mean of their pairs'
+    prices rounded down, requests charged it rounded up), and check that the payer leaves cover the
+    payee leaves. VCG prices need a re-solve (`--resolve`): without it only the quantities
+    and the bounds of the prices are checked (bid, caps)."""
+    import numpy as np
+
+    from flexgrid.market import Certificate
+    from flexgrid.market.certificate import assignment_from_certificate, dlmp_from_duals
+    from flexgrid.market.clearing import funded_allocation_w, funded_leaves, leaf_order_id, price_to_micro
+
+    problems: list[str] = []
+    payee = sum(t.payment_micro for t in trades if t.payment_micro > 0)
+    payer = -sum(t.payment_micro for t in trades if t.payment_micro < 0)
+    if payee > payer:
+        problems.append(f"the payee leaves ({payee} micro) exceed the payer leaves ({payer} micro): "
+                        "the requests' escrow cannot pay them")
+    cert_doc = doc.get("certificate")
+    if cert_doc is None:
+        return [*problems, "no certificate: the funded prices cannot be recomputed"]
+    cert = Certificate(dict(cert_doc))
+    ordered = sorted(orders, key=lambda o: str(o.order_id))
+    offers = [o for o in ordered if isinstance(o, FlexOffer)]
+    requests = [o for o in ordered if isinstance(o, FlexRequest)]
+    off_entries = [(i, k) for i, o in enumerate(offers) for k in range(len(o.slots))]
+    req_entries = [(i, k) for i, r in enumerate(requests) for k in range(len(r.slots))]
+    rule = PricingRule(rc.pricing_rule)
+    try:
+        pair_e, pair_q, a_mw = assignment_from_certificate(cert)
+        if len(pair_e) and (pair_e.max() >= len(off_entries) or pair_q.max() >= len(req_entries)):
+            return [*problems, "the certificate's assignment does not match the orders used"]
+        pair_w = funded_allocation_w(pair_e, pair_q, a_mw, [offers[i].max_power_w[k] for i, k in off_entries],
+                                     [requests[i].power_w[k] for i, k in req_entries])
+        rule_micro: list[int] | None = None
+        published = {(t.order_id.lower(), t.slot): t for t in trades}
+        if rule == PricingRule.DLMP:
+            if view is None:
+                return [*problems, "the grid model is not available: the DLMP prices cannot be recomputed"]
+            lam = dlmp_from_duals(cert)
+            z = cert.doc["z"]
+            rho = (np.asarray(z["offer_cover"], dtype=float) / float(cert.doc["slot_h"])
+                   if "offer_cover" in z else np.zeros(len(off_entries)))
+            rule_micro = []
+            for e, (i, k) in enumerate(off_entries):
+                o = offers[i]
+                v = float(lam[view.node(o.bus), o.slots[k]])
+                rule_micro.append(price_to_micro(v + rho[e] if o.direction == Direction.UP else rho[e] - v))
+        elif rule == PricingRule.VCG:  # the externalities need a re-solve (--resolve): quantities and bounds here
+            rule_micro = [offers[i].price_micro_per_mwh for i, _ in off_entries]
+        fl = funded_leaves(rule, offers, requests, off_entries, req_entries, pair_e, pair_q, pair_w, rule_micro)
+    except (FlexGridError, KeyError, TypeError, ValueError, IndexError) as exc:
+        return [*problems, f"the funded prices cannot be recomputed from the certificate: {exc}"]
+    want: dict[tuple[str, int], tuple[int, int]] = {}
+    for e, (i, k) in enumerate(off_entries):
+        if fl.offer_w[e] > 0:
+            key = (leaf_order_id(offers[i]).lower(), offers[i].slots[k])
+            want[key] = (fl.offer_w[e], fl.offer_price_micro[e])
+            t = published.get(key)
+            if rule == PricingRule.VCG and t is not None:
+                top = max(requests[req_entries[q][0]].price_cap_micro_per_mwh
+                          for q in pair_q[(pair_e == e) & (pair_w > 0)].tolist())
+                if t.price_micro_per_mwh > top:
+                    problems.append(f"{key[0]} slot {key[1]}: priced {t.price_micro_per_mwh} micro/MWh, above "
+                                    f"the highest cap {top} of the requests it serves")
+                want[key] = (fl.offer_w[e], t.price_micro_per_mwh)  # bounded here; the bid by `trades`
+    for q, (i, k) in enumerate(req_entries):
+        if fl.request_w[q] > 0:
+            want[(leaf_order_id(requests[i]).lower(), requests[i].slots[k])] = (fl.request_w[q],
+                                                                                fl.request_price_micro[q])
+    requests_leaves = {leaf_order_id(r).lower() for r in requests}
+    flex = {leaf_order_id(o).lower() for o in offers} | requests_leaves
+    have = {key: (t.power_w, t.price_micro_per_mwh) for key, t in published.items() if key[0] in flex}
+    for key in sorted(want.keys() - have.keys()):
+        problems.append(f"{key[0]} slot {key[1]}: funded pricing gives {want[key][0]} W at {want[key][1]} "
+                        "micro/MWh, the result has no such leaf")
+    for key in sorted(have.keys() - want.keys()):
+        problems.append(f"{key[0]} slot {key[1]}: the result has a leaf of {have[key][0]} W that the "
+                        "certificate's assignment does not give")
+    for key in sorted(want.keys() & have.keys()):
+        (w_want, p_want), (w_have, p_have) = want[key], have[key]
+        if w_want != w_have:
+            problems.append(f"{key[0]} slot {key[1]}: {w_have} W in the result, the certificate's assignment "
+                            f"gives {w_want} W")
+        if p_want != p_have and not (rule == PricingRule.VCG and key[0] in requests_leaves):
+            problems.append(f"{key[0]} slot {key[1]}: priced {p_have} micro/MWh, funded {rule.name} pricing "
+                            f"gives {p_want}")
     return problems
 
 

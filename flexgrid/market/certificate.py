@@ -90,6 +90,45 @@ class Certificate:
         return "0x" + keccak(self.to_json().encode()).hex()
 
 
+def _prices(d: dict[str, Any], zb: np.ndarray) -> np.ndarray:
+    # the same arithmetic as DispatchProblem.dlmp, so that the prices are bit for bit the engine's
+    scale = -1.0 / (float(d["base_mva"]) * float(d["slot_h"]))
+    t_count, n_node = int(d["slot_count"]), int(d["n_node"])
+    if d["per_node_balance"]:
+        return np.asarray((zb * scale).reshape(t_count, n_node).T)
+    return np.repeat((zb * scale)[None, :], n_node, 0)
+
+
+def dlmp_from_duals(cert: Certificate) -> np.ndarray:
+    """The DLMPs (node x slot, EUR/MWh, unrounded) recomputed from the certificate's balance duals."""
+    d = cert.doc
+    try:
+        return _prices(d, np.asarray(d["z"][d["balance_group"]], dtype=float))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError("certificate", f"malformed: {exc}") from exc
+
+
+def assignment_from_certificate(cert: Certificate) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(offer entry, request entry, MW) of every offer-to-request assignment variable, sorted by
+    (offer entry, request entry), read from the `offer_cover` and `request_cover` rows: an assignment
+    has +1 in its offer's `offer_cover` row and -1 in its request's `request_cover` row."""
+    d = cert.doc
+    empty = np.zeros(0, dtype=np.int64)
+    try:
+        groups = {str(g["name"]): g for g in d["groups"]}
+        if "offer_cover" not in groups or "request_cover" not in groups:
+            return empty, empty, np.zeros(0)
+        oc, rq = groups["offer_cover"], groups["request_cover"]
+        offer_of = {int(j): int(i) for i, j, v in zip(oc["i"], oc["j"], oc["v"], strict=True) if float(v) > 0}
+        request_of = {int(j): int(i) for i, j, v in zip(rq["i"], rq["j"], rq["v"], strict=True) if float(v) < 0}
+        x = np.asarray(d["x"], dtype=float)
+        cols = sorted(offer_of.keys() & request_of.keys(), key=lambda j: (offer_of[j], request_of[j]))
+        return (np.array([offer_of[j] for j in cols], dtype=np.int64),
+                np.array([request_of[j] for j in cols], dtype=np.int64), x[np.array(cols, dtype=np.int64)])
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise InputError("certificate", f"malformed: {exc}") from exc
+
+
 @dataclass(frozen=True)
 class Verification:
     ok: bool
@@ -125,13 +164,7 @@ def verify(cert: Certificate, *, tol_feas: float = 1e-6, tol_gap: float = 1e-6) 
     obj_err = abs(obj - float(d["objective"])) / max(1.0, abs(obj))
     if obj_err > 1e-9:
         reasons.append(f"stated objective {d['objective']} is not c'x = {obj}")
-    zb = z[d["balance_group"]]
-    scale = -1.0 / (float(d["base_mva"]) * float(d["slot_h"]))
-    t_count, n_node = int(d["slot_count"]), int(d["n_node"])
-    if d["per_node_balance"]:
-        prices = (zb * scale).reshape(t_count, n_node).T
-    else:
-        prices = np.repeat((zb * scale)[None, :], n_node, 0)
+    prices = _prices(d, z[d["balance_group"]])
     stated = np.asarray(d["dlmp_eur_per_mwh"], dtype=float)
     if stated.shape != prices.shape:
         reasons.append(f"price table has shape {stated.shape}, expected {prices.shape}")

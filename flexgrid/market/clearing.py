@@ -18,6 +18,11 @@ still clears, and says where and how much.
 - P2P orders are matched in a per-slot pool (energy sold = energy bought); each side pays or
   gets its DLMP plus the pool's price, so a buyer pays the seller's price plus the DLMP
   difference between them (the network charge).
+- Funded rounds (`funded_only`, settled on chain from the requests' escrow): offers are paired
+  only with requests whose cap is at least their bid, each pair's watts are priced at the offer's
+  rule price clamped to [bid, the request's cap], offers paid the mean over their pairs rounded
+  down, requests charged it rounded up (`funded_leaves`). The energy part of an UP offer's DLMP is
+  paid only as far as the requests' caps allow: nobody else funds it on chain.
 - Exclusive options (same provider and non-zero `exclusive_group`), minimum activation and
   `min_kw > 0` need binary variables: then the clearing is a MILP (HiGHS) and the gap is
   reported. With the SOCP formulation the binaries are chosen by the LinDistFlow MILP and the
@@ -28,7 +33,6 @@ still clears, and says where and how much.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -62,7 +66,6 @@ from flexgrid.trading import (
 )
 from flexgrid.trading.merkle import TradeTree
 from flexgrid.trading.units import (
-    WS_PER_MWH,
     eur_per_mwh_to_micro,
     kw_to_w,
     micro_to_eur,
@@ -269,6 +272,10 @@ def _build(view: GridView, profiles: Profiles, rc: RoundConfig, offers: list[Fle
             r_dir = np.array([int(requests[i].direction) for i, _ in req_entries])
             ok = ((o_slot[:, None] == r_slot[None, :]) & (o_dir[:, None] == r_dir[None, :])
                   & allowed[r_node[None, :], o_node[:, None]])
+            if funded_only:  # a request pays at most its cap: it is never paired with an offer bidding more
+                o_bid = np.array([offers[i].price_micro_per_mwh for i, _ in off_entries])
+                r_cap = np.array([requests[i].price_cap_micro_per_mwh for i, _ in req_entries])
+                ok &= o_bid[:, None] <= r_cap[None, :]
             pairs = np.argwhere(ok).astype(np.int64)
         if len(pairs):
             ab = m.add_block("assign", len(pairs), 1)
@@ -327,6 +334,99 @@ def _solve(b: _Built, view: GridView, profiles: Profiles, rc: RoundConfig, whole
     return b.problem.solve(), sol.mip_gap, notes
 
 
+
+
+def funded_allocation_w(pair_e: IntArray, pair_q: IntArray, a_mw: FloatArray, offer_max_w: Sequence[int],
+                        request_max_w: Sequence[int]) -> IntArray:
+    """Whole watts of each offer-to-request assignment of a funded clearing: the solved MW rounded to
+    the nearest watt (half up), then, should the pairs of one offer or request add up beyond its own
+    power, reduced from its last pairs. An offer's leaf is the sum of its pairs and a
+    request's leaf the sum of its pairs, so both sides of the funding balance count the same watts."""
+    w = np.floor(np.maximum(np.asarray(a_mw, dtype=float), 0.0) * 1e6 + 0.5).astype(np.int64)
+    for owner, limits in ((pair_e, offer_max_w), (pair_q, request_max_w)):
+        for idx in range(len(limits)):
+            sel = np.flatnonzero(owner == idx)
+            excess = int(w[sel].sum()) - int(limits[idx])
+            for s in sel[::-1]:
+                if excess <= 0:
+                    break
+                cut = min(excess, int(w[s]))
+                w[s] -= cut
+                excess -= cut
+    return w
+
+
+@dataclass(frozen=True)
+class FundedLeaves:
+    """The leaves of a funded clearing, per offer entry and per request entry (see `funded_leaves`)."""
+
+    offer_w: tuple[int, ...]
+    offer_price_micro: tuple[int, ...]  # micro-EUR/MWh; 0 where offer_w is 0
+    request_w: tuple[int, ...]
+    request_price_micro: tuple[int, ...]
+    pair_price_micro: tuple[int, ...]  # per pair: the rule's price clamped to [bid, the request's cap]
+
+
+def price_to_micro(price_eur_per_mwh: float) -> int:
+    """A computed price as the leaves carry it: rounded to `PRICE_DECIMALS`, never negative."""
+    return eur_per_mwh_to_micro(max(round(float(price_eur_per_mwh), PRICE_DECIMALS), 0.0))
+
+
+def funded_leaves(rule: PricingRule, offers: Sequence[FlexOffer], requests: Sequence[FlexRequest],
+                  off_entries: Sequence[tuple[int, int]], req_entries: Sequence[tuple[int, int]],
+                  pair_e: IntArray, pair_q: IntArray, pair_w: IntArray,
+                  rule_price_micro: Sequence[int] | None = None) -> FundedLeaves:
+    """Quantities and prices of a round settled on chain, in integers, so that by construction:
+
+    - the watts an offer entry sells to a request entry (one pair) are priced at the offer's rule price
+      clamped to [its bid, that request's cap]: `max(bid, min(rule price, cap))`. The rule price is the
+      bid (pay-as-bid), the highest bid of the offers bought in its slot and direction (uniform), or
+      `rule_price_micro` per offer entry (DLMP: the offer's locational marginal value, DLMP +
+      flexibility price for UP, flexibility price - DLMP for DOWN; VCG: bid + externality);
+    - an offer entry is paid the watt-weighted mean of its pairs' prices, rounded down to the
+      micro-euro per MWh (at least its bid: individually rational);
+    - a request entry is charged the watt-weighted mean of its pairs' prices, rounded up (at most its
+      cap), so that its value (rounded up) covers what the watts it is served are paid (rounded
+      down): the payer leaves cover the payee leaves.
+
+    Offers are only paired with requests whose cap is at least their bid (the clearing's eligibility),
+    so the clamp is never empty."""
+    n_off, n_req = len(off_entries), len(req_entries)
+    pe, pq, pw = pair_e.tolist(), pair_q.tolist(), pair_w.tolist()
+    offer_w = [0] * n_off
+    request_w = [0] * n_req
+    for e, q, w in zip(pe, pq, pw, strict=True):
+        if w > 0:
+            offer_w[e] += w
+            request_w[q] += w
+    bid = [offers[i].price_micro_per_mwh for i, _ in off_entries]
+    if rule == PricingRule.PAY_AS_BID:
+        base = bid
+    elif rule == PricingRule.UNIFORM:
+        smp: dict[tuple[int, int], int] = {}
+        for e, (i, k) in enumerate(off_entries):
+            if offer_w[e] > 0:
+                key = (offers[i].slots[k], int(offers[i].direction))
+                smp[key] = max(smp.get(key, 0), bid[e])
+        base = [smp.get((offers[i].slots[k], int(offers[i].direction)), 0) for i, k in off_entries]
+    else:
+        if rule_price_micro is None or len(rule_price_micro) != n_off:
+            raise InputError("rule_price_micro", f"the {rule.name} rule needs one price per offer entry")
+        base = [int(p) for p in rule_price_micro]
+    pair_price = [max(bid[e], min(base[e], requests[req_entries[q][0]].price_cap_micro_per_mwh))
+                  for e, q in zip(pe, pq, strict=True)]
+    offer_value = [0] * n_off  # watts x micro-price of each entry's pairs
+    request_value = [0] * n_req
+    for e, q, w, p in zip(pe, pq, pw, pair_price, strict=True):
+        if w > 0:
+            offer_value[e] += w * p
+            request_value[q] += w * p
+    offer_price = [offer_value[e] // offer_w[e] if offer_w[e] > 0 else 0 for e in range(n_off)]
+    request_price = [-(-request_value[q] // request_w[q]) if request_w[q] > 0 else 0 for q in range(n_req)]
+    return FundedLeaves(tuple(offer_w), tuple(offer_price), tuple(request_w), tuple(request_price),
+                        tuple(pair_price))
+
+
 def clear_market(
     net: pp.pandapowerNet,
     profiles: Profiles,
@@ -351,9 +451,11 @@ def clear_market(
     depend on it. `pricing` defaults to the round's rule.
 
     `funded_only=True` is for rounds settled on chain, where only escrowed money can pay: every
-    accepted offer then serves a FlexRequest (or is a matched P2P sale), no offer is bought
-    proactively, and each request's charge is its share of what the offers serving it are paid,
-    rounded up, so that the payer leaves always cover the payee leaves. Without it the clearing
+    accepted offer then serves a FlexRequest whose cap is at least its bid (or is a matched P2P
+    sale), no offer is bought proactively, and the leaves follow `funded_leaves`: each offer is paid
+    its rule's price clamped to [its bid, the caps of the requests it serves], each request charged
+    the mean of the prices of the watts it is served, rounded up (never above its cap), so that the
+    payer leaves always cover the payee leaves, under every pricing rule. Without it the clearing
     may buy offers where the grid's limits or the energy price make them worth it (proactive mode). Raises `InputError` for bad input and
     `SolverError` when a solve is not optimal.
     """
@@ -477,14 +579,10 @@ def clear_market(
     leaf_ids: dict[str, str] = {}
     balance_micro = 0
 
-    def add_trade(order: Order, participant: str | None, slot: int, mw: float, price: float, pays: bool) -> int:
+    def add_leaf(order: Order, participant: str | None, slot: int, power_w: int, price_micro: int, pays: bool) -> int:
         nonlocal balance_micro
-        kw = round(mw * 1e3, 3)
-        power_w = kw_to_w(kw)
         if power_w == 0:
             return 0
-        price_r = max(round(price, PRICE_DECIMALS), 0.0)
-        price_micro = eur_per_mwh_to_micro(price_r)
         if pays:
             micro = -value_micro_up(power_w, round_config.slot_seconds, price_micro)
         else:
@@ -493,34 +591,44 @@ def clear_market(
         lid = leaf_order_id(order)
         leaf_ids[lid] = str(order.order_id)
         trades.append(Trade(round_id=round_config.round_id, participant=participant or ZERO_ADDRESS, order_id=lid,
-                            slot=slot, kw=kw, price_eur_per_mwh=price_r, payment_eur=micro_to_eur(micro)))
+                            slot=slot, kw=power_w / 1e3, price_eur_per_mwh=price_micro / 1e6,
+                            payment_eur=micro_to_eur(micro)))
         return micro
 
-    paid_micro = np.zeros(len(built.off_entries), dtype=np.int64)
+    def add_trade(order: Order, participant: str | None, slot: int, mw: float, price: float, pays: bool) -> int:
+        kw = round(mw * 1e3, 3)
+        price_r = max(round(price, PRICE_DECIMALS), 0.0)
+        return add_leaf(order, participant, slot, kw_to_w(kw), eur_per_mwh_to_micro(price_r), pays)
 
-    def funded_request_price(q: int, y_mw: float) -> float:
-        # Pass-through: the request is charged its share of what each offer serving it is paid,
-        # at the lowest micro-price whose value (rounded up, as for every payer leaf) covers that
-        # share, so that the payer leaves cover the payee leaves to the micro-euro.
-        sel = np.flatnonzero(built.pairs[:, 1] == q) if len(built.pairs) else np.zeros(0, dtype=np.int64)
-        share_micro = sum(float(a_val[s]) / float(x_off[built.pairs[s, 0]]) * int(paid_micro[built.pairs[s, 0]])
-                          for s in sel if x_off[built.pairs[s, 0]] > 0)
-        target = math.ceil(share_micro - 1e-6)
-        power_w = kw_to_w(round(y_mw * 1e3, 3))
-        if target <= 0 or power_w == 0:
-            return 0.0
-        price_micro = math.ceil(target * WS_PER_MWH / (power_w * round_config.slot_seconds))
-        return price_micro / 1e6
-    for e, x in off_acc:
-        i, k = built.off_entries[e]
-        paid_micro[e] = add_trade(offers[i], offers[i].provider, offers[i].slots[k], float(x), offer_price(e),
-                                  pays=False)
-    for q, y in req_acc:
-        i, k = built.req_entries[q]
-        price = request_price(q)
-        if funded_only:
-            price = funded_request_price(q, float(y))
-        add_trade(requests[i], requests[i].dso, requests[i].slots[k], float(y), price, pays=True)
+    if funded_only:
+        # Chain-settled: whole-watt pairs, offers paid their rule's price within [bid, the lowest cap
+        # they serve], requests charged the mean of their offers' prices rounded up (`funded_leaves`).
+        pair_e = built.pairs[:, 0] if len(built.pairs) else np.zeros(0, dtype=np.int64)
+        pair_q = built.pairs[:, 1] if len(built.pairs) else np.zeros(0, dtype=np.int64)
+        pair_w = funded_allocation_w(
+            pair_e, pair_q, a_val, [offers[i].max_power_w[k] for i, k in built.off_entries],
+            [requests[i].power_w[k] for i, k in built.req_entries])
+        rule_micro = None
+        if rule == PricingRule.DLMP:  # every entry, as the auditor recomputes them from the certificate
+            rule_micro = [price_to_micro(offer_price(e)) for e in range(len(built.off_entries))]
+        elif rule == PricingRule.VCG:
+            rule_micro = [price_to_micro(vcg_price[i]) if i in vcg_price else offers[i].price_micro_per_mwh
+                          for i, _ in built.off_entries]
+        fl = funded_leaves(rule, offers, requests, built.off_entries, built.req_entries, pair_e, pair_q, pair_w,
+                           rule_micro)
+        for e, (i, k) in enumerate(built.off_entries):
+            add_leaf(offers[i], offers[i].provider, offers[i].slots[k], fl.offer_w[e], fl.offer_price_micro[e],
+                     pays=False)
+        for q, (i, k) in enumerate(built.req_entries):
+            add_leaf(requests[i], requests[i].dso, requests[i].slots[k], fl.request_w[q], fl.request_price_micro[q],
+                     pays=True)
+    else:
+        for e, x in off_acc:
+            i, k = built.off_entries[e]
+            add_trade(offers[i], offers[i].provider, offers[i].slots[k], float(x), offer_price(e), pays=False)
+        for q, y in req_acc:
+            i, k = built.req_entries[q]
+            add_trade(requests[i], requests[i].dso, requests[i].slots[k], float(y), request_price(q), pays=True)
     for j, q_ in p2p_acc:
         add_trade(p2p[j], p2p[j].trader, p2p[j].slot, float(q_), p2p_price(j), pays=p2p[j].side == Side.BUY)
     trades.sort(key=lambda t: (t.order_id, t.slot))
