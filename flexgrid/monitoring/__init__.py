@@ -1,5 +1,6 @@
 """Grid monitoring: state estimation from few meters with pseudo-measurements, bad data,
-uncertainty and observability; meter placement at minimum cost.
+uncertainty and observability; which meter channels a gross error can be found in (critical
+measurements and pairs); meter placement at minimum cost, optionally bad-data detectable.
 
 Pure computation on pandapower nets (via `build_model`), no I/O.
 """
@@ -26,19 +27,24 @@ from flexgrid.monitoring.measurements import (
 )
 from flexgrid.monitoring.network import NetworkModel, build_model
 from flexgrid.monitoring.placement import (
+    BAD_DATA_METER_TYPES,
     DEFAULT_METER_TYPES,
     MeterType,
     Placement,
+    add_bad_data_redundancy,
     best_k_meters,
     greedy_placement,
     milp_placement,
 )
 from flexgrid.monitoring.powerflow import BatchFlow, solve_batch
+from flexgrid.monitoring.redundancy import ChannelCheck, RedundancyReport, bad_data_redundancy
 from flexgrid.monitoring.simulation import TrialResult, run_trials, sample_injections
 
 __all__ = [
+    "BAD_DATA_METER_TYPES",
     "DEFAULT_METER_TYPES",
     "BatchFlow",
+    "ChannelCheck",
     "EstimationError",
     "Kind",
     "MeasurementSet",
@@ -48,9 +54,12 @@ __all__ = [
     "ObservabilityReport",
     "Placement",
     "PseudoConfig",
+    "RedundancyReport",
     "Source",
     "StateEstimate",
     "TrialResult",
+    "add_bad_data_redundancy",
+    "bad_data_redundancy",
     "best_k_meters",
     "build_model",
     "check_observability",

@@ -40,13 +40,16 @@ class Meter:
 
     Defaults (stated, overridable): voltage σ = 0.001 pu (a class-0.2 transducer, 0.2 % at about
     2σ), flow σ = 1 % of the reading with a floor of 0.1 kW/kvar (CT + transducer chain of a
-    secondary substation), current σ = 1 % of the reading.
+    secondary substation), current σ = 1 % of the reading. `injection`: the P/Q the bus's loads and
+    generators exchange with the grid (e.g. the meter of a secondary substation's transformer), with
+    the flow accuracy.
     """
 
     bus: int
     voltage: bool = True
     flow: bool = True
     current: bool = False
+    injection: bool = False
     v_sigma_pu: float = 0.001
     flow_sigma_rel: float = 0.01
     flow_sigma_floor_kw: float = 0.1
@@ -152,6 +155,15 @@ def meter_channels(model: NetworkModel, meters: Sequence[Meter]) -> Channels:
             s_rel.append(0.0)
             owner.append(mi)
             labels.append(f"{tag}: V")
+        floor_pu = m.flow_sigma_floor_kw / 1000.0 / model.base_mva
+        if m.injection:
+            for kd, q in ((Kind.P_INJ, "P"), (Kind.Q_INJ, "Q")):
+                kind.append(kd)
+                element.append(b)
+                s_abs.append(floor_pu)
+                s_rel.append(m.flow_sigma_rel)
+                owner.append(mi)
+                labels.append(f"{tag}: {q} injection")
         branches: list[tuple[int, bool]] = []
         if b == model.slack:
             for kk in np.flatnonzero(model.base_status & ((model.f == b) | (model.t == b))):
@@ -160,7 +172,6 @@ def meter_channels(model: NetworkModel, meters: Sequence[Meter]) -> Channels:
             feeding = parents[b]
             if feeding is not None:
                 branches.append((feeding, True))
-        floor_pu = m.flow_sigma_floor_kw / 1000.0 / model.base_mva
         for k, _ in branches:
             name = f"{model.branch_kind[k]} {int(model.branch_element[k])}"
             if m.flow:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from scipy.stats import norm
@@ -39,6 +40,7 @@ from flexgrid.monitoring.measurements import (
 )
 from flexgrid.monitoring.network import FloatArray, NetworkModel
 from flexgrid.monitoring.powerflow import solve_batch
+from flexgrid.monitoring.redundancy import RedundancyEvaluator, RedundancyReport
 from flexgrid.monitoring.threads import single_blas_thread
 
 
@@ -54,10 +56,11 @@ class MeterType:
     current: bool = False
     v_sigma_pu: float = 0.001
     flow_sigma_rel: float = 0.01
+    injection: bool = False
 
     def at(self, bus: int) -> Meter:
         return Meter(
-            bus=bus, voltage=self.voltage, flow=self.flow, current=self.current,
+            bus=bus, voltage=self.voltage, flow=self.flow, current=self.current, injection=self.injection,
             v_sigma_pu=self.v_sigma_pu, flow_sigma_rel=self.flow_sigma_rel, name=f"{self.name}@{bus}",
         )
 
@@ -65,6 +68,13 @@ class MeterType:
 DEFAULT_METER_TYPES: tuple[MeterType, ...] = (
     MeterType("voltage", 1500.0, flow=False),
     MeterType("voltage+flow", 4000.0),
+)
+# For bad-data redundancy: a third type that also meters the bus's load/generation (the secondary
+# substation's transformer), 5,500 EUR installed (stated assumption), so that a flow next to a
+# large load can be checked by Kirchhoff's law instead of by the load's 30-50 % forecast.
+BAD_DATA_METER_TYPES: tuple[MeterType, ...] = (
+    *DEFAULT_METER_TYPES,
+    MeterType("voltage+flow+load", 5500.0, injection=True),
 )
 
 
@@ -86,6 +96,13 @@ class Placement:
     curve: tuple[CurvePoint, ...]
     tolerance_pu: float
     probability: float
+    # with `bad_data_detectable=True`: the channel check of the final metering (substation included)
+    bad_data: RedundancyReport | None = None
+
+    @property
+    def bad_data_detectable(self) -> bool:
+        """Every meter channel (substation included) is "detectable" (see `bad_data_redundancy`)."""
+        return self.bad_data is not None and self.bad_data.all_detectable
 
     def as_meters(self, types: Sequence[MeterType] = DEFAULT_METER_TYPES) -> list[Meter]:
         by_name = {t.name: t for t in types}
@@ -164,8 +181,14 @@ def greedy_placement(
     pseudo: PseudoConfig | None = None,
     load_scale: float = 1.0,
     continue_after_target: int = 0,
+    bad_data_detectable: bool = False,
+    gross_error_sigma: float = 15.0,
 ) -> Placement:
-    """Cheapest meter set (greedy) meeting the accuracy target; the curve lists every step."""
+    """Cheapest meter set (greedy) meeting the accuracy target; the curve lists every step.
+
+    `bad_data_detectable`: then meters are added until a gross error of `gross_error_sigma` σ in any
+    meter channel is found and removed (`add_bad_data_redundancy`); `placement.bad_data` reports
+    every channel and the cost includes those meters (the curve stays the accuracy curve)."""
     z = _check_target(tolerance_pu, probability)
     if not meter_types:
         raise InputError("meter_types", "at least one meter type is needed")
@@ -235,7 +258,7 @@ def greedy_placement(
         if current_excess == 0 and met_at is None:
             met_at = len(chosen)
     final = curve[met_at] if met_at is not None else curve[-1]
-    return Placement(
+    placement = Placement(
         meters=final.meters,
         cost_eur=final.cost_eur,
         error_bound_pu=final.error_bound_pu,
@@ -245,6 +268,10 @@ def greedy_placement(
         tolerance_pu=tolerance_pu,
         probability=probability,
     )
+    if not bad_data_detectable:
+        return placement
+    return _with_bad_data(placement, model, ev, z, candidate_buses=candidate_buses, meter_types=meter_types,
+                          pseudo=pseudo, load_scale=load_scale, gross_error_sigma=gross_error_sigma)
 
 
 def _greedy_swap(ev: _Evaluator, gains: np.ndarray, n: int, k: int, first: int) -> tuple[list[int], float]:
@@ -339,6 +366,8 @@ def milp_placement(
     load_scale: float = 1.0,
     max_rounds: int = 20,
     time_limit_s: float = 20.0,
+    bad_data_detectable: bool = False,
+    gross_error_sigma: float = 15.0,
 ) -> Placement:
     """Minimum-cost meters by a MILP (HiGHS through `scipy.optimize.milp`).
 
@@ -350,7 +379,7 @@ def milp_placement(
     when robust); buses that miss the target get their requirement raised by the shortfall and
     the MILP is solved again (at most `max_rounds` times). All solves together stop after
     `time_limit_s` with the best solution found (then optimality is not proven; the result is
-    still checked exactly)."""
+    still checked exactly). `bad_data_detectable` as in `greedy_placement`."""
     from scipy import sparse
     from scipy.optimize import Bounds, LinearConstraint, milp
 
@@ -373,8 +402,14 @@ def milp_placement(
     need = np.clip(target - prec0, 0.0, None)
     rows = np.flatnonzero(need > 0)
     curve = [CurvePoint((), 0.0, float(z * std0.max()), int(model.bus_ids[int(np.argmax(std0))]))]
+    def finish(p: Placement) -> Placement:
+        if not bad_data_detectable:
+            return p
+        return _with_bad_data(p, model, ev, z, candidate_buses=candidate_buses, meter_types=meter_types,
+                              pseudo=pseudo, load_scale=load_scale, gross_error_sigma=gross_error_sigma)
+
     if rows.size == 0:
-        return Placement((), 0.0, curve[0].error_bound_pu, True, robust, tuple(curve), tolerance_pu, probability)
+        return finish(Placement((), 0.0, curve[0].error_bound_pu, True, robust, tuple(curve), tolerance_pu, probability))
     n_r = rows.size
     n_y = n_r if robust else 0
     one_per_bus = sparse.lil_matrix((len(buses), n_j + n_y))
@@ -431,5 +466,134 @@ def milp_placement(
         float(z * std.max()), int(model.bus_ids[int(np.argmax(std))]),
     )
     curve.append(point)
-    return Placement(point.meters, point.cost_eur, point.error_bound_pu, met, robust, tuple(curve),
-                     tolerance_pu, probability)
+    return finish(Placement(point.meters, point.cost_eur, point.error_bound_pu, met, robust, tuple(curve),
+                            tolerance_pu, probability))
+
+
+class _Step(NamedTuple):
+    gain: float  # shortfall removed per EUR
+    shortfall: float
+    bus: int
+    type_name: str
+    extra_cost: float
+    report: RedundancyReport
+
+
+@single_blas_thread
+def add_bad_data_redundancy(
+    model: NetworkModel,
+    meters: Sequence[tuple[int, str]] = (),
+    *,
+    candidate_buses: Sequence[int] | None = None,
+    meter_types: Sequence[MeterType] = DEFAULT_METER_TYPES,
+    pseudo: PseudoConfig | None = None,
+    load_scale: float = 1.0,
+    gross_error_sigma: float = 15.0,
+    required_probability: float = 0.98,
+    max_steps: int = 40,
+    lookahead_pool: int = 40,
+) -> tuple[tuple[tuple[int, str], ...], RedundancyReport]:
+    """Make a metering bad-data detectable: add meters (or give a metered bus a dearer type) until a
+    gross error of `gross_error_sigma` σ in any meter channel, the substation's included, is found and
+    removed with at least `required_probability` (`bad_data_redundancy`'s "detectable" status).
+
+    Cost-benefit greedy on the total shortfall of that probability over the channels; when no single
+    step lowers it (a new flow meter brings channels of its own that are not yet checked), the best
+    pair of steps among the `lookahead_pool` most promising is taken. Returns the meters (pandapower
+    bus, meter type name) and the channel report of the result; `report.all_detectable` says whether
+    it got there (the candidates may not allow it: see `report.messages()`)."""
+    types = {t.name: t for t in meter_types}
+    if not types:
+        raise InputError("meter_types", "at least one meter type is needed")
+    for b, name in meters:
+        if name not in types:
+            raise InputError("meters", f"bus {b}: meter type {name!r} is not among the meter types given")
+    ev = RedundancyEvaluator(model, pseudo, load_scale, gross_error_sigma=gross_error_sigma,
+                             required_probability=required_probability)
+    subs = [ev.meter_rows(substation_meter(model))]
+    cache: dict[tuple[int, str], tuple[FloatArray, tuple[str, ...]]] = {}
+
+    def rows(b: int, name: str) -> tuple[FloatArray, tuple[str, ...]]:
+        if (b, name) not in cache:
+            cache[(b, name)] = ev.meter_rows(types[name].at(b))
+        return cache[(b, name)]
+
+    def judge(state: dict[int, str]) -> RedundancyReport:
+        parts = subs + [rows(b, t) for b, t in state.items()]
+        return ev.report([p[0] for p in parts], [p[1] for p in parts])
+
+    state: dict[int, str] = {int(b): t for b, t in meters}
+    buses = _candidates(model, candidate_buses)
+    report = judge(state)
+    for _ in range(max_steps):
+        if report.all_detectable:
+            break
+        current = report.shortfall()
+        moves: list[tuple[int, str, float]] = []  # (bus, new type, extra cost)
+        for b in buses:
+            for mt in meter_types:
+                old = state.get(b)
+                extra = mt.cost_eur - (types[old].cost_eur if old is not None else 0.0)
+                if old != mt.name and extra > 0:
+                    moves.append((b, mt.name, extra))
+        if not moves:
+            break
+        singles: list[_Step] = []
+        for b, name, extra in moves:
+            r = judge({**state, b: name})
+            singles.append(_Step((current - r.shortfall()) / extra, r.shortfall(), b, name, extra, r))
+        best = max(singles, key=lambda s: s.gain)
+        if best.gain > 1e-12:
+            state[best.bus] = best.type_name
+            report = best.report
+            continue
+        pool = sorted(singles, key=lambda s: s.shortfall)[:lookahead_pool]
+        pair_best: tuple[float, dict[int, str], RedundancyReport] | None = None
+        for s1, s2 in itertools.combinations(pool, 2):
+            if s1.bus == s2.bus:
+                continue
+            trial = {**state, s1.bus: s1.type_name, s2.bus: s2.type_name}
+            r = judge(trial)
+            gain = (current - r.shortfall()) / (s1.extra_cost + s2.extra_cost)
+            if pair_best is None or gain > pair_best[0]:
+                pair_best = (gain, trial, r)
+        if pair_best is None or pair_best[0] <= 1e-12:
+            break
+        state, report = pair_best[1], pair_best[2]
+    return tuple(state.items()), report
+
+
+def _with_bad_data(
+    placement: Placement,
+    model: NetworkModel,
+    ev: _Evaluator,
+    z: float,
+    *,
+    candidate_buses: Sequence[int] | None,
+    meter_types: Sequence[MeterType],
+    pseudo: PseudoConfig | None,
+    load_scale: float,
+    gross_error_sigma: float,
+) -> Placement:
+    """The placement made bad-data detectable (`add_bad_data_redundancy`), its bound re-evaluated."""
+    meters, report = add_bad_data_redundancy(
+        model, placement.meters, candidate_buses=candidate_buses, meter_types=meter_types, pseudo=pseudo,
+        load_scale=load_scale, gross_error_sigma=gross_error_sigma,
+    )
+    types = {t.name: t for t in meter_types}
+    g = ev.g_base + sum((ev.gain_of(types[t].at(b)) for b, t in meters), np.zeros_like(ev.g_base))
+    std = ev.vm_std(g[None])[0]
+    bound = float(z * std.max())
+    if placement.robust:  # the added meters can only help; keep the robust bound already checked
+        bound = max(bound, placement.error_bound_pu)
+    return Placement(
+        meters=meters,
+        cost_eur=float(sum(types[t].cost_eur for _, t in meters)),
+        error_bound_pu=bound,
+        meets_target=placement.meets_target,
+        robust=placement.robust,
+        curve=placement.curve,
+        tolerance_pu=placement.tolerance_pu,
+        probability=placement.probability,
+        bad_data=report,
+    )
