@@ -6,8 +6,9 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -20,6 +21,18 @@ from frontend_api.core.seed import DemoMarket, seed_demo_market
 from frontend_api.core.service import FlexGridService
 from frontend_api.main import create_app
 from tests.api.wallet import sign_in
+
+
+def wait_for(check: Callable[[], Any], timeout_s: float = 30.0) -> Any:
+    """Poll `check` until it returns something true; its value."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.05)
 
 
 def free_port() -> int:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,21 +11,10 @@ from web3 import Web3
 
 from flexgrid.chain.market import MarketClient
 from frontend_api.models import ApiOrder
-from tests.api.conftest import Api
+from tests.api.conftest import Api, wait_for
 from tests.api.wallet import bearer, offer, personal_sign, sign_in, signed_offer_body, siwe_message
 
 pytestmark = [pytest.mark.chain, pytest.mark.xdist_group("api")]
-
-
-def wait_for(check: Callable[[], Any], timeout_s: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.05)
 
 
 def _gate(api: Api) -> int:

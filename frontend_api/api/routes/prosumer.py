@@ -14,6 +14,7 @@ from sqlmodel import col, select
 
 from flexgrid.assets.models import parse_asset
 from flexgrid.assets.offers import propose_offers
+from flexgrid.audit.verify import load_round_publication
 from flexgrid.errors import ContractRevert, InputError
 from flexgrid.oracle.ciphertexts import (
     MAX_CIPHERTEXT_BYTES,
@@ -22,10 +23,10 @@ from flexgrid.oracle.ciphertexts import (
     forget_ciphertext,
     store_ciphertext,
 )
-from flexgrid.oracle.publication import PublishedTrade
+from flexgrid.oracle.publication import trades_from_publication
 from flexgrid.store.encryption import get_private, put_private
 from flexgrid.store.tables import ChainEvent, OrderRecord
-from flexgrid.trading import FlexOffer, P2POrder, RoundState, SealMode
+from flexgrid.trading import FlexOffer, P2POrder, RoundState, SealMode, Trade
 from flexgrid.trading.eip712 import SignedOrder
 from flexgrid.trading.models import validate_for_round
 from frontend_api.api.deps import (
@@ -395,17 +396,46 @@ def my_order(order_hash: str, session: SessionDep, db: DbDep) -> OrderOut:
     return _order_out(row, indexed)
 
 
+def committed_trades(db: DbDep, service: FlexGridService, round_id: int | None) -> list[tuple[int, int, Trade]]:
+    """(round, leaf index, trade) of every committed result the API has indexed, read from the
+    publication at the URI the ClearingCommitted event names (the same source as the auditor's)."""
+    q = select(ChainEvent).where(ChainEvent.event == "ClearingCommitted") \
+        .where(ChainEvent.contract == service.deployment.market)
+    if round_id is not None:
+        q = q.where(ChainEvent.round_id == round_id)
+    latest: dict[int, ChainEvent] = {}
+    for ev in db.exec(q.order_by(col(ChainEvent.block_number), col(ChainEvent.log_index))).all():
+        if ev.round_id is not None:
+            latest[ev.round_id] = ev  # a result committed again after a dispute replaces the first
+    out = []
+    for rid, ev in sorted(latest.items()):
+        for i, t in enumerate(_publication_trades(ev.tx_hash, str(json.loads(ev.args_json).get("uri", "")))):
+            out.append((rid, i, t))
+    return out
+
+
+_trade_cache: dict[tuple[str, str], tuple[Trade, ...]] = {}
+
+
+def _publication_trades(tx_hash: str, uri: str) -> tuple[Trade, ...]:
+    key = (tx_hash, uri)
+    if key not in _trade_cache:
+        doc = load_round_publication(uri)
+        if doc is None:
+            return ()  # not readable (yet): nothing to show, try again next time
+        if len(_trade_cache) > 1000:
+            _trade_cache.clear()
+        _trade_cache[key] = tuple(trades_from_publication(doc))
+    return _trade_cache[key]
+
+
 @router.get("/trades", response_model=Page[TradeOut], summary="My trades in committed results")
 def my_trades(session: SessionDep, service: ServiceDep, db: DbDep, page: PageDep,
               round_id: Annotated[int | None, Query(ge=0, le=2**63)] = None) -> Page[TradeOut]:
-    q = select(PublishedTrade).where(PublishedTrade.participant == session.address) \
-        .where(PublishedTrade.market == service.deployment.market)
-    if round_id is not None:
-        q = q.where(PublishedTrade.round_id == round_id)
-    rows = db.exec(q.order_by(col(PublishedTrade.round_id), col(PublishedTrade.leaf_index))).all()
-    return paginate([TradeOut(round_id=t.round_id, leaf_index=t.leaf_index, order_hash=t.order_hash, slot=t.slot,
-                              kw=t.power_w / 1000, price_eur_per_mwh=t.price_micro_per_mwh / 1e6,
-                              payment_eur=t.payment_micro / 1e6) for t in rows], page)
+    me = session.address.lower()
+    return paginate([TradeOut(round_id=rid, leaf_index=i, order_hash=t.order_id, slot=t.slot, kw=t.kw,
+                              price_eur_per_mwh=t.price_eur_per_mwh, payment_eur=t.payment_eur)
+                     for rid, i, t in committed_trades(db, service, round_id) if t.participant.lower() == me], page)
 
 
 SETTLEMENT_EVENTS = ("PaymentSettled", "ChargeSettled", "Released", "Withdrawn")
