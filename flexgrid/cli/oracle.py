@@ -38,6 +38,11 @@ def run_cmd(
         Path | None,
         typer.Option("--round-keys", help="folder of ENCRYPTED rounds' secret keys (round-<id>.key, 0x hex)"),
     ] = None,
+    ciphertexts_db: Annotated[
+        str | None,
+        typer.Option("--ciphertexts-db-url", help="database where the API stores sealed-offer ciphertexts sent "
+                     "off chain (default: --database-url, which the API shares by default)"),
+    ] = None,
     formulation: Annotated[str, typer.Option(help="socp, lindistflow, dc or copperplate")] = "socp",
     wholesale: Annotated[float, typer.Option("--wholesale-eur-per-mwh", help="energy price at the substation")] = 60.0,
     poll_s: Annotated[float, typer.Option(help="seconds between passes without --once")] = 2.0,
@@ -73,6 +78,7 @@ def run_cmd(
             wholesale_eur_per_mwh=wholesale,
             crash_at=os.environ.get(CRASH_ENV) or None,
             round_keys_dir=round_keys,
+            ciphertexts_db_url=ciphertexts_db,
         )
     except (FlexGridError, ValueError) as exc:
         console.print(f"[red]{exc}[/]")

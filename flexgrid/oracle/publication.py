@@ -54,10 +54,23 @@ integer encoding unless its name has another unit)
   (flexgrid.oracle.risk_check; the forecast margin is the uniform base-load increase the most
   loaded slot takes without an AC violation; an `n1` is `{"outages", "outagesWithViolations",
   "flexNeededKw", "eensMwhPerYr"}` of that slot with tie-switch restoration).
-- `sealed`: `null` unless the round is ENCRYPTED; then `{"opened": bool (the oracle had the round's
-  secret key), "rejected": [{"commitment", "provider", "reason"}]}`: the commitments whose
-  ciphertext did not open or did not match (flexgrid.trading.sealing), sorted by commitment. The
-  oracle reveals the others in the reveal window and publishes the round key after the commit.
+- `sealed`: `null` unless the round is ENCRYPTED; then, once the reveal window is over,
+  `{"opened": bool (the oracle had the round's secret key), "commitments": [...], "counts":
+  {"used", "dropped", "rejected"}, "rejected": [{"commitment", "provider", "reason"}],
+  "unmatchedCiphertexts": [{"commitment", "provider", "reason"}]}`. `commitments` has one entry per
+  `OfferCommitted` event, sorted by commitment: `{"commitment", "provider", "ciphertext"
+  ("calldata" | "api" (received off chain through the API) | "none"), "status" ("used" |
+  "dropped" | "rejected"), "sealedBy" ("encryption": the oracle opened its ciphertext and revealed
+  it; "commit-reveal": its bidder revealed it with the salt), "orderHash", "reason" (dropped and
+  rejected), "ciphertextProblem" (a ciphertext that does not open, of an offer revealed by its
+  bidder all the same)}`. `rejected` repeats the rejected entries (never revealed: no ciphertext
+  anywhere, or one that does not open or does not match its commitment, with the reason).
+  `unmatchedCiphertexts`: ciphertexts received through the API that match no commitment of the
+  round (another round, another sender, or a commitment whose calldata carries one).
+- `sealedCiphertexts` (ENCRYPTED rounds only): `{commitment: "0x…ciphertext"}` for every ciphertext
+  received off chain and matched to a commitment without a calldata ciphertext
+  (`flexgrid.oracle.ciphertexts`): with the round key published after the commit, the auditor
+  opens them as it opens the calldata ones.
 
 Tables (SQLModel, created by `flexgrid.store.init_db`)
 -----------------------------------------------------
