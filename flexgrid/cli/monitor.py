@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,17 +29,63 @@ def _parse_buses(text: str | None, field: str) -> list[int] | None:
         raise InputError(field, f"expected comma-separated bus numbers, got {text!r}") from None
 
 
+def _parse_meters(text: str | None) -> list[tuple[int, str]] | None:
+    """ "5,12:voltage,1:voltage+flow+load" -> [(5, "voltage+flow"), (12, "voltage"), ...]."""
+    from flexgrid.errors import InputError
+    from flexgrid.monitoring import BAD_DATA_METER_TYPES
+
+    if text is None or text.strip() in ("", "auto"):
+        return None
+    names = [t.name for t in BAD_DATA_METER_TYPES]
+    out: list[tuple[int, str]] = []
+    for token in (x.strip() for x in text.split(",") if x.strip()):
+        bus_text, _, type_name = token.partition(":")
+        type_name = type_name or "voltage+flow"
+        if type_name not in names:
+            raise InputError("--meters", f"{token!r}: meter type must be one of {', '.join(names)}")
+        try:
+            out.append((int(bus_text), type_name))
+        except ValueError:
+            raise InputError("--meters", f"expected BUS or BUS:TYPE, comma-separated, got {token!r}") from None
+    return out
+
+
+def _bad_data_rows(report: Any) -> list[dict[str, Any]]:
+    return [{"channel": c.label, "status": c.status, "redundancy": c.redundancy,
+             "found_probability": c.found_probability, "partner": c.partner,
+             "partner_correlation": c.partner_correlation, "message": c.explain(report.gross_error_sigma)}
+            for c in report.channels]
+
+
+def _print_bad_data(console: Console, report: Any) -> None:
+    table = Table(title=f"Bad data: can a {report.gross_error_sigma:g}σ error in each meter channel be found? "
+                        f"(required {report.required_probability:.0%})")
+    for col in ("channel", "status", "redundancy", "found", "confused with"):
+        table.add_column(col, justify="right" if col in ("redundancy", "found") else "left")
+    for c in report.channels:
+        partner = f"{c.partner} ({c.partner_correlation:.2f})" if c.partner else ""
+        table.add_row(c.label, c.status, f"{c.redundancy:.2f}", f"{c.found_probability:.0%}", partner)
+    console.print(table)
+    for message in report.messages():
+        console.print(message)
+    if report.all_detectable:
+        console.print("every meter channel is bad-data detectable")
+    else:
+        console.print("for a metering where every channel is: flexgrid monitor place-meters NET --bad-data-detectable")
+
+
 @monitor_app.command("estimate")
 def estimate_cmd(
     net: NetArg,
     meters: Annotated[
-        str | None, typer.Option("--meters", help="buses with a voltage + feeding-line flow meter, e.g. 5,12,29 (default: 3 placed automatically)")
+        str | None, typer.Option("--meters", help="metered buses, BUS or BUS:TYPE (voltage, voltage+flow = default, voltage+flow+load), e.g. 5,12:voltage,1:voltage+flow+load (default: 3 voltage+flow meters placed automatically)")
     ] = None,
     pseudo_sigma: Annotated[float, typer.Option("--pseudo-sigma", help="σ of pseudo-measurements, share of the forecast")] = 0.3,
     load_scale: Annotated[float, typer.Option("--load-scale", help="forecast load = net load × this")] = 1.0,
     seed: Annotated[int, typer.Option("--seed", help="seed of the simulated truth and meter noise")] = 0,
     trials: Annotated[int, typer.Option("--trials", help="also run this many seeded trials and report accuracy")] = 0,
     gross_error: Annotated[float | None, typer.Option("--gross-error", help="add a gross error of this many σ to the voltage meter of the first metered bus")] = None,
+    gross_error_channel: Annotated[str | None, typer.Option("--gross-error-channel", help="put the --gross-error on this channel instead, e.g. 'substation: P line 0'")] = None,
     as_json: JsonOpt = False,
     plots: PlotsOpt = None,
 ) -> None:
@@ -51,9 +98,10 @@ def estimate_cmd(
     from flexgrid.errors import InputError
     from flexgrid.grid import load_net
     from flexgrid.monitoring import (
+        BAD_DATA_METER_TYPES,
         MeasurementSet,
-        Meter,
         PseudoConfig,
+        bad_data_redundancy,
         best_k_meters,
         build_model,
         check_observability,
@@ -71,11 +119,16 @@ def estimate_cmd(
         pnet = load_net(net)
         model = build_model(pnet, net)
         cfg = PseudoConfig(load_sigma_rel=pseudo_sigma)
-        buses = _parse_buses(meters, "--meters")
-        if buses is None:
-            buses = list(best_k_meters(model, min(3, model.n_bus - 1), pseudo=cfg, exhaustive=False, load_scale=load_scale)[0])
-        meter_list = [substation_meter(model), *(Meter(bus=b) for b in buses)]
+        placed = _parse_meters(meters)
+        if placed is None:
+            auto = best_k_meters(model, min(3, model.n_bus - 1), pseudo=cfg, exhaustive=False, load_scale=load_scale)[0]
+            placed = [(b, "voltage+flow") for b in auto]
+        buses = [b for b, _ in placed]
+        types = {t.name: t for t in BAD_DATA_METER_TYPES}
+        # channels are labelled "bus 5: V" (the type is in the --meters given)
+        meter_list = [substation_meter(model), *(replace(types[t].at(b), name="") for b, t in placed)]
         channels = meter_channels(model, meter_list)
+        redundancy = bad_data_redundancy(model, meter_list, pseudo=cfg, load_scale=load_scale)
         rng = np.random.default_rng(seed)
         s_true = sample_injections(model, 1, rng, load_sigma_rel=pseudo_sigma, gen_sigma_rel=cfg.gen_sigma_rel, load_scale=load_scale)
         truth = solve_batch(model, s_true).v[:, 0]
@@ -83,7 +136,13 @@ def estimate_cmd(
                                  model.gen_p_pu, model.gen_q_pu, cfg)
         ms = MeasurementSet.concat([simulate_readings(model, channels, truth, rng), ps])
         if gross_error is not None:
-            i = channels.labels.index(f"bus {buses[0]}: V") if buses else 0
+            if gross_error_channel is not None:
+                if gross_error_channel not in channels.labels:
+                    raise InputError("--gross-error-channel",
+                                     f"{gross_error_channel!r} is not a channel; channels: {', '.join(channels.labels)}")
+                i = channels.labels.index(gross_error_channel)
+            else:
+                i = channels.labels.index(f"bus {buses[0]}: V") if buses else 0
             ms = ms.with_value(i, ms.value[i] + gross_error * ms.sigma[i])
         obs = check_observability(model, ms)
         meters_only = check_observability(model, MeasurementSet.concat([simulate_readings(model, channels, truth, rng)]))
@@ -103,6 +162,8 @@ def estimate_cmd(
         "iterations": est.iterations,
         "chi2": {"objective": est.objective, "threshold": est.chi2_threshold, "dof": est.dof},
         "removed_bad_data": list(est.removed),
+        "bad_data_channels": _bad_data_rows(redundancy),
+        "bad_data_detectable": redundancy.all_detectable,
         "observable": obs.observable,
         "unobservable_with_meters_only": {str(b): meters_only.reasons[b] for b in meters_only.unobservable_buses},
         "max_error_pu": float(err.max()),
@@ -133,6 +194,7 @@ def estimate_cmd(
     console.print(table)
     console.print(f"max error {err.max():.4f} pu, RMSE {np.sqrt(np.mean(err**2)):.4f} pu; "
                   f"chi-square {est.objective:.1f} (threshold {est.chi2_threshold:.1f}); removed: {list(est.removed) or 'none'}")
+    _print_bad_data(console, redundancy)
     if meters_only.unobservable_buses:
         console.print(f"meters alone leave {len(meters_only.unobservable_buses)} buses unobservable "
                       f"(e.g. bus {meters_only.unobservable_buses[0]}: {meters_only.reasons[meters_only.unobservable_buses[0]]}); "
@@ -159,29 +221,47 @@ def place_meters_cmd(
     method: Annotated[str, typer.Option("--method", help="greedy (with the cost-accuracy curve) or milp (HiGHS)")] = "greedy",
     extra_steps: Annotated[int, typer.Option("--extra-steps", help="continue the cost-accuracy curve past the target")] = 3,
     compare_exhaustive: Annotated[int, typer.Option("--compare-exhaustive", help="compare greedy with exhaustive search for 1..K meters")] = 0,
+    bad_data_detectable: Annotated[bool, typer.Option("--bad-data-detectable", help="add meters (also the voltage+flow+load type) until a gross error in any meter channel can be found and removed")] = False,
+    gross_error_sigma: Annotated[float, typer.Option("--gross-error-sigma", help="size of the gross error for the bad-data check, in σ")] = 15.0,
     as_json: JsonOpt = False,
     plots: PlotsOpt = None,
 ) -> None:
-    """Cheapest meter set meeting the accuracy target, with the cost-accuracy curve."""
+    """Cheapest meter set meeting the accuracy target, with the cost-accuracy curve, and for the
+    meters chosen (substation included) which channels a gross error can be found in."""
     from flexgrid.errors import InputError
     from flexgrid.grid import load_net
-    from flexgrid.monitoring import PseudoConfig, best_k_meters, build_model, greedy_placement, milp_placement
+    from flexgrid.monitoring import (
+        BAD_DATA_METER_TYPES,
+        DEFAULT_METER_TYPES,
+        PseudoConfig,
+        bad_data_redundancy,
+        best_k_meters,
+        build_model,
+        greedy_placement,
+        milp_placement,
+        substation_meter,
+    )
 
     try:
         pnet = load_net(net)
         model = build_model(pnet, net)
         cfg = PseudoConfig(load_sigma_rel=pseudo_sigma)
         cand = _parse_buses(candidates, "--candidates")
+        types = BAD_DATA_METER_TYPES if bad_data_detectable else DEFAULT_METER_TYPES
         if method == "greedy":
             placement = greedy_placement(
-                model, candidate_buses=cand, tolerance_pu=tolerance,
+                model, candidate_buses=cand, tolerance_pu=tolerance, meter_types=types,
                 probability=probability, robust=robust, pseudo=cfg, continue_after_target=extra_steps,
+                bad_data_detectable=bad_data_detectable, gross_error_sigma=gross_error_sigma,
             )
         elif method == "milp":
-            placement = milp_placement(model, candidate_buses=cand, tolerance_pu=tolerance,
-                                       probability=probability, pseudo=cfg, robust=robust)
+            placement = milp_placement(model, candidate_buses=cand, tolerance_pu=tolerance, meter_types=types,
+                                       probability=probability, pseudo=cfg, robust=robust,
+                                       bad_data_detectable=bad_data_detectable, gross_error_sigma=gross_error_sigma)
         else:
             raise InputError("--method", f"must be greedy or milp, got {method!r}")
+        redundancy = placement.bad_data or bad_data_redundancy(
+            model, [substation_meter(model), *placement.as_meters(types)], pseudo=cfg, gross_error_sigma=gross_error_sigma)
         comparison = []
         for k in range(1, compare_exhaustive + 1):
             exact = best_k_meters(model, k, pseudo=cfg)
@@ -199,6 +279,8 @@ def place_meters_cmd(
         "error_bound_pu": placement.error_bound_pu,
         "meets_target": placement.meets_target,
         "robust": placement.robust,
+        "bad_data_detectable": redundancy.all_detectable,
+        "bad_data_channels": _bad_data_rows(redundancy),
         "curve": [{"cost_eur": p.cost_eur, "error_bound_pu": p.error_bound_pu, "worst_bus": p.worst_bus,
                    "meters": [{"bus": b, "type": t} for b, t in p.meters]} for p in placement.curve],
         "exhaustive_comparison": comparison,
@@ -228,7 +310,9 @@ def place_meters_cmd(
     console.print(table)
     verdict = "meets" if placement.meets_target else "does NOT meet"
     console.print(f"chosen: {placement.meters or 'no extra meter'} for {placement.cost_eur:,.0f} EUR, {verdict} the target "
-                  f"(bound {placement.error_bound_pu:.4f} pu)")
+                  f"(bound {placement.error_bound_pu:.4f} pu)" + (
+                      "; meters added for bad-data redundancy included" if bad_data_detectable else ""))
+    _print_bad_data(console, redundancy)
     if comparison:
         t2 = Table(title="Greedy (+swap) vs exhaustive search, worst-bus σ")
         for col in ("k", "exhaustive", "σ (pu)", "greedy", "σ (pu)", "ratio"):

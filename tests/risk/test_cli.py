@@ -59,3 +59,27 @@ def test_unknown_net_is_reported_with_the_field() -> None:
     result = runner.invoke(app, ["risk", "n1", "no_such_net"])
     assert result.exit_code == 2
     assert "net" in result.output and "no_such_net" in result.output
+
+
+def test_monitor_names_the_channels_where_a_gross_error_cannot_be_found() -> None:
+    out = _run("monitor", "estimate", "case33bw", "--meters", "5,12,29", "--json")
+    rows = {r["channel"]: r for r in out["bad_data_channels"]}
+    assert rows["bus 12: V"]["status"] == "detectable"
+    assert rows["bus 12: P line 11"]["status"] == "undetectable"
+    assert "cannot" in rows["bus 12: P line 11"]["message"] or "too weakly checked" in rows["bus 12: P line 11"]["message"]
+    assert out["bad_data_detectable"] is False
+    table = runner.invoke(app, ["monitor", "estimate", "case33bw", "--meters", "5,12,29"])
+    assert "channel bus 12: P line 11 is too weakly checked" in " ".join(table.output.split())
+
+
+def test_monitor_bad_data_detectable_placement_then_estimate_finds_a_flow_error() -> None:
+    placed = _run("monitor", "place-meters", "case33bw", "--pseudo-sigma", "0.3", "--bad-data-detectable", "--json")
+    assert placed["bad_data_detectable"] is True
+    assert all(r["status"] == "detectable" for r in placed["bad_data_channels"])
+    spec = ",".join(f"{m['bus']}:{m['type']}" for m in placed["meters"])
+    out = _run("monitor", "estimate", "case33bw", "--meters", spec, "--gross-error", "15",
+               "--gross-error-channel", "substation: P line 0", "--json")
+    assert out["bad_data_detectable"] is True
+    assert out["removed_bad_data"] == ["substation: P line 0"]
+    bad = runner.invoke(app, ["monitor", "estimate", "case33bw", "--meters", "5:golden"])
+    assert bad.exit_code != 0 and "--meters" in bad.output
