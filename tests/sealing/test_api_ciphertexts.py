@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from eth_account.signers.local import LocalAccount
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 from web3 import Web3
 
 from flexgrid.audit.verify import AuditReport, gather_evidence, verify_round
@@ -66,7 +66,7 @@ def _commit_through_api(api: Api, account: LocalAccount, round_id: int, commitme
     w3 = api.service.w3
     fn = api.service.client.market.functions.commitOffer(round_id, bytes.fromhex(commitment[2:]), calldata)
     tx = fn.build_transaction({"from": account.address, "chainId": api.demo.deployment.chain_id,
-                               "nonce": w3.eth.get_transaction_count(account.address)})
+                               "nonce": w3.eth.get_transaction_count(account.address), "gas": 300_000})
     body: dict[str, Any] = {"raw_transaction": "0x" + bytes(account.sign_transaction(tx).raw_transaction).hex()}
     if ciphertext is not None:
         body["ciphertext"] = "0x" + ciphertext.hex()
@@ -101,6 +101,8 @@ def api_round(api: Api, tmp_path_factory: pytest.TempPathFactory) -> ApiRound:
         return r
 
     refused_both = send("api", sealed["api"].ciphertext, sealed["api"].ciphertext)  # both places: refused
+    reverted = _commit_through_api(api, demo.providers[0], rid, "0x" + "00" * 32, b"", sealed["api"].ciphertext)
+    assert "UnknownCommitment" in reverted.text, reverted.text  # refused by the market: its ciphertext goes
     assert send("api", b"", sealed["api"].ciphertext).status_code == 200  # only its hash on chain
     assert send("calldata", sealed["calldata"].ciphertext, None).status_code == 200
     assert send("commit-reveal", b"", None).status_code == 200
@@ -108,7 +110,8 @@ def api_round(api: Api, tmp_path_factory: pytest.TempPathFactory) -> ApiRound:
     other = seal_offer(sealed["mismatched"].signed, key.public_key)  # same offer, another salt
     assert send("mismatched", b"", other.ciphertext).status_code == 200
     with Session(api.service.engine) as s:
-        stored = list(s.exec(select(SealedCiphertext).where(SealedCiphertext.round_id == rid)).all())
+        stored = list(s.exec(select(SealedCiphertext).where(SealedCiphertext.round_id == rid)
+                             .order_by(col(SealedCiphertext.id))).all())
 
     tmp = tmp_path_factory.mktemp("oracle")
     log: list[str] = []

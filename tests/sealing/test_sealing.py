@@ -205,3 +205,39 @@ def test_a_ciphertext_sent_through_the_api_is_opened_from_the_publication() -> N
     via_api = commitments_from_events([event], {sealed.commitment: "0x" + sealed.ciphertext.hex()})
     (opened,) = open_commitments(via_api, key.secret_key, round_id=4, domain=domain)
     assert opened.ok and opened.order_hash == sealed.order_hash and via_api[0].block_number == 9
+
+
+def test_off_chain_ciphertexts_are_matched_by_commitment_and_the_others_reported() -> None:
+    from flexgrid.oracle.ciphertexts import OffChainCiphertext, check_ciphertext, match_off_chain
+    from flexgrid.trading import PricingRule, RoundConfig
+
+    alice, bob = "0x" + "aa" * 20, "0x" + "bb" * 20
+    c1, c2, c3, c4 = ("0x" + f"{i:064x}" for i in range(1, 5))
+    events = [{"event": "OfferCommitted", "args": {"commitment": c1, "provider": alice, "ciphertext": "0x"}},
+              {"event": "OfferCommitted", "args": {"commitment": c2, "provider": alice, "ciphertext": "0x01ff"}},
+              {"event": "OfferCommitted", "args": {"commitment": c3, "provider": bob, "ciphertext": "0x"}}]
+    received = [OffChainCiphertext(c1, alice, "0x0101"), OffChainCiphertext(c2, alice, "0x0102"),
+                OffChainCiphertext(c3, alice, "0x0103"), OffChainCiphertext(c4, alice, "0x0104")]
+    matched, unmatched = match_off_chain(events, received)
+    assert matched == {c1: "0x0101"}
+    reasons = {u["commitment"]: u["reason"] for u in unmatched}
+    assert "calldata carries a ciphertext" in reasons[c2]
+    assert "committed by" in reasons[c3] and bob in reasons[c3]
+    assert "no such commitment" in reasons[c4]
+
+    key = RoundKeyPair.generate()
+    config = RoundConfig(round_id=1, grid_id="case33bw", grid_model_hash="0x" + "11" * 32, slot_start_s=3600,
+                         slot_seconds=900, slot_count=1, gate_closure_s=1800, seal_mode=SealMode.ENCRYPTED,
+                         reveal_s=600, encryption_key=key.public_key, pricing_rule=PricingRule.PAY_AS_BID,
+                         dispute_window_s=3600, price_cap_eur_per_mwh=400.0, tolerance_bps=500, penalty_bps=2000,
+                         bid_deposit_eur=1.0, clearing_s=3600, settlement_s=86_400, dispute_bond_eur=50.0)
+    shaped = "0x01" + "00" * 60
+    assert check_ciphertext(shaped, config, b"") == bytes.fromhex(shaped[2:])
+    for text, calldata, says in (("0x01" + "00" * 60, b"\x01", "not both"), ("0x0100", b"", "bytes"),
+                                 ("0x02" + "00" * 60, b"", "version"), ("zz", b"", "not hex")):
+        with pytest.raises(InputError, match=says) as err:
+            check_ciphertext(text, config, calldata)
+        assert err.value.field == "ciphertext"
+    commit_reveal = config.model_copy(update={"seal_mode": SealMode.COMMIT_REVEAL})
+    with pytest.raises(InputError, match="only ENCRYPTED"):
+        check_ciphertext(shaped, commit_reveal, b"")
