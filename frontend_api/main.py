@@ -16,7 +16,7 @@ from flexgrid.chain.deploy import Deployment
 from flexgrid.chain.node import ChainConnection, connect
 from flexgrid.errors import InputError
 from flexgrid.store.db import database_url, make_engine
-from frontend_api.api.routes import auditor, auth, dso, events, operator, prosumer
+from frontend_api.api.routes import auditor, auth, bulk, dso, events, operator, prosumer
 from frontend_api.core import problems
 from frontend_api.core.auth import SiweAuth
 from frontend_api.core.config import Settings, load_settings
@@ -93,7 +93,7 @@ def create_app(settings: Settings | None = None, *, service: FlexGridService | N
     app = FastAPIOffline(title="FlexGrid API", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     problems.install(app)
     app.add_middleware(IdempotencyMiddleware, store=IdempotencyStore(settings.idempotency_ttl_s))
-    for module in (auth, prosumer, dso, operator, auditor, events):
+    for module in (auth, prosumer, bulk, dso, operator, auditor, events):
         app.include_router(module.router)
 
     @app.get("/health", response_model=HealthOut, tags=["meta"], summary="Chain, indexer and relayer status")

@@ -45,6 +45,26 @@ def problem_response(status: int, title: str, detail: str, *, field: str | None 
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+def problem_document(exc: Exception) -> dict[str, Any]:
+    """The problem document (as a dict) of a refusal raised while checking one item of a bulk
+    request: `Problem`, `SignatureError` or `InputError` (others are not per-item refusals)."""
+    if isinstance(exc, Problem):
+        status, title, detail, field, reason, extra = exc.status, exc.title, exc.detail, exc.field, exc.reason, exc.extra
+    elif isinstance(exc, InputError):
+        status, detail, field, reason = 422, str(exc), exc.field, exc.reason
+        title = "Invalid signature" if isinstance(exc, SignatureError) else "Invalid input"
+        extra = {"order_id": exc.order_id}
+    else:
+        raise TypeError(f"not a per-item refusal: {exc!r}")
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    if field is not None:
+        body["field"] = field
+    if reason is not None:
+        body["reason"] = reason
+    body.update({k: v for k, v in extra.items() if v is not None})
+    return body
+
+
 def _loc_field(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
     out = ""

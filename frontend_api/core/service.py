@@ -11,30 +11,55 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from eth_utils import keccak
+from sqlalchemy import insert, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 from web3 import Web3
+from web3.types import RPCEndpoint
 
 from flexgrid.chain.deploy import Deployment
 from flexgrid.chain.indexer import EventIndexer
-from flexgrid.chain.market import MarketClient, grid_id_hash
+from flexgrid.chain.market import MarketClient, grid_id_hash, offer_struct, p2p_struct
 from flexgrid.chain.node import ChainConnection, chain_time_s
-from flexgrid.errors import ChainError, ContractRevert
+from flexgrid.chain.transact import TxSender, _send_lock
+from flexgrid.errors import ChainError, ContractRevert, FlexGridError, InputError
 from flexgrid.store.db import init_db
 from flexgrid.store.tables import OrderRecord
-from flexgrid.trading import RoundConfig, RoundState
+from flexgrid.trading import FlexOffer, P2POrder, RoundConfig, RoundState, SealMode
 from flexgrid.trading.eip712 import SignedOrder
+from flexgrid.trading.models import validate_for_round
 from frontend_api.core.config import Settings
+from frontend_api.core.intake import check_signed
 from frontend_api.models import ApiOrder
 
 log = logging.getLogger("flexgrid.api")
 SEQ_BITS = 64
+WRITE_BATCH = 5000  # rows per intake transaction at most
+TX_BASE_GAS = 100_000  # a batch transaction's gas besides its orders
+
+
+@dataclass
+class _Pending:
+    """A checked order waiting for the intake writer; `done` is True once stored, False when
+    another request stored the same order first."""
+
+    row: ApiOrder
+    done: Future[bool] = field(default_factory=Future)
+
+
+def _duplicate(order_hash: str) -> Exception:
+    from frontend_api.core.problems import Problem
+
+    return Problem(409, "Duplicate order", f"order {order_hash} was already submitted",
+                   field="order", reason="already submitted", order_hash=order_hash)
 
 
 @dataclass(frozen=True)
@@ -91,6 +116,11 @@ class FlexGridService:
         self._lock = threading.Lock()
         self._queue: list[str] = []
         self._queue_cv = threading.Condition()
+        self._write_queue: list[_Pending] = []
+        self._write_cv = threading.Condition()
+        self._writer_running = False
+        self._block_gas_limit: int | None = None
+        self._chain_id: int | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.indexer = EventIndexer(self.w3, self.deployment, self.engine)
@@ -105,7 +135,10 @@ class FlexGridService:
                                   .order_by(col(ApiOrder.created_at))).all()
         with self._queue_cv:
             self._queue.extend(queued)  # orders accepted before a restart are relayed now
-        for target, name in ((self._relay_loop, "relayer"), (self._index_loop, "indexer")):
+        self._stop.clear()
+        self._writer_running = True
+        for target, name in ((self._write_loop, "intake-writer"), (self._relay_loop, "relayer"),
+                             (self._index_loop, "indexer")):
             thread = threading.Thread(target=target, name=f"flexgrid-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -114,9 +147,12 @@ class FlexGridService:
         self._stop.set()
         with self._queue_cv:
             self._queue_cv.notify_all()
+        with self._write_cv:
+            self._write_cv.notify_all()
         for thread in self._threads:
             thread.join(timeout=10)
         self._threads.clear()
+        self._writer_running = False
         if self.connection is not None:
             self.connection.close()
 
@@ -219,7 +255,136 @@ class FlexGridService:
             self._time_cache = (now, chain_time_s(self.w3))
         return self._time_cache[1]
 
-    # -- signed orders ---------------------------------------------------------------------------
+    # -- signed orders: checks, then one database transaction for many requests ------------------
+
+    def check_order(self, signed: SignedOrder, signer: str) -> str:
+        """Check a signed order as the contract will (domain, signature, owner, round open, slots,
+        price, expiry); return its order hash. Raises `Problem` or `InputError` naming the field."""
+        from frontend_api.core.problems import Problem
+
+        order = signed.order
+        assert isinstance(order, FlexOffer | P2POrder)
+        signed.domain.check_matches(self.deployment.domain)  # SignatureError names what differs
+        order_hash = check_signed(order, signed.domain, signed.signature_bytes)
+        owner = order.signer
+        if owner != signer:
+            name = "provider" if isinstance(order, FlexOffer) else "trader"
+            raise Problem(403, "Forbidden", f"{name}: the order is signed for {owner}, the signed-in wallet is {signer}",
+                          field=name, reason="not the signed-in address")
+        config = self.round_config(order.round_id)
+        if isinstance(order, FlexOffer) and config.seal_mode != SealMode.OPEN:
+            raise InputError("round_id", f"round {order.round_id} is {config.seal_mode.name}: commit, then reveal")
+        state = self.round_state(order.round_id)
+        now = self.chain_now_s()
+        if state != RoundState.OPEN or now >= config.gate_closure_s:
+            raise InputError("round_id", f"round {order.round_id} is not open for orders "
+                             f"({state.name}, gate closure {config.gate_closure_s}, chain time {now})")
+        validate_for_round(order, config, now_s=now)
+        return order_hash
+
+    def accept_orders(self, items: Sequence[SignedOrder], signer: str) -> list[ApiOrder | Exception]:
+        """Check signed orders, store the good ones and queue them for relaying; one result per
+        order, in order: the stored row, or the error that refused it (`Problem`, `InputError`).
+
+        Rows of concurrent requests are written by one writer thread in one transaction (group
+        commit); this returns once they are committed, so an accepted order is never lost and a
+        refused one is never stored. A database failure raises (nothing of the request is stored)."""
+        from frontend_api.core.problems import Problem
+
+        results: list[ApiOrder | Exception | None] = [None] * len(items)
+        checked: list[tuple[int, str, SignedOrder]] = []
+        for i, signed in enumerate(items):
+            try:
+                checked.append((i, self.check_order(signed, signer), signed))
+            except (Problem, FlexGridError) as exc:
+                results[i] = exc
+        known = self._stored_hashes([h for _, h, _ in checked])
+        pending: list[tuple[int, _Pending]] = []
+        for i, order_hash, signed in checked:
+            order = signed.order
+            assert isinstance(order, FlexOffer | P2POrder)
+            if order_hash in known:
+                results[i] = _duplicate(order_hash)
+                continue
+            try:
+                self.reserve_nonce(order.signer, order.nonce)
+            except Problem as exc:
+                results[i] = exc
+                continue
+            known.add(order_hash)
+            row = ApiOrder(order_hash=order_hash, kind="offer" if isinstance(order, FlexOffer) else "p2p",
+                           owner=order.signer, round_id=order.round_id, nonce_key=str(order.nonce >> SEQ_BITS),
+                           nonce_seq=order.nonce & ((1 << SEQ_BITS) - 1), signed_json=json.dumps(signed.to_dict()))
+            pending.append((i, _Pending(row)))
+        self._write([p for _, p in pending])
+        error: BaseException | None = None
+        for i, p in pending:
+            try:
+                stored = p.done.result(timeout=120)
+            except BaseException as exc:  # the transaction failed: nothing of it is stored
+                self.release_nonce(p.row.owner, int(p.row.nonce_key) << SEQ_BITS)
+                error = error or exc
+                continue
+            results[i] = p.row if stored else _duplicate(p.row.order_hash)
+        if error is not None:
+            raise error
+        return [r for r in results if r is not None]
+
+    def accept_order(self, signed: SignedOrder, signer: str) -> ApiOrder:
+        """`accept_orders` for one order: the stored row, or raises the error that refused it."""
+        result = self.accept_orders([signed], signer)[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def _stored_hashes(self, hashes: Sequence[str]) -> set[str]:
+        if not hashes:
+            return set()
+        with Session(self.engine) as session:
+            return set(session.exec(select(ApiOrder.order_hash).where(col(ApiOrder.order_hash).in_(list(hashes)))).all())
+
+    def _write(self, pending: list[_Pending]) -> None:
+        if not pending:
+            return
+        if not self._writer_running:
+            self._write_batch(pending)
+            return
+        with self._write_cv:
+            self._write_queue.extend(pending)
+            self._write_cv.notify()
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._write_cv:
+                while not self._write_queue and not self._stop.is_set():
+                    self._write_cv.wait(0.5)
+                if not self._write_queue:
+                    return
+                batch = self._write_queue[:WRITE_BATCH]
+                del self._write_queue[: len(batch)]
+            self._write_batch(batch)
+
+    def _write_batch(self, batch: list[_Pending]) -> None:
+        """One transaction for the rows of many requests; duplicates (a race between two requests
+        with the same order) are not written and answered as such."""
+        fresh: list[_Pending] = []
+        try:
+            existing = self._stored_hashes([p.row.order_hash for p in batch])
+            for p in batch:
+                if p.row.order_hash not in existing:
+                    existing.add(p.row.order_hash)
+                    fresh.append(p)
+            if fresh:
+                with Session(self.engine) as session:
+                    session.execute(insert(ApiOrder), [p.row.model_dump() for p in fresh])
+                    session.commit()
+        except BaseException as exc:
+            for p in batch:
+                p.done.set_exception(exc)
+            return
+        self.enqueue_many([p.row.order_hash for p in fresh])
+        for p in batch:
+            p.done.set_result(any(p is f for f in fresh))
 
     def reserve_nonce(self, owner: str, nonce: int) -> None:
         """Check that `nonce` is the next unused one of `owner` under its key (counting orders the
@@ -241,9 +406,15 @@ class FlexGridService:
             self._pending_seq.pop((owner, nonce >> SEQ_BITS), None)
 
     def enqueue(self, order_hash: str) -> None:
+        self.enqueue_many([order_hash])
+
+    def enqueue_many(self, order_hashes: Sequence[str]) -> None:
+        if not order_hashes:
+            return
         with self._queue_cv:
-            self._queue.append(order_hash)
-            if len(self._queue) == 1 or len(self._queue) >= self.settings.batch_size:
+            was_empty = not self._queue
+            self._queue.extend(order_hashes)
+            if was_empty or len(self._queue) >= self.settings.batch_size:
                 self._queue_cv.notify_all()
 
     def queue_length(self) -> int:
@@ -295,66 +466,173 @@ class FlexGridService:
         return [by_hash[h] for h in hashes if h in by_hash and by_hash[h].status == "queued"]
 
     def relay_batch(self, hashes: Sequence[str]) -> None:
-        """Send queued orders in one transaction. Orders whose keyed nonce is already used on chain
-        (a previous attempt that was mined after all) are not sent again; a batch the contract
+        """Send queued orders in as few transactions as the block gas limit allows.
+
+        A retry never loses or doubles an order: orders whose earlier transaction was mined (its
+        answer was lost) are marked relayed by that transaction; orders whose keyed nonce is used on
+        chain are looked up in the index; only the rest are sent again. A transaction the contract
         refuses is split until each refused order is found and marked failed."""
         mask = (1 << SEQ_BITS) - 1
         with Session(self.engine, expire_on_commit=False) as session:
             rows = self._load(session, hashes)
+        if not rows:
+            return
+        landed: dict[str, str] = {}  # order hash -> the transaction that carried it
+        for tx_hash in {r.tx_hash for r in rows if r.tx_hash}:
+            receipt = self._receipt(tx_hash)
+            if receipt is not None and int(receipt["status"], 16) == 1:
+                landed.update({r.order_hash: tx_hash for r in rows if r.tx_hash == tx_hash})
+        rest = [r for r in rows if r.order_hash not in landed]
         # Only a retried order can have landed already: its keyed nonce is then used on chain.
-        used = {r.order_hash for r in rows
+        used = {r.order_hash for r in rest
                 if r.attempts > 0 and (self.client.nonce(r.owner, int(r.nonce_key)) & mask) > r.nonce_seq}
+        failed: list[ApiOrder] = []
         if used:
-            self._catch_up_index()  # before this session writes: SQLite has one writer
-        with Session(self.engine, expire_on_commit=False) as session:
-            todo: list[ApiOrder] = []
-            for row in rows:
-                row.attempts += 1
-                if row.order_hash in used:
-                    landed = session.exec(select(OrderRecord.tx_hash)
-                                          .where(OrderRecord.order_hash == row.order_hash)).first()
-                    if landed is not None:
-                        row.status, row.tx_hash = "relayed", landed
-                    else:
-                        row.status, row.error = "failed", "its nonce was used by another order"
-                        self.release_nonce(row.owner, int(row.nonce_key) << SEQ_BITS)
-                else:
-                    todo.append(row)
-                session.add(row)
-            session.commit()
-            for kind in ("offer", "p2p"):
-                group = [r for r in todo if r.kind == kind]
-                if group:
-                    self._send(session, group)
+            self._catch_up_index()
+            with Session(self.engine) as session:
+                found = dict(session.exec(select(OrderRecord.order_hash, OrderRecord.tx_hash)
+                                          .where(col(OrderRecord.order_hash).in_(list(used)))).all())
+            landed.update(found)
+            failed = [r for r in rest if r.order_hash in used and r.order_hash not in found]
+        by_tx: dict[str, list[str]] = {}
+        for order_hash, tx_hash in landed.items():
+            by_tx.setdefault(tx_hash, []).append(order_hash)
+        for tx_hash, group_hashes in by_tx.items():
+            self._update(group_hashes, status="relayed", tx_hash=tx_hash, relayed_at=datetime.now(UTC))
+        if failed:
+            self._update([r.order_hash for r in failed], status="failed", error="its nonce was used by another order")
+            for r in failed:
+                self.release_nonce(r.owner, int(r.nonce_key) << SEQ_BITS)
+        todo = [r for r in rest if r.order_hash not in used]
+        if not todo:
+            return
+        by_attempts: dict[int, list[str]] = {}
+        for r in todo:
+            by_attempts.setdefault(r.attempts + 1, []).append(r.order_hash)
+        for attempts, group_hashes in by_attempts.items():
+            self._update(group_hashes, attempts=attempts)
+        for kind in ("offer", "p2p"):
+            group = [r for r in todo if r.kind == kind]
+            for chunk in self._gas_chunks(group):
+                self._send(chunk)
+
+    def _update(self, hashes: Sequence[str], **values: Any) -> None:
+        with Session(self.engine) as session:
+            session.execute(update(ApiOrder).where(col(ApiOrder.order_hash).in_(list(hashes))).values(**values))
             session.commit()
 
-    def _send(self, session: Session, rows: list[ApiOrder]) -> None:
-        signed = [SignedOrder.from_dict(json.loads(r.signed_json)) for r in rows]
-        try:
-            if rows[0].kind == "offer":
-                result = self.relay_client.submit_offers(signed)
-            else:
-                result = self.relay_client.submit_p2p_orders(signed)
-        except ContractRevert as exc:
-            if len(rows) == 1:
-                row = rows[0]
-                row.status, row.error = "failed", f"{exc.error_name}{exc.args_!r}"
-                self.release_nonce(row.owner, int(row.nonce_key) << SEQ_BITS)
-                self.stats.offers_failed += 1
-                session.add(row)
-                session.commit()
-                return
-            half = len(rows) // 2
-            self._send(session, rows[:half])
-            self._send(session, rows[half:])
-            return
-        now = datetime.now(UTC)
+    @staticmethod
+    def _gas_bound(row: ApiOrder) -> int:
+        """An upper bound of the gas one order adds to a batch (measured: ~25k + 3k per slot for
+        an offer, ~20k more when it is the owner's first order under its nonce key)."""
+        if row.kind != "offer":
+            return 80_000
+        slots = len(json.loads(row.signed_json)["order"]["slots"])
+        return 50_000 + 4_000 * slots
+
+    def _max_tx_gas(self) -> int:
+        if self._block_gas_limit is None:
+            self._block_gas_limit = int(self.w3.eth.get_block("latest")["gasLimit"])
+        return int(self._block_gas_limit * 0.9)
+
+    def _gas_chunks(self, rows: list[ApiOrder]) -> list[list[ApiOrder]]:
+        limit = self._max_tx_gas() - TX_BASE_GAS
+        chunks: list[list[ApiOrder]] = []
+        used = limit
         for row in rows:
-            row.status, row.tx_hash, row.relayed_at = "relayed", result.tx_hash, now
-            session.add(row)
-        session.commit()
+            gas = self._gas_bound(row)
+            if used + gas > limit:
+                chunks.append([])
+                used = 0
+            chunks[-1].append(row)
+            used += gas
+        return chunks
+
+    def _rpc(self, method: str, params: list[Any]) -> Any:
+        """A raw JSON-RPC call (no result formatters: a receipt of 400 logs is formatted in ~0.2 s)."""
+        try:
+            answer = self.w3.provider.make_request(RPCEndpoint(method), params)
+        except Exception as exc:
+            raise ChainError(f"{method}: {exc}") from exc
+        if answer.get("error"):
+            raise ChainError(f"{method}: {answer['error']}")
+        return answer.get("result")
+
+    def _receipt(self, tx_hash: str) -> dict[str, Any] | None:
+        receipt = self._rpc("eth_getTransactionReceipt", [tx_hash])
+        return dict(receipt) if receipt else None
+
+    def _wait_receipt(self, tx_hash: str, timeout_s: float = 120.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            receipt = self._receipt(tx_hash)
+            if receipt is not None:
+                return receipt
+            if time.monotonic() > deadline:
+                raise ChainError(f"transaction {tx_hash} not mined within {timeout_s:.0f} s")
+            time.sleep(0.01)
+
+    def _broadcast(self, raw: bytes, tx_hash: str) -> str:
+        self._rpc("eth_sendRawTransaction", ["0x" + raw.hex()])
+        return tx_hash
+
+    def _send(self, rows: list[ApiOrder]) -> None:
+        signed = [SignedOrder.from_dict(json.loads(r.signed_json)) for r in rows]
+        if len(rows) == 1:  # one order: eth_estimateGas first, so a refusal costs no gas
+            try:
+                result = (self.relay_client.submit_offers(signed) if rows[0].kind == "offer"
+                          else self.relay_client.submit_p2p_orders(signed))
+            except ContractRevert as exc:
+                self._fail(rows[0], f"{exc.error_name}{exc.args_!r}")
+                return
+            self._relayed(rows, result.tx_hash)
+            return
+        sigs = [s.signature_bytes for s in signed]
+        if rows[0].kind == "offer":
+            args: list[Any] = [[offer_struct(s.order) for s in signed if isinstance(s.order, FlexOffer)], sigs]
+            data = self.client.market.encode_abi("submitOffers", args=args)
+        else:
+            args = [[p2p_struct(s.order) for s in signed if isinstance(s.order, P2POrder)], sigs]
+            data = self.client.market.encode_abi("submitP2POrders", args=args)
+        gas = min(self._max_tx_gas(), TX_BASE_GAS + sum(self._gas_bound(r) for r in rows))
+        tx_hash = self._prepare_and_send(rows, data, gas)
+        receipt = self._wait_receipt(tx_hash)
+        if int(receipt["status"], 16) == 1:
+            self._relayed(rows, tx_hash)
+            return
+        try:  # replay the call to learn why; either way the halves are sent again
+            TxSender(self.w3, self.relayer)._raise_replayed_revert(
+                {"from": self.relayer.address, "to": self.deployment.market, "data": data},
+                int(receipt["blockNumber"], 16))
+        except ContractRevert as exc:
+            log.info("a batch of %d orders was refused (%s): splitting it", len(rows), exc.error_name)
+        half = len(rows) // 2
+        self._send(rows[:half])
+        self._send(rows[half:])
+
+    def _prepare_and_send(self, rows: list[ApiOrder], data: str, gas: int) -> str:
+        """Record the transaction's hash on its orders before sending it, so that a retry after a
+        lost answer finds it; then send."""
+        if self._chain_id is None:
+            self._chain_id = int(self.w3.eth.chain_id)
+        tx: dict[str, Any] = {"to": self.deployment.market, "data": data, "gas": gas, "value": 0,
+                              "gasPrice": int(self.w3.eth.gas_price), "chainId": self._chain_id}
+        with _send_lock(str(self.relayer.address)):
+            tx["nonce"] = self.w3.eth.get_transaction_count(self.relayer.address, "pending")
+            raw = bytes(self.relayer.sign_transaction(tx).raw_transaction)
+            tx_hash = "0x" + bytes(keccak(raw)).hex()
+            self._update([r.order_hash for r in rows], tx_hash=tx_hash)
+            return self._broadcast(raw, tx_hash)
+
+    def _relayed(self, rows: list[ApiOrder], tx_hash: str) -> None:
+        self._update([r.order_hash for r in rows], status="relayed", tx_hash=tx_hash, relayed_at=datetime.now(UTC))
         self.stats.batches += 1
         self.stats.offers_relayed += len(rows)
+
+    def _fail(self, row: ApiOrder, error: str) -> None:
+        self._update([row.order_hash], status="failed", error=error)
+        self.release_nonce(row.owner, int(row.nonce_key) << SEQ_BITS)
+        self.stats.offers_failed += 1
 
     # -- the event indexer -----------------------------------------------------------------------
 

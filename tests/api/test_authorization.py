@@ -25,6 +25,7 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/prosumer/assets"): frozenset({"provider"}),
     ("GET", "/prosumer/rounds/{round_id}/proposed-offers"): frozenset({"provider"}),
     ("POST", "/prosumer/offers"): frozenset({"provider"}),
+    ("POST", "/prosumer/offers/bulk"): frozenset({"provider"}),
     ("POST", "/prosumer/p2p-orders"): SIGNED_IN,
     ("GET", "/prosumer/nonces/{key}"): SIGNED_IN,
     ("POST", "/prosumer/commitments/prepare"): frozenset({"provider"}),

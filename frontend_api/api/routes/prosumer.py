@@ -9,7 +9,6 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from flexgrid.assets.models import parse_asset
@@ -26,9 +25,8 @@ from flexgrid.oracle.ciphertexts import (
 from flexgrid.oracle.publication import trades_from_publication
 from flexgrid.store.encryption import get_private, put_private
 from flexgrid.store.tables import ChainEvent, OrderRecord
-from flexgrid.trading import FlexOffer, P2POrder, RoundState, SealMode, Trade
+from flexgrid.trading import FlexOffer, SealMode, Trade
 from flexgrid.trading.eip712 import SignedOrder
-from flexgrid.trading.models import validate_for_round
 from frontend_api.api.deps import (
     DbDep,
     Page,
@@ -164,45 +162,9 @@ def _parse_signed(body: SignedOrderIn, kind: str) -> SignedOrder:
 
 
 def accept_signed(service: FlexGridService, db: DbDep, signed: SignedOrder, signer: str) -> ApiOrder:
-    """Check a signed order as the contract will, then store and queue it (all or nothing)."""
-    order = signed.order
-    assert isinstance(order, FlexOffer | P2POrder)
-    order_hash = signed.verify(service.deployment.domain)  # domain and signer: SignatureError names the field
-    owner = order.provider if isinstance(order, FlexOffer) else order.trader
-    if owner != signer:
-        raise Problem(403, "Forbidden", f"{'provider' if isinstance(order, FlexOffer) else 'trader'}: the order is "
-                      f"signed for {owner}, the signed-in wallet is {signer}",
-                      field="provider" if isinstance(order, FlexOffer) else "trader", reason="not the signed-in address")
-    config = service.round_config(order.round_id)
-    if isinstance(order, FlexOffer) and config.seal_mode != SealMode.OPEN:
-        raise InputError("round_id", f"round {order.round_id} is {config.seal_mode.name}: commit, then reveal")
-    state = service.round_state(order.round_id)
-    now = service.chain_now_s()
-    if state != RoundState.OPEN or now >= config.gate_closure_s:
-        raise InputError("round_id", f"round {order.round_id} is not open for orders "
-                         f"({state.name}, gate closure {config.gate_closure_s}, chain time {now})")
-    validate_for_round(order, config, now_s=now)
-    if db.get(ApiOrder, order_hash) is not None:
-        raise Problem(409, "Duplicate order", f"order {order_hash} was already submitted",
-                      field="order", reason="already submitted", order_hash=order_hash)
-    service.reserve_nonce(owner, order.nonce)
-    row = ApiOrder(order_hash=order_hash, kind="offer" if isinstance(order, FlexOffer) else "p2p", owner=owner,
-                   round_id=order.round_id, nonce_key=str(order.nonce >> SEQ_BITS),
-                   nonce_seq=order.nonce & ((1 << SEQ_BITS) - 1), signed_json=json.dumps(signed.to_dict()))
-    try:
-        db.add(row)
-        db.commit()
-    except IntegrityError:
-        db.rollback()
-        service.release_nonce(owner, order.nonce)
-        raise Problem(409, "Duplicate order", f"order {order_hash} was already submitted",
-                      field="order", reason="already submitted") from None
-    except Exception:
-        db.rollback()
-        service.release_nonce(owner, order.nonce)
-        raise
-    service.enqueue(order_hash)
-    return row
+    """Check a signed order as the contract will, then store and queue it (all or nothing; the
+    service writes the rows of concurrent requests in one transaction)."""
+    return service.accept_order(signed, signer)
 
 
 @router.post("/assets", status_code=201, response_model=AssetOut, summary="Register an asset (stored encrypted)")
