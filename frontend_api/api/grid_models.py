@@ -92,8 +92,13 @@ def check_upload(name: str, source_format: GridFormat, content: str, *, require_
     buses = len(net.bus)
     if buses > MAX_BUSES:
         raise InputError("content", f"has {buses:,} buses, at most {MAX_BUSES:,} are accepted")
+    try:  # what is stored is what the hash covers: check and hash the net as read back from its JSON
+        net_json = pp.to_json(net)
+        stored = pp.from_json_string(net_json)
+    except Exception as exc:
+        raise InputError("content", f"the net cannot be stored as pandapower JSON: {type(exc).__name__}") from None
     try:
-        view = build_view(net, name)
+        view = build_view(stored, name)
     except InputError as exc:
         raise InputError("content", exc.reason) from None
     except Exception as exc:  # pandapower's power-flow setup on malformed tables
@@ -102,13 +107,7 @@ def check_upload(name: str, source_format: GridFormat, content: str, *, require_
     if require_radial and not view.is_radial:
         raise InputError("content", f"is not radial: {view.radial_reason} (set require_radial to false "
                          "to keep a meshed net; it then clears with dc or copperplate only)")
-    try:  # what is stored is what the hash covers: hash the net as read back from its JSON
-        net_json = pp.to_json(net)
-        stored = pp.from_json_string(net_json)
-        stored_view = build_view(stored, name)
-    except Exception as exc:
-        raise InputError("content", f"the net cannot be stored as pandapower JSON: {type(exc).__name__}") from None
-    return CheckedModel(net=stored, view=stored_view, grid_model_hash=stored_view.model_hash(), net_json=net_json)
+    return CheckedModel(net=stored, view=view, grid_model_hash=view.model_hash(), net_json=net_json)
 
 
 _cache: OrderedDict[str, tuple[pp.pandapowerNet, GridView]] = OrderedDict()

@@ -187,6 +187,17 @@ def test_the_documented_python_session_signs_in_submits_and_sees_the_offer_on_ch
     assert on_chain["participant"] == prosumer.address and on_chain["order"]["max_kw"] == [25.0, 25.0]
 
 
+def test_the_readme_session_works_as_printed(api: Api) -> None:
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("A prosumer signs in, submits an offer and sees it on chain")[1]
+    code = block.split("```python\n")[1].split("```")[0]
+    assert "http://127.0.0.1:8000" in code
+    run = subprocess.run([sys.executable, "-c", code.replace("http://127.0.0.1:8000", api.url)],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.split() == ["['provider']", "True"]
+
+
 # -- P2P orders ---------------------------------------------------------------------------------
 
 
@@ -357,7 +368,7 @@ def test_the_oracle_commits_the_sealed_round_and_the_auditor_endpoints_prove_it(
         assert trade_leaf_hash(trade) == t["leaf"]  # the listed fields are exactly the committed leaf
         assert t["root"].lower() == root.lower()
         assert verify_proof(root, t["leaf"], t["proof"]), t
-    tampered = dict(items[0], payment_eur=items[0]["payment_eur"] + 1.0)
+    tampered = dict(items[0], payment_eur=round(items[0]["payment_eur"] + 1.0, 6))
     forged = Trade(round_id=rid, participant=tampered["participant"], order_id=tampered["order_hash"],
                    slot=tampered["slot"], kw=tampered["kw"], price_eur_per_mwh=tampered["price_eur_per_mwh"],
                    payment_eur=tampered["payment_eur"])
