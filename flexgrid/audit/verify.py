@@ -602,8 +602,8 @@ def _check_funded(doc: Mapping[str, Any], trades: Sequence[Trade], orders: Seque
     from the certificate's assignment, the round's pricing rule and the orders
     (`flexgrid.market.clearing.funded_leaves`: the watts of each offer-to-request pair are priced at
     the offer's rule price within [bid, the request's cap]; offers are paid the mean of their pairs'
-    prices rounded down, requests charged it rounded up), and check that the payer leaves cover the
-    payee leaves. VCG prices need a re-solve (`--resolve`): without it only the quantities
+    prices rounded down, requests charged their pairs' worth rounded up within their escrow), and
+    check that the payer leaves cover the payee leaves. VCG prices need a re-solve (`--resolve`): without it only the quantities
     and the bounds of the prices are checked (bid, caps)."""
     import numpy as np
 
@@ -649,7 +649,8 @@ def _check_funded(doc: Mapping[str, Any], trades: Sequence[Trade], orders: Seque
                 rule_micro.append(price_to_micro(v + rho[e] if o.direction == Direction.UP else rho[e] - v))
         elif rule == PricingRule.VCG:  # the externalities need a re-solve (--resolve): quantities and bounds here
             rule_micro = [offers[i].price_micro_per_mwh for i, _ in off_entries]
-        fl = funded_leaves(rule, offers, requests, off_entries, req_entries, pair_e, pair_q, pair_w, rule_micro)
+        fl = funded_leaves(rule, offers, requests, off_entries, req_entries, pair_e, pair_q, pair_w,
+                           rc.slot_seconds, rule_micro)
     except (FlexGridError, KeyError, TypeError, ValueError, IndexError) as exc:
         return [*problems, f"the funded prices cannot be recomputed from the certificate: {exc}"]
     want: dict[tuple[str, int], tuple[int, int]] = {}

@@ -66,6 +66,7 @@ from flexgrid.trading import (
 )
 from flexgrid.trading.merkle import TradeTree
 from flexgrid.trading.units import (
+    WS_PER_MWH,
     eur_per_mwh_to_micro,
     kw_to_w,
     micro_to_eur,
@@ -374,7 +375,7 @@ def price_to_micro(price_eur_per_mwh: float) -> int:
 
 def funded_leaves(rule: PricingRule, offers: Sequence[FlexOffer], requests: Sequence[FlexRequest],
                   off_entries: Sequence[tuple[int, int]], req_entries: Sequence[tuple[int, int]],
-                  pair_e: IntArray, pair_q: IntArray, pair_w: IntArray,
+                  pair_e: IntArray, pair_q: IntArray, pair_w: IntArray, slot_seconds: int,
                   rule_price_micro: Sequence[int] | None = None) -> FundedLeaves:
     """Quantities and prices of a round settled on chain, in integers, so that by construction:
 
@@ -385,9 +386,11 @@ def funded_leaves(rule: PricingRule, offers: Sequence[FlexOffer], requests: Sequ
       flexibility price for UP, flexibility price - DLMP for DOWN; VCG: bid + externality);
     - an offer entry is paid the watt-weighted mean of its pairs' prices, rounded down to the
       micro-euro per MWh (at least its bid: individually rational);
-    - a request entry is charged the watt-weighted mean of its pairs' prices, rounded up (at most its
-      cap), so that its value (rounded up) covers what the watts it is served are paid (rounded
-      down): the payer leaves cover the payee leaves.
+    - a request entry is charged what its pairs are worth at their prices, rounded up to the
+      micro-euro (rounded down in its last slots where rounding up in every slot would exceed the
+      request's escrow), at the lowest micro-price per MWh whose value reaches that charge: at most
+      the mean of its pairs' prices rounded up, so at most its cap. The offers are paid their
+      pairs' worth rounded down, so the payer leaves cover the payee leaves.
 
     Offers are only paired with requests whose cap is at least their bid (the clearing's eligibility),
     so the clamp is never empty."""
@@ -422,7 +425,24 @@ def funded_leaves(rule: PricingRule, offers: Sequence[FlexOffer], requests: Sequ
             offer_value[e] += w * p
             request_value[q] += w * p
     offer_price = [offer_value[e] // offer_w[e] if offer_w[e] > 0 else 0 for e in range(n_off)]
-    request_price = [-(-request_value[q] // request_w[q]) if request_w[q] > 0 else 0 for q in range(n_req)]
+    # What each request entry owes, in micro-euros: request_value * s / WS_PER_MWH (it covers the
+    # offers' payments, which are rounded down). Charged rounded up, except where the slots of one
+    # request would then add up beyond its escrow (its budget at the cap, rounded up once over all
+    # its slots): there the last slots are charged rounded down, which still covers what it owes.
+    charge = [-(-request_value[q] * slot_seconds // WS_PER_MWH) for q in range(n_req)]
+    for i, r in enumerate(requests):
+        entries = [q for q, (j, _) in enumerate(req_entries) if j == i]
+        excess = sum(charge[q] for q in entries) - r.budget_micro(slot_seconds)
+        for q in reversed(entries):
+            if excess <= 0:
+                break
+            if request_value[q] * slot_seconds % WS_PER_MWH:
+                charge[q] -= 1
+                excess -= 1
+    # the lowest micro-price whose value (rounded up, as for every payer leaf) reaches the charge:
+    # at most the mean of its pairs' prices rounded up, so at most its cap
+    request_price = [max(0, (charge[q] - 1) * WS_PER_MWH // (request_w[q] * slot_seconds) + 1)
+                     if request_w[q] > 0 else 0 for q in range(n_req)]
     return FundedLeaves(tuple(offer_w), tuple(offer_price), tuple(request_w), tuple(request_price),
                         tuple(pair_price))
 
@@ -615,7 +635,7 @@ def clear_market(
             rule_micro = [price_to_micro(vcg_price[i]) if i in vcg_price else offers[i].price_micro_per_mwh
                           for i, _ in built.off_entries]
         fl = funded_leaves(rule, offers, requests, built.off_entries, built.req_entries, pair_e, pair_q, pair_w,
-                           rule_micro)
+                           round_config.slot_seconds, rule_micro)
         for e, (i, k) in enumerate(built.off_entries):
             add_leaf(offers[i], offers[i].provider, offers[i].slots[k], fl.offer_w[e], fl.offer_price_micro[e],
                      pays=False)

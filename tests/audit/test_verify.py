@@ -318,6 +318,54 @@ def test_a_round_committed_by_the_oracle_service_verifies(market: MarketEnv, anv
     assert f"round {r.round_id}: VERIFIED" in result.output
 
 
+def test_a_funded_dlmp_round_verifies_and_a_raised_dlmp_price_is_caught(market: MarketEnv, anvil: AnvilNode,
+                                                                         tmp_path: Path) -> None:
+    """The request (400 kW at bus 14, cap 300 EUR/MWh) is more than the offers can serve, so its
+    flexibility price is its cap and the offers' locational marginal value (DLMP + 300) exceeds it:
+    funded, each offer is paid the cap, the request charged no more, and the auditor recomputes
+    every leaf from the certificate."""
+    from flexgrid.audit.verify import gather_evidence, load_round_publication, verify_round
+    from flexgrid.oracle.publication import trades_from_publication
+    from flexgrid.oracle.service import Oracle, OracleSettings, Stage
+    from tests.oracle.helpers import close_round, open_round
+
+    r = open_round(market, offer_buses=(17, 16), request_kw=400.0, pricing_rule=PricingRule.DLMP)
+    close_round(market, r)
+    oracle = Oracle(market.w3, market.deployment, market.oracle, make_engine(f"sqlite:///{tmp_path / 'o.db'}"),
+                    OracleSettings(results_dir=tmp_path / "results"))
+    [outcome] = oracle.run_once()
+    assert outcome.stage == Stage.PUBLISHED, outcome.detail
+    market.deployment.save(tmp_path / "deployment.json")
+    result = CliRunner().invoke(app, ["audit", "verify", "--round", str(r.round_id), "--deployment",
+                                      str(tmp_path / "deployment.json"), "--rpc-url", anvil.url, "--resolve", "--json"])
+    assert result.exit_code == 0, result.output
+    checks = {f["check"]: f for f in json.loads(result.output)["findings"]}
+    assert checks["funded-pricing"]["ok"] and checks["trades"]["ok"]
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'auditor.db'}")
+    init_db(engine)
+    ev = gather_evidence(market.w3, market.deployment, engine, r.round_id)
+    committed = ev.committed()
+    assert committed is not None
+    doc = load_round_publication(str(committed["uri"]))
+    assert doc is not None
+    trades = trades_from_publication(doc)
+    offers = {o.order_hash.lower() for o in r.offers}
+    assert {t.price_micro_per_mwh for t in trades if t.order_id.lower() in offers} == {300_000_000}  # clamped at the cap
+    assert all(t.price_micro_per_mwh <= 300_000_000 for t in trades if t.payment_micro < 0)
+    assert sum(t.payment_micro for t in trades) <= 0  # the payer leaves cover the payee leaves
+
+    i = next(i for i, t in enumerate(doc["trades"]) if t["orderHash"].lower() in offers)
+    raised = {**doc, "trades": [dict(t) for t in doc["trades"]]}
+    leaf = raised["trades"][i]
+    leaf["priceMicroPerMwh"] += 1_000_000
+    leaf["paymentMicro"] = value_micro_down(leaf["powerW"], r.config.slot_seconds, leaf["priceMicroPerMwh"])
+    report = verify_round(ev, raised)
+    problems = "\n".join(report.problems())
+    assert f"funded-pricing: {leaf['orderHash']} slot {leaf['slot']}: priced 301000000 micro/MWh, funded DLMP " \
+           "pricing gives 300000000" in problems
+
+
 def test_metering_root_and_settled_payments_are_checked(fresh: Round) -> None:
     from dataclasses import replace
 

@@ -43,6 +43,7 @@ def open_round(
     sealed: bool = False,
     with_request: bool = True,
     offer_price_eur_per_mwh: float = 100.0,
+    pricing_rule: PricingRule = PricingRule.PAY_AS_BID,
 ) -> OracleRound:
     """Open a round on case33bw with a request at bus 14 and one UP offer per bus in `offer_buses`
     (from providers 0, 1, …), relayed in one batch; returns before gate closure."""
@@ -54,7 +55,7 @@ def open_round(
             grid_id=GRID,
             grid_model_hash=grid_model_hash or grid_hash(),
             slot_count=SLOTS,
-            pricing_rule=PricingRule.PAY_AS_BID,
+            pricing_rule=pricing_rule,
             seal_mode=SealMode.COMMIT_REVEAL if sealed else SealMode.OPEN,
             reveal_s=600 if sealed else 0,
             bid_deposit_eur=10.0 if sealed else 0.0,
