@@ -59,12 +59,18 @@ def available_artifacts(folder: Path = ARTIFACTS_DIR) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
 
 
-def _canonical_type(param: dict[str, Any]) -> str:
+def abi_type(param: dict[str, Any]) -> str:
+    """The canonical ABI type of an ABI parameter: tuples spelled out, e.g. `(uint256,address)[]`."""
     kind = str(param["type"])
     if kind.startswith("tuple"):
-        inner = ",".join(_canonical_type(c) for c in param.get("components", []))
+        inner = ",".join(abi_type(c) for c in param.get("components", []))
         return f"({inner}){kind[len('tuple') :]}"
     return kind
+
+
+def abi_signature(item: dict[str, Any]) -> str:
+    """`Name(type,...)` of an ABI event, error or function: what its topic or selector hashes."""
+    return f"{item['name']}({','.join(abi_type(p) for p in item.get('inputs', []))})"
 
 
 @cache
@@ -79,8 +85,8 @@ def error_table(folder: Path = ARTIFACTS_DIR) -> dict[bytes, tuple[str, list[str
         for item in load_artifact(name, folder).abi:
             if item.get("type") != "error":
                 continue
-            types = [_canonical_type(p) for p in item.get("inputs", [])]
-            selector = bytes(keccak(text=f"{item['name']}({','.join(types)})"))[:4]
+            types = [abi_type(p) for p in item.get("inputs", [])]
+            selector = bytes(keccak(text=abi_signature(item)))[:4]
             table[selector] = (str(item["name"]), [str(p.get("name", "")) for p in item["inputs"]], types)
     return table
 
@@ -115,6 +121,8 @@ def decode_revert(data: str | bytes | None, folder: Path = ARTIFACTS_DIR) -> Con
 __all__ = [
     "ARTIFACTS_DIR",
     "Artifact",
+    "abi_signature",
+    "abi_type",
     "available_artifacts",
     "decode_revert",
     "error_table",

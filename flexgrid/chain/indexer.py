@@ -12,31 +12,24 @@ import json
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from eth_abi import decode as abi_decode
 from sqlalchemy import Engine
 from sqlmodel import Session, col, delete, select
+from sqlmodel.sql.expression import SelectOfScalar
 from web3 import Web3
 
-from flexgrid.chain.artifacts import load_artifact
+from flexgrid.chain.artifacts import abi_signature, abi_type, load_artifact
 from flexgrid.chain.deploy import Deployment
 from flexgrid.chain.market import offer_from_struct, p2p_from_struct, request_from_struct
 from flexgrid.errors import ChainError
 from flexgrid.store.tables import ChainEvent, IndexedBlock, IndexerCursor, OrderRecord
 from flexgrid.trading.models import FlexOffer, FlexRequest, P2POrder, request_order_hash
 
+SelectT = TypeVar("SelectT", bound=SelectOfScalar[Any])
+
 CONTRACTS = {"market": "FlexMarket", "registry": "FlexRegistry", "token": "FlexToken"}
-
-
-def _event_signature(item: dict[str, Any]) -> str:
-    def kind(p: dict[str, Any]) -> str:
-        t = str(p["type"])
-        if t.startswith("tuple"):
-            return "(" + ",".join(kind(c) for c in p["components"]) + ")" + t[len("tuple") :]
-        return t
-
-    return f"{item['name']}({','.join(kind(p) for p in item['inputs'])})"
 
 
 def jsonable(value: Any, param: dict[str, Any] | None = None) -> Any:
@@ -68,13 +61,6 @@ def _struct(args: dict[str, Any], key: str) -> dict[str, Any]:
     return out
 
 
-def _abi_type(p: dict[str, Any]) -> str:
-    t = str(p["type"])
-    if t.startswith("tuple"):
-        return "(" + ",".join(_abi_type(c) for c in p["components"]) + ")" + t[len("tuple") :]
-    return t
-
-
 _DYNAMIC = ("string", "bytes", "tuple")
 
 
@@ -85,12 +71,12 @@ class _LogDecoder:
         self.inputs = list(item["inputs"])
         self.indexed = [p for p in self.inputs if p.get("indexed")]
         self.data_params = [p for p in self.inputs if not p.get("indexed")]
-        self.data_types = [_abi_type(p) for p in self.data_params]
+        self.data_types = [abi_type(p) for p in self.data_params]
 
     def decode(self, log: Any) -> dict[str, Any]:
         values: dict[str, Any] = {}
         for param, topic in zip(self.indexed, list(log["topics"])[1:], strict=True):
-            kind = _abi_type(param)
+            kind = abi_type(param)
             if kind.endswith("]") or kind.startswith(_DYNAMIC):
                 values[param["name"]] = "0x" + bytes(topic).hex()  # only the hash is in the topic
             else:
@@ -140,7 +126,7 @@ class EventIndexer:
             abi = load_artifact(name).abi
             for item in abi:
                 if item.get("type") == "event" and not item.get("anonymous"):
-                    topic = bytes(Web3.keccak(text=_event_signature(item)))
+                    topic = bytes(Web3.keccak(text=abi_signature(item)))
                     self._events[topic + bytes.fromhex(address[2:])] = (
                         name,
                         str(item["name"]),
@@ -177,26 +163,30 @@ class EventIndexer:
             .order_by(col(IndexedBlock.block_number).desc())
         ).all()
         ancestor, ancestor_hash = self.deployment.block_number - 1, ""
+        # With no stored block left on the chain (another chain under the same id, e.g. a restarted
+        # anvil, possibly with the contracts deployed at a later block), nothing stored is kept.
+        keep_up_to = -1
         for block in stored:
             if self._block_hash(block.block_number) == block.block_hash:
                 ancestor, ancestor_hash = block.block_number, block.block_hash
+                keep_up_to = ancestor
                 break
-        dropped = cursor.last_block - ancestor
+        dropped = cursor.last_block - keep_up_to
         chain_id = self.deployment.chain_id
         session.exec(
             delete(ChainEvent)
             .where(col(ChainEvent.chain_id) == chain_id)
-            .where(col(ChainEvent.block_number) > ancestor)
+            .where(col(ChainEvent.block_number) > keep_up_to)
         )
         session.exec(
             delete(OrderRecord)
             .where(col(OrderRecord.chain_id) == chain_id)
-            .where(col(OrderRecord.block_number) > ancestor)
+            .where(col(OrderRecord.block_number) > keep_up_to)
         )
         session.exec(
             delete(IndexedBlock)
             .where(col(IndexedBlock.chain_id) == chain_id)
-            .where(col(IndexedBlock.block_number) > ancestor)
+            .where(col(IndexedBlock.block_number) > keep_up_to)
         )
         cursor.last_block, cursor.last_block_hash = ancestor, ancestor_hash
         return dropped
@@ -370,16 +360,25 @@ class RoundOrders:
     p2p: list[P2POrder]
 
 
+def _in_acceptance_order(query: SelectT, deployment: Deployment, round_id: int) -> SelectT:
+    """`query` over OrderRecord restricted to one round of one market, in acceptance order."""
+    return (
+        query.where(OrderRecord.chain_id == deployment.chain_id)
+        .where(OrderRecord.market == deployment.market)
+        .where(OrderRecord.round_id == round_id)
+        .order_by(col(OrderRecord.block_number), col(OrderRecord.log_index))
+    )
+
+
+def order_records(engine: Engine, deployment: Deployment, round_id: int) -> list[OrderRecord]:
+    """The indexed order rows of `round_id` (run the indexer first), in acceptance order."""
+    with Session(engine) as session:
+        return list(session.exec(_in_acceptance_order(select(OrderRecord), deployment, round_id)).all())
+
+
 def round_orders(engine: Engine, deployment: Deployment, round_id: int) -> RoundOrders:
     """The indexed orders of `round_id` (run the indexer first), in acceptance order."""
-    with Session(engine) as session:
-        rows = session.exec(
-            select(OrderRecord)
-            .where(OrderRecord.chain_id == deployment.chain_id)
-            .where(OrderRecord.market == deployment.market)
-            .where(OrderRecord.round_id == round_id)
-            .order_by(col(OrderRecord.block_number), col(OrderRecord.log_index))
-        ).all()
+    rows = order_records(engine, deployment, round_id)
     requests = [FlexRequest.model_validate_json(r.model_json) for r in rows if r.kind == "request"]
     offers = [FlexOffer.model_validate_json(r.model_json) for r in rows if r.kind == "offer"]
     p2p = [P2POrder.model_validate_json(r.model_json) for r in rows if r.kind == "p2p"]
@@ -398,7 +397,7 @@ def read_round_orders(
     decoders: dict[bytes, tuple[str, _LogDecoder]] = {}
     for item in abi:
         if item.get("type") == "event" and item["name"] in ORDER_EVENTS:
-            decoders[bytes(Web3.keccak(text=_event_signature(item)))] = (str(item["name"]), _LogDecoder(item))
+            decoders[bytes(Web3.keccak(text=abi_signature(item)))] = (str(item["name"]), _LogDecoder(item))
     logs = w3.eth.get_logs(
         {
             "fromBlock": deployment.block_number if from_block is None else from_block,
@@ -428,13 +427,7 @@ def read_round_orders(
 def accepted_order_hashes(engine: Engine, deployment: Deployment, round_id: int) -> list[str]:
     """Order hashes of the round's accepted orders in acceptance order (input of the accumulator)."""
     with Session(engine) as session:
-        rows = session.exec(
-            select(OrderRecord.order_hash)
-            .where(OrderRecord.chain_id == deployment.chain_id)
-            .where(OrderRecord.market == deployment.market)
-            .where(OrderRecord.round_id == round_id)
-            .order_by(col(OrderRecord.block_number), col(OrderRecord.log_index))
-        ).all()
+        rows = session.exec(_in_acceptance_order(select(OrderRecord.order_hash), deployment, round_id)).all()
     return [str(h) for h in rows]
 
 
@@ -470,6 +463,7 @@ __all__ = [
     "RoundOrders",
     "accepted_order_hashes",
     "jsonable",
+    "order_records",
     "round_events",
     "round_orders",
 ]

@@ -13,7 +13,7 @@ from web3.contract.contract import ContractFunction
 from web3.exceptions import ContractLogicError, TimeExhausted
 from web3.types import TxParams
 
-from flexgrid.chain.artifacts import Artifact, decode_revert
+from flexgrid.chain.artifacts import Artifact, abi_signature, decode_revert
 from flexgrid.errors import ChainError, ContractRevert
 
 T = TypeVar("T")
@@ -158,8 +158,7 @@ def decode_events(abi: Any, w3: Web3, receipt: Any) -> list[dict[str, Any]]:
     by_topic: dict[bytes, Any] = {}
     for item in abi:
         if item.get("type") == "event" and not item.get("anonymous"):
-            types = ",".join(_type(p) for p in item["inputs"])
-            by_topic[bytes(Web3.keccak(text=f"{item['name']}({types})"))] = contract.events[item["name"]]
+            by_topic[bytes(Web3.keccak(text=abi_signature(item)))] = contract.events[item["name"]]
     out = []
     for log in receipt["logs"]:
         if not log["topics"]:
@@ -170,13 +169,6 @@ def decode_events(abi: Any, w3: Web3, receipt: Any) -> list[dict[str, Any]]:
         decoded = event().process_log(log)
         out.append({"event": decoded["event"], "args": dict(decoded["args"]), "address": log["address"]})
     return out
-
-
-def _type(param: dict[str, Any]) -> str:
-    kind = str(param["type"])
-    if kind.startswith("tuple"):
-        return "(" + ",".join(_type(c) for c in param["components"]) + ")" + kind[len("tuple") :]
-    return kind
 
 
 __all__ = ["TxResult", "TxSender", "call_view", "decode_events"]

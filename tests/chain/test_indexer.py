@@ -217,3 +217,39 @@ def test_anvil_rollback_below_the_cursor_is_undone(market: MarketEnv, engine: En
     assert [o.order_id for o in round_orders(engine, market.deployment, cfg.round_id).offers] == [
         offers[0].order_id
     ]
+
+
+def _created_at(deployer: str, nonce: int) -> str:
+    """The address of the contract `deployer` creates with `nonce` (CREATE)."""
+    import rlp
+    from eth_utils import keccak, to_checksum_address
+
+    return str(to_checksum_address(keccak(rlp.encode([bytes.fromhex(deployer[2:]), nonce]))[12:]))
+
+
+def test_a_restarted_chain_under_the_same_id_replaces_the_whole_index(
+    market: MarketEnv, engine: Engine
+) -> None:
+    """A new anvil (same chain id, same deployer, so the same contract addresses) deployed at a later
+    block: nothing indexed from the old chain survives, not even events below the new deployment."""
+    from flexgrid.chain.deploy import deploy
+    from flexgrid.chain.node import AnvilNode
+
+    _round_with_orders(market, offers=1)
+    EventIndexer(market.w3, market.deployment, engine).run_once()
+    assert _count(engine) > 0
+    with AnvilNode() as other:
+        w3 = other.web3()
+        mine(w3, int(market.w3.eth.block_number) + 5)  # the old chain's events all lie below
+        deployer = other.dev_accounts()[0]
+        assert deployer.address == market.deployment.deployer
+        nonce = next(n for n in range(10_000) if _created_at(deployer.address, n) == market.deployment.token)
+        w3.provider.make_request("anvil_setNonce", [deployer.address, hex(nonce)])  # type: ignore[arg-type]
+        fresh = deploy(w3, deployer)
+        assert fresh.market == market.deployment.market
+        assert fresh.block_number > int(market.w3.eth.block_number)
+        report = EventIndexer(w3, fresh, engine).run_once()
+        assert report.reorged_blocks > 0
+        with Session(engine) as session:
+            blocks = session.exec(select(ChainEvent.block_number)).all()
+        assert blocks and min(blocks) >= fresh.block_number  # only the new deployment's events
