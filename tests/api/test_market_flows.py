@@ -8,8 +8,8 @@ The module moves the chain's clock (sealed round), so the flows on the demo roun
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import runpy
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -169,17 +169,18 @@ def test_grid_model_limits_size_and_bus_count(api: Api, monkeypatch: pytest.Monk
 # -- a prosumer's documented session ----------------------------------------------------------------
 
 
-def test_the_documented_python_session_signs_in_submits_and_sees_the_offer_on_chain(api: Api) -> None:
+def test_the_documented_python_session_signs_in_submits_and_sees_the_offer_on_chain(
+        api: Api, capsys: pytest.CaptureFixture[str]) -> None:
     prosumer = api.demo.providers[0]
     market = MarketClient(api.service.w3, api.demo.deployment)
     before = market.nonce(prosumer.address, api.demo.round_id)
-    run = subprocess.run([sys.executable, str(ROOT / "examples" / "api_session.py"), "--url", api.url,
-                          "--key", "0x" + bytes(prosumer.key).hex()],
-                         capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert "roles on chain: ['provider']" in run.stdout
-    order_hash = run.stdout.split("offer ")[1].split()[0]
-    assert "on chain: block" in run.stdout
+    script = runpy.run_path(str(ROOT / "examples" / "api_session.py"), run_name="api_session")  # its main()
+    code = script["main"](["--url", api.url, "--key", "0x" + bytes(prosumer.key).hex()])
+    out = capsys.readouterr()
+    assert code == 0, out.out + out.err
+    assert "roles on chain: ['provider']" in out.out
+    order_hash = out.out.split("offer ")[1].split()[0]
+    assert "on chain: block" in out.out
     assert market.nonce(prosumer.address, api.demo.round_id) == before + 1
     with api.client() as c:
         orders = c.get(f"/auditor/rounds/{api.demo.round_id}/orders", params={"kind": "offer"}).json()["items"]
@@ -187,15 +188,26 @@ def test_the_documented_python_session_signs_in_submits_and_sees_the_offer_on_ch
     assert on_chain["participant"] == prosumer.address and on_chain["order"]["max_kw"] == [25.0, 25.0]
 
 
-def test_the_readme_session_works_as_printed(api: Api) -> None:
+def test_the_readme_session_works_as_printed(api: Api, capsys: pytest.CaptureFixture[str]) -> None:
     readme = (ROOT / "README.md").read_text()
     block = readme.split("A prosumer signs in, submits an offer and sees it on chain")[1]
     code = block.split("```python\n")[1].split("```")[0]
     assert "http://127.0.0.1:8000" in code
-    run = subprocess.run([sys.executable, "-c", code.replace("http://127.0.0.1:8000", api.url)],
-                         capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert run.stdout.split() == ["['provider']", "True"]
+    compiled = compile(code.replace("http://127.0.0.1:8000", api.url), "README.md", "exec")
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            exec(compiled, {})
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)  # its polling loop has no timeout of its own
+    thread.start()
+    thread.join(timeout=120)
+    assert not thread.is_alive(), "the README session did not finish in 120 s"
+    assert not errors, errors
+    assert capsys.readouterr().out.split() == ["['provider']", "True"]
 
 
 # -- P2P orders ---------------------------------------------------------------------------------
