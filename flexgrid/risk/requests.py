@@ -130,6 +130,7 @@ def _plan_slot(
     slot_hours: float,
     max_loading: float,
     cands: np.ndarray,
+    zone_threshold: float = 0.05,
 ) -> tuple[SlotRisk, dict[tuple[int, int], float]]:
     rng = np.random.default_rng([seed, slot])
     kwargs: dict[str, float] = dict(
@@ -148,7 +149,7 @@ def _plan_slot(
     unresolved = False
     viol_after = viol
     if p_before > epsilon:
-        zs = zones(split_problems(viol, sens))
+        zs = zones(split_problems(viol, sens), rel_threshold=zone_threshold)
         eps_z = epsilon / max(len(zs), 1)
         for z in zs:
             need = z.need_mw()  # (B_z, K)
@@ -230,12 +231,15 @@ def risk_flex_requests(
     pricing: RiskPricing | None = None,
     dso: str | None = None,
     max_loading: float = 1.0,
+    zone_threshold: float = 0.05,
 ) -> RiskRequestPlan:
     """FlexRequests that bring every slot's violation probability within ε.
 
     `load_scale[i]`/`gen_scale[i]` scale the net's loads and generation in slot `slots[i]`
     (default slots 0..n-1); `slot_scales` gives them from the shipped daily profiles. One
-    request per bus and direction, covering the slots where that bus is needed.
+    request per bus and direction, covering the slots where that bus is needed. A bus serves a
+    zone's constraint if its effect is at least `zone_threshold` of the best bus's (`zones`); a
+    higher threshold splits far-apart problems (two feeder ends) into one request each.
     """
     if not 0.0 < epsilon < 0.5:
         raise InputError("epsilon", f"must be in (0, 0.5), got {epsilon!r}")
@@ -253,6 +257,8 @@ def risk_flex_requests(
         raise InputError("slots", "must be distinct non-negative slot indices")
     if n_scenarios < 100 or n_out_of_sample < 100:
         raise InputError("n_scenarios", "at least 100 scenarios are needed in and out of sample")
+    if not 0.0 < zone_threshold <= 1.0:
+        raise InputError("zone_threshold", f"must be in (0, 1], got {zone_threshold!r}")
     if slot_seconds <= 0:
         raise InputError("slot_seconds", f"must be positive, got {slot_seconds}")
     unc = uncertainty or Uncertainty()
@@ -264,7 +270,7 @@ def risk_flex_requests(
         res, _ = _plan_slot(
             model, slot, float(ls[i]), float(gs[i]), epsilon=epsilon, n_scenarios=n_scenarios,
             n_out_of_sample=n_out_of_sample, seed=seed, unc=unc, pricing=price, slot_hours=hours,
-            max_loading=max_loading, cands=cands,
+            max_loading=max_loading, cands=cands, zone_threshold=zone_threshold,
         )
         slot_results.append(res)
     # One request per (bus, direction); avoided cost shared in proportion to the volumes.

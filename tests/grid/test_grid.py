@@ -149,3 +149,21 @@ def test_transformer_tap_ratios_come_from_pandapower() -> None:
     taps = sorted(np.round(view.tap_ratio[np.abs(view.tap_ratio - 1) > 1e-9], 4).tolist())
     assert taps == [0.955, 0.97]  # tap positions -3 and -2 at 1.5 % per step
     assert len(view.slack_nodes) == 2 and view.is_radial
+
+
+def test_case33bw_is_rated_and_its_evening_peak_congests_only_the_feeder_head() -> None:
+    # pandapower ships case33bw without ratings (99999 kA); FlexGrid rates it (see flexgrid.grid.networks)
+    net = load_net("case33bw")
+    assert (net.line.max_i_ka < 1.0).all()
+    assert net.line.at[0, "max_i_ka"] == pytest.approx(0.205)
+    assert set(net.line.max_i_ka.round(3)) <= {0.105, 0.14, 0.17, 0.205, 0.21, 0.29, 0.35, 0.41, 0.47, 0.535, 0.645}
+    pp.runpp(net, numba=False)  # the nominal loads are the peak of the shipped day
+    loading = net.res_line.loading_percent
+    assert 101.0 < loading[0] < 104.0
+    assert loading.drop(index=0).max() < 80.0
+    # an hourly average of the evening peak stays within the feeder bay's rating
+    load, _ = daily_shapes()
+    hourly = shape_for_slots(load, 18 * 3600, 3600, 1)[0]
+    net.load["scaling"] = hourly
+    pp.runpp(net, numba=False)
+    assert net.res_line.loading_percent.max() < 100.0
