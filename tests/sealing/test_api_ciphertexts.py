@@ -67,7 +67,8 @@ def _commit_through_api(api: Api, account: LocalAccount, round_id: int, commitme
     fn = api.service.client.market.functions.commitOffer(round_id, bytes.fromhex(commitment[2:]), calldata)
     tx = fn.build_transaction({"from": account.address, "chainId": api.demo.deployment.chain_id,
                                "nonce": w3.eth.get_transaction_count(account.address), "gas": 300_000})
-    body: dict[str, Any] = {"raw_transaction": "0x" + bytes(account.sign_transaction(tx).raw_transaction).hex()}
+    raw = account.sign_transaction(dict(tx)).raw_transaction  # type: ignore[arg-type]
+    body: dict[str, Any] = {"raw_transaction": "0x" + bytes(raw).hex()}
     if ciphertext is not None:
         body["ciphertext"] = "0x" + ciphertext.hex()
     with api.client() as c:
@@ -122,9 +123,11 @@ def api_round(api: Api, tmp_path_factory: pytest.TempPathFactory) -> ApiRound:
     [first] = oracle.run_once(rid)  # the reveal window: opens and reveals
     assert "revealed 2 sealed offers" in first.detail, first.detail
     cr = sealed["commit-reveal"]
+    assert isinstance(cr.signed.order, FlexOffer)
     with api.client() as c:  # the commit-reveal bidder reveals its own offer with its salt
         r = c.post("/prosumer/reveals", headers=bearer(api.token(demo.providers[BIDS["commit-reveal"][0]])),
-                   json={"offers": [signed_offer_body(demo.providers[2], deployment, cr.signed.order)],
+                   json={"offers": [signed_offer_body(demo.providers[BIDS["commit-reveal"][0]], deployment,
+                                                       cr.signed.order)],
                          "salts": [cr.salt]})
         assert r.status_code == 200, r.text
     time_travel(w3, MarketClient(w3, deployment).deadlines(rid)["reveal_end_s"])
