@@ -41,6 +41,8 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/dso/grid-models"): frozenset({"dso"}),
     ("GET", "/dso/grid-models"): frozenset({"dso"}),
     ("POST", "/dso/requests/prepare"): frozenset({"dso"}),
+    ("POST", "/dso/rounds/{round_id}/approve/prepare"): frozenset({"dso"}),
+    ("POST", "/dso/rounds/{round_id}/dispute/prepare"): frozenset({"dso"}),
     ("POST", "/dso/transactions"): frozenset({"dso"}),
     ("POST", "/dso/validate"): frozenset({"dso"}),
     ("GET", "/dso/orders"): frozenset({"dso"}),

@@ -12,7 +12,7 @@ import runpy
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import httpx
 import pandapower as pp
@@ -393,13 +393,12 @@ def test_the_oracle_commits_the_sealed_round_and_the_auditor_endpoints_prove_it(
     dso, agent = api.demo.dso, api.demo.metering
     payees = [t for t in items if t["payment_eur"] > 0]
     with api.client() as c:
-        fn = market.market.functions.approveResult(rid)
-        tx = fn.build_transaction({"from": dso.address, "nonce": w3.eth.get_transaction_count(dso.address),
-                                   "chainId": api.demo.deployment.chain_id})
-        raw = dso.sign_transaction(cast(dict[str, Any], tx)).raw_transaction
-        approved = c.post("/dso/transactions", json={"raw_transaction": "0x" + bytes(raw).hex()},
-                          headers=bearer(api.token(dso)))
-        assert approved.status_code == 200 and approved.json()["function"] == "approveResult", approved.text
+        approved = send_signed(c, dso, c.post(f"/dso/rounds/{rid}/approve/prepare", headers=bearer(api.token(dso))),
+                               "/dso/transactions", api.token(dso))
+        assert approved["function"] == "approveResult"
+        late = c.post(f"/dso/rounds/{rid}/dispute/prepare", json={"reason": "too late"},
+                      headers=bearer(api.token(dso)))
+        assert late.status_code == 409, late.text  # an approved result can no longer be disputed
         time_travel(w3, sealed.slot_end_s)
         readings = [{"participant": t["participant"], "order_id": t["order_hash"], "slot": t["slot"],
                      "delivered_kw": t["kw"]} for t in payees]

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Query, Response
+from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 from sqlmodel import col, select
 
@@ -223,6 +224,38 @@ def prepare_request(body: RequestIn, roles: DsoDep, service: ServiceDep) -> Prep
 
     validate_for_round(request, config, now_s=service.chain_now_s())
     fn = service.client.market.functions.submitRequest(request_struct(request))
+    return PreparedOut(transaction=prepare_tx(service, roles.address, fn))
+
+
+class DisputeIn(BaseModel):
+    reason: str = Field(min_length=1, max_length=10_000, description="why the result is wrong; its keccak256 "
+                        "goes on chain as the reason hash")
+
+
+def _my_round(service: ServiceDep, roles: DsoDep, round_id: int) -> None:
+    config = service.round_config(round_id)
+    if config.grid_id not in roles.dso_grids:
+        raise Problem(403, "Forbidden", f"round_id: round {round_id} is on grid {config.grid_id}, "
+                      f"which {roles.address} is not the DSO of", field="round_id", reason="not your grid")
+
+
+@router.post("/rounds/{round_id}/approve/prepare", response_model=PreparedOut,
+             summary="Prepare approveResult (accept the committed result before the dispute window ends)")
+def prepare_approve(round_id: Annotated[int, PathParam(ge=1, le=2**63)], roles: DsoDep,
+                    service: ServiceDep) -> PreparedOut:
+    _my_round(service, roles, round_id)
+    fn = service.client.market.functions.approveResult(round_id)
+    return PreparedOut(transaction=prepare_tx(service, roles.address, fn))  # the contract's refusal: 409
+
+
+@router.post("/rounds/{round_id}/dispute/prepare", response_model=PreparedOut,
+             summary="Prepare dispute (challenge the committed result; the round's dispute bond is taken)")
+def prepare_dispute(round_id: Annotated[int, PathParam(ge=1, le=2**63)], body: DisputeIn, roles: DsoDep,
+                    service: ServiceDep) -> PreparedOut:
+    from eth_utils import keccak
+
+    _my_round(service, roles, round_id)
+    fn = service.client.market.functions.dispute(round_id, keccak(text=body.reason))
     return PreparedOut(transaction=prepare_tx(service, roles.address, fn))
 
 
