@@ -793,6 +793,12 @@ def _check_off_chain_claims(ev: RoundEvidence, opened: Sequence[Any], off_chain:
                             "without a ciphertext in its calldata")
     ok = {o.commitment.lower() for o in opened if o.ok}
     published = {c.lower() for c in off_chain}
+    if "commitments" in report:
+        listed = {str(x.get("commitment", "")).lower() for x in report["commitments"]}
+        for o in opened:
+            if o.commitment.lower() not in listed:
+                problems.append(f"commitment {o.commitment} of {o.provider} is on chain but missing from the "
+                                "oracle's sealed.commitments report")
     for entry in report.get("commitments") or []:
         c = str(entry.get("commitment", "")).lower()
         if entry.get("ciphertext") == "api" and c not in published:

@@ -404,7 +404,8 @@ class Oracle:
                 else:
                     entry.update(status="rejected", reason=f"{problem}; not revealed by its bidder either")
             else:
-                entry.update(orderHash=h, sealedBy="encryption" if o is not None and o.ok else "commit-reveal")
+                how = "encryption" if o is not None and o.ok else "commit-reveal" if secret is not None else "unknown"
+                entry.update(orderHash=h, sealedBy=how)  # unknown: without the key, who revealed is not known
                 if h in used:
                     entry["status"] = "used"
                 elif h in dropped:

@@ -51,6 +51,7 @@ class ApiRound:
     doc: dict[str, Any]
     audit: AuditReport
     audit_without_api_ciphertexts: AuditReport
+    evidence: Any
     log: list[str]
     refused_both: Any  # the API's answer to a ciphertext sent in calldata and beside it
     stored: list[SealedCiphertext]
@@ -138,7 +139,7 @@ def api_round(api: Api, tmp_path_factory: pytest.TempPathFactory) -> ApiRound:
     init_db(auditor_db)
     evidence = gather_evidence(w3, deployment, auditor_db, rid)
     return ApiRound(rid, sealed, doc, verify_round(evidence, doc),
-                    verify_round(evidence, {**doc, "sealedCiphertexts": {}}), log, refused_both, stored)
+                    verify_round(evidence, {**doc, "sealedCiphertexts": {}}), evidence, log, refused_both, stored)
 
 
 def test_an_encrypted_offer_sent_through_the_api_is_cleared_and_audited(api_round: ApiRound) -> None:
@@ -179,3 +180,8 @@ def test_a_commitment_without_ciphertext_or_with_a_mismatched_one_is_reported_by
     assert not any(r.sealed["commit-reveal"].commitment.lower() in line and "rejected" in line for line in r.log)
     [sealed_check] = [f for f in r.audit.findings if f.check == "sealed"]
     assert {d.split()[2].lower() for d in sealed_check.details if d.startswith("rejected")} == {missing, mismatched}
+    # an oracle that leaves the commitment out of its report is caught
+    hidden = {**r.doc, "sealed": {**r.doc["sealed"], "commitments": [
+        x for x in r.doc["sealed"]["commitments"] if x["commitment"] != missing]}}
+    [caught] = [f for f in verify_round(r.evidence, hidden).failures if f.check == "sealed"]
+    assert any(missing in d and "missing from the oracle's sealed.commitments" in d for d in caught.details)
