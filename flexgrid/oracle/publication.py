@@ -61,7 +61,8 @@ integer encoding unless its name has another unit)
   `OfferCommitted` event, sorted by commitment: `{"commitment", "provider", "ciphertext"
   ("calldata" | "api" (received off chain through the API) | "none"), "status" ("used" |
   "dropped" | "rejected"), "sealedBy" ("encryption": the oracle opened its ciphertext and revealed
-  it; "commit-reveal": its bidder revealed it with the salt), "orderHash", "reason" (dropped and
+  it; "commit-reveal": its bidder revealed it with the salt; "unknown": revealed, but this oracle
+  has not the round key to tell), "orderHash", "reason" (dropped and
   rejected), "ciphertextProblem" (a ciphertext that does not open, of an offer revealed by its
   bidder all the same)}`. `rejected` repeats the rejected entries (never revealed: no ciphertext
   anywhere, or one that does not open or does not match its commitment, with the reason).
