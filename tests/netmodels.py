@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import pandapower as pp
 import pytest
 from threadpoolctl import threadpool_limits
 
@@ -33,3 +34,25 @@ def kerber() -> NetworkModel:
 @pytest.fixture(scope="session")
 def cigre_mv() -> NetworkModel:
     return build_model(load_net("cigre_mv"), "cigre_mv")
+
+
+def cigre_mv_two_grids_net() -> pp.pandapowerNet:
+    """cigre_mv fed by two substations: the transformer of feeder 2 (buses 12-14) is moved to a
+    second 110 kV bus with its own external grid; the tie line 14 (bus 8 - bus 14) stays open."""
+    net = load_net("cigre_mv")
+    hv2 = pp.create_bus(net, vn_kv=110.0, name="Bus 0b (second HV/MV substation)")
+    net.trafo.at[1, "hv_bus"] = hv2
+    sw = net.switch[(net.switch.et == "t") & (net.switch.element == 1)].index
+    net.switch.loc[sw, "bus"] = hv2
+    pp.create_ext_grid(net, hv2, vm_pu=1.03, va_degree=0.0, name="External grid 2")
+    return net
+
+
+@pytest.fixture(scope="session")
+def cigre_mv_two_grids() -> NetworkModel:
+    return build_model(cigre_mv_two_grids_net(), "cigre_mv_two_grids")
+
+
+@pytest.fixture(scope="session")
+def mv_oberrhein() -> NetworkModel:
+    return build_model(load_net("mv_oberrhein"), "mv_oberrhein")

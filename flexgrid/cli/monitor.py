@@ -112,7 +112,7 @@ def estimate_cmd(
         sample_injections,
         simulate_readings,
         solve_batch,
-        substation_meter,
+        substation_meters,
     )
 
     try:
@@ -126,7 +126,8 @@ def estimate_cmd(
         buses = [b for b, _ in placed]
         types = {t.name: t for t in BAD_DATA_METER_TYPES}
         # channels are labelled "bus 5: V" (the type is in the --meters given)
-        meter_list = [substation_meter(model), *(replace(types[t].at(b), name="") for b, t in placed)]
+        subs = substation_meters(model)
+        meter_list = [*subs, *(replace(types[t].at(b), name="") for b, t in placed)]
         channels = meter_channels(model, meter_list)
         redundancy = bad_data_redundancy(model, meter_list, pseudo=cfg, load_scale=load_scale)
         rng = np.random.default_rng(seed)
@@ -157,7 +158,7 @@ def estimate_cmd(
     err = np.abs(est.vm_pu - vm_true)
     result: dict[str, Any] = {
         "net": net,
-        "meters": [substation_meter(model).bus, *buses],
+        "meters": [*(m.bus for m in subs), *buses],
         "converged": est.converged,
         "iterations": est.iterations,
         "chi2": {"objective": est.objective, "threshold": est.chi2_threshold, "dof": est.dof},
@@ -239,7 +240,7 @@ def place_meters_cmd(
         build_model,
         greedy_placement,
         milp_placement,
-        substation_meter,
+        substation_meters,
     )
 
     try:
@@ -261,7 +262,7 @@ def place_meters_cmd(
         else:
             raise InputError("--method", f"must be greedy or milp, got {method!r}")
         redundancy = placement.bad_data or bad_data_redundancy(
-            model, [substation_meter(model), *placement.as_meters(types)], pseudo=cfg, gross_error_sigma=gross_error_sigma)
+            model, [*substation_meters(model), *placement.as_meters(types)], pseudo=cfg, gross_error_sigma=gross_error_sigma)
         comparison = []
         for k in range(1, compare_exhaustive + 1):
             exact = best_k_meters(model, k, pseudo=cfg)

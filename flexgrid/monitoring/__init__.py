@@ -24,6 +24,7 @@ from flexgrid.monitoring.measurements import (
     readings,
     simulate_readings,
     substation_meter,
+    substation_meters,
 )
 from flexgrid.monitoring.network import NetworkModel, build_model
 from flexgrid.monitoring.placement import (
@@ -75,4 +76,5 @@ __all__ = [
     "simulate_readings",
     "solve_batch",
     "substation_meter",
+    "substation_meters",
 ]

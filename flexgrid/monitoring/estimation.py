@@ -1,7 +1,7 @@
 """Weighted least squares state estimation with bad-data processing and uncertainty.
 
-State: voltage angle of every bus but the slack (the reference) and voltage magnitude of every
-bus. Gauss-Newton on dense arrays (distribution feeders are small; a snapshot of case33bw takes
+State: voltage angle of every bus but the slack buses (the external grids' angles are held, as in
+pandapower's estimation) and voltage magnitude of every bus. Gauss-Newton on dense arrays (distribution feeders are small; a snapshot of case33bw takes
 about a millisecond). After convergence:
 
 - chi-square test of the objective J(x) = Σ (r/σ)² with m − n degrees of freedom;
@@ -68,7 +68,7 @@ class _Workspace:
     y: ComplexArray
     yf: ComplexArray
     n: int
-    slack: int
+    slacks: np.ndarray  # buses whose angle is held (the external grids)
     theta_cols: np.ndarray  # buses whose angle is a state
     v_no_load: ComplexArray  # start point: carries transformer phase shifts, unlike a flat start
 
@@ -77,9 +77,9 @@ def _workspace(model: NetworkModel) -> _Workspace:
     from flexgrid.monitoring.powerflow import solve_batch
 
     yf, _ = model.branch_matrices()
-    cols = np.array([b for b in range(model.n_bus) if b != model.slack])
+    cols = np.flatnonzero(~model.is_slack)
     v0 = solve_batch(model, np.zeros(model.n_bus, dtype=np.complex128)).v[:, 0]
-    return _Workspace(model.ybus(), yf, model.n_bus, model.slack, cols, v0)
+    return _Workspace(model.ybus(), yf, model.n_bus, model.slacks, cols, v0)
 
 
 def _h_jac(model: NetworkModel, ws: _Workspace, ms: MeasurementSet, v: ComplexArray) -> tuple[FloatArray, FloatArray]:
@@ -172,11 +172,11 @@ def _wls(
     weights = w.copy()
     va = np.angle(v)
     vm = np.abs(v)
-    va_ref = float(np.angle(model.v_slack))
+    va_ref = np.angle(model.v_slacks)
     converged = False
     it = 0
     h = np.zeros(ms.size)
-    jac = np.zeros((ms.size, 2 * ws.n - 1))
+    jac = np.zeros((ms.size, ws.theta_cols.size + ws.n))
     for it in range(1, max_iter + 1):  # noqa: B007 - reported
         h, jac = _h_jac(model, ws, ms, v)
         r = ms.value - h
@@ -192,7 +192,7 @@ def _wls(
         nt = ws.theta_cols.size
         va[ws.theta_cols] += dx[:nt]
         vm += dx[nt:]
-        va[ws.slack] = va_ref
+        va[ws.slacks] = va_ref
         v = vm * np.exp(1j * va)
         if np.max(np.abs(dx)) < tol:
             converged = True
@@ -230,7 +230,7 @@ def estimate(
         raise InputError("removal", f"must be 'meters-first' or 'largest', got {removal!r}")
     _validate(model, measurements)
     ws = workspace or _workspace(model)
-    n_state = 2 * ws.n - 1
+    n_state = ws.theta_cols.size + ws.n
     start = ws.v_no_load if v0 is None else v0
     ms = measurements
     index = np.arange(ms.size)

@@ -131,6 +131,15 @@ def substation_meter(model: NetworkModel, **kwargs: float) -> Meter:
     return Meter(bus=int(model.bus_ids[model.slack]), name="substation", **kwargs)  # type: ignore[arg-type]
 
 
+def substation_meters(model: NetworkModel, **kwargs: float) -> list[Meter]:
+    """A substation meter at every external grid: "substation" for a net with one, else
+    "substation@BUS" (pandapower bus) for each."""
+    if model.slacks.size == 1:
+        return [substation_meter(model, **kwargs)]
+    return [Meter(bus=int(model.bus_ids[b]), name=f"substation@{int(model.bus_ids[b])}", **kwargs)  # type: ignore[arg-type]
+            for b in model.slacks]
+
+
 def meter_channels(model: NetworkModel, meters: Sequence[Meter]) -> Channels:
     """Expand meters into measurement channels (flows of the feeding branch, or the
     branches leaving the substation)."""
@@ -165,7 +174,7 @@ def meter_channels(model: NetworkModel, meters: Sequence[Meter]) -> Channels:
                 owner.append(mi)
                 labels.append(f"{tag}: {q} injection")
         branches: list[tuple[int, bool]] = []
-        if b == model.slack:
+        if model.is_slack[b]:
             for kk in np.flatnonzero(model.base_status & ((model.f == b) | (model.t == b))):
                 branches.append((int(kk), True))
         else:
@@ -263,7 +272,7 @@ def pseudo_measurements(
 ) -> MeasurementSet:
     """P/Q injection pseudo-measurements from forecasts, and zero-injection virtual measurements.
 
-    The slack bus gets none (its injection is what the grid supplies).
+    The slack buses get none (their injection is what the external grids supply).
     """
     cfg = config or PseudoConfig()
     if cfg.load_sigma_rel <= 0 or cfg.gen_sigma_rel <= 0:
@@ -281,7 +290,7 @@ def pseudo_measurements(
     floor = cfg.sigma_floor_kw / 1000.0 / model.base_mva
     has_load = (model.load_p_pu != 0) | (model.load_q_pu != 0) | (lp != 0) | (lq != 0)
     has_gen = (model.gen_p_pu != 0) | (model.gen_q_pu != 0) | (gp != 0) | (gq != 0)
-    buses = np.array([b for b in range(n) if b != model.slack])
+    buses = np.flatnonzero(~model.is_slack)
     kind: list[int] = []
     element: list[int] = []
     value: list[float] = []

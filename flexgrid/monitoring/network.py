@@ -8,6 +8,10 @@ service or behind an open line switch) are part of the model with status 0.
 Conventions: per unit on the net's `sn_mva`; injections positive into the bus (generation
 minus load); bus and branch positions are the model's, `bus_ids`/`branch_element` map back to
 pandapower indices.
+
+Several external grids are supported (e.g. mv_oberrhein's two HV/MV substations): each is a slack
+bus with its set voltage magnitude and angle (as in pandapower's power flow and state estimation);
+the first in-service one is `slack`, the angle reference, and `slacks` lists them all.
 """
 
 from __future__ import annotations
@@ -45,8 +49,10 @@ class NetworkModel:
     vn_kv: FloatArray
     vm_min_pu: FloatArray
     vm_max_pu: FloatArray
-    slack: int
+    slack: int  # the first external grid's bus: the angle reference
     v_slack: complex
+    slacks: IntArray  # every external grid's bus (slack first), voltages held at `v_slacks`
+    v_slacks: ComplexArray
     f: IntArray  # from bus of each branch
     t: IntArray  # to bus of each branch
     yff: ComplexArray
@@ -74,6 +80,12 @@ class NetworkModel:
     @property
     def n_branch(self) -> int:
         return int(self.f.size)
+
+    @property
+    def is_slack(self) -> BoolArray:
+        out = np.zeros(self.n_bus, dtype=bool)
+        out[self.slacks] = True
+        return out
 
     def s_injection_pu(self, load_scale: float = 1.0, gen_scale: float = 1.0) -> ComplexArray:
         """Net complex injection per bus (generation minus load) for uniform scalings."""
@@ -110,7 +122,7 @@ class NetworkModel:
         return yf, yt
 
     def energised(self, status: BoolArray | None = None) -> BoolArray:
-        """Buses connected to the slack bus through branches in operation."""
+        """Buses connected to a slack bus (an external grid) through branches in operation."""
         st = self.base_status if status is None else status
         n = self.n_bus
         adj: list[list[int]] = [[] for _ in range(n)]
@@ -119,8 +131,8 @@ class NetworkModel:
             adj[a].append(b)
             adj[b].append(a)
         seen = np.zeros(n, dtype=bool)
-        seen[self.slack] = True
-        stack = [self.slack]
+        seen[self.slacks] = True
+        stack = [int(b) for b in self.slacks]
         while stack:
             a = stack.pop()
             for b in adj[a]:
@@ -149,7 +161,7 @@ class NetworkModel:
         return parent[bus_pos]
 
     def parents(self, status: BoolArray | None = None) -> list[int | None]:
-        """For each bus, the branch through which a breadth-first search from the slack reached it."""
+        """For each bus, the branch through which a breadth-first search from the slack buses reached it."""
         st = self.base_status if status is None else status
         n = self.n_bus
         adj: list[list[tuple[int, int]]] = [[] for _ in range(n)]
@@ -159,8 +171,8 @@ class NetworkModel:
             adj[b].append((a, int(kk)))
         parent: list[int | None] = [None] * n
         seen = np.zeros(n, dtype=bool)
-        seen[self.slack] = True
-        queue = [self.slack]
+        seen[self.slacks] = True
+        queue = [int(b) for b in self.slacks]
         while queue:
             nxt: list[int] = []
             for a in queue:
@@ -206,10 +218,11 @@ def _close_ties(net: pp.pandapowerNet) -> tuple[pp.pandapowerNet, set[int], set[
 
 
 def build_model(net: pp.pandapowerNet, name: str = "net") -> NetworkModel:
-    """Build the array model of a pandapower net (balanced, one external grid, PQ injections)."""
+    """Build the array model of a pandapower net (balanced, PQ injections, one or more external
+    grids: each a slack bus at its set voltage, the first the angle reference)."""
     eg = net.ext_grid[net.ext_grid.in_service.astype(bool)]
-    if len(eg) != 1:
-        raise InputError("net.ext_grid", f"exactly one in-service external grid is needed, found {len(eg)}")
+    if len(eg) == 0:
+        raise InputError("net.ext_grid", "no in-service external grid: the net needs at least one (the substation)")
     if len(net.gen) and net.gen.in_service.any():
         raise InputError("net.gen", "voltage-controlled generators are not supported; model them as sgen")
     if len(net.line) == 0 and len(net.trafo) == 0:
@@ -348,11 +361,23 @@ def build_model(net: pp.pandapowerNet, name: str = "net") -> NetworkModel:
                 load_p[k] += float(row.p_mw) * float(row.scaling) / base_mva
                 load_q[k] += float(row.q_mvar) * float(row.scaling) / base_mva
 
-    e = eg.iloc[0]
-    slack = bus_of_pd[int(e.bus)]
-    v_slack = float(e.vm_pu) * np.exp(1j * np.deg2rad(float(e.va_degree)))
-    vm_min[slack] = min(vm_min[slack], float(e.vm_pu))
-    vm_max[slack] = max(vm_max[slack], float(e.vm_pu))
+    slack_list: list[int] = []
+    v_list: list[complex] = []
+    for _, e in eg.iterrows():
+        if int(e.bus) not in bus_of_pd:
+            raise InputError("net.ext_grid", f"external grid {e['name']!r} is at bus {int(e.bus)}, which is out of service")
+        pos = bus_of_pd[int(e.bus)]
+        v_e = complex(float(e.vm_pu) * np.exp(1j * np.deg2rad(float(e.va_degree))))
+        if pos in slack_list:  # two external grids on one bus: pandapower needs them equal too
+            if abs(v_list[slack_list.index(pos)] - v_e) > 1e-9:
+                raise InputError("net.ext_grid", f"two external grids at bus {int(e.bus)} set different voltages")
+            continue
+        slack_list.append(pos)
+        v_list.append(v_e)
+        vm_min[pos] = min(vm_min[pos], float(e.vm_pu))
+        vm_max[pos] = max(vm_max[pos], float(e.vm_pu))
+    slack = slack_list[0]
+    v_slack = v_list[0]
 
     return NetworkModel(
         name=name,
@@ -364,6 +389,8 @@ def build_model(net: pp.pandapowerNet, name: str = "net") -> NetworkModel:
         vm_max_pu=vm_max,
         slack=slack,
         v_slack=complex(v_slack),
+        slacks=np.array(slack_list, dtype=np.int64),
+        v_slacks=np.array(v_list, dtype=np.complex128),
         f=f,
         t=t,
         yff=yff,

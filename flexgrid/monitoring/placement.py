@@ -36,7 +36,7 @@ from flexgrid.monitoring.measurements import (
     PseudoConfig,
     meter_channels,
     pseudo_measurements,
-    substation_meter,
+    substation_meters,
 )
 from flexgrid.monitoring.network import FloatArray, NetworkModel
 from flexgrid.monitoring.powerflow import solve_batch
@@ -117,7 +117,7 @@ class _Evaluator:
         self.ws = _workspace(model)
         self.v = solve_batch(model, model.s_injection_pu(load_scale)).v[:, 0]
         base = MeasurementSet.concat([
-            self._channels([substation_meter(model)]),
+            self._channels(substation_meters(model)),
             pseudo_measurements(
                 model, load_scale * model.load_p_pu, load_scale * model.load_q_pu,
                 model.gen_p_pu, model.gen_q_pu, pseudo,
@@ -158,11 +158,11 @@ def _check_target(tolerance_pu: float, probability: float) -> float:
 
 def _candidates(model: NetworkModel, candidate_buses: Sequence[int] | None) -> list[int]:
     if candidate_buses is None:
-        return [int(b) for i, b in enumerate(model.bus_ids) if i != model.slack]
+        return [int(b) for i, b in enumerate(model.bus_ids) if not model.is_slack[i]]
     out = []
     for b in candidate_buses:
         pos = model.bus_position(b, "candidate_buses")
-        if pos == model.slack:
+        if model.is_slack[pos]:
             raise InputError("candidate_buses", f"bus {b} is the substation, which is metered already")
         out.append(int(b))
     return out
@@ -510,7 +510,7 @@ def add_bad_data_redundancy(
             raise InputError("meters", f"bus {b}: meter type {name!r} is not among the meter types given")
     ev = RedundancyEvaluator(model, pseudo, load_scale, gross_error_sigma=gross_error_sigma,
                              required_probability=required_probability)
-    subs = [ev.meter_rows(substation_meter(model))]
+    subs = [ev.meter_rows(m) for m in substation_meters(model)]
     cache: dict[tuple[int, str], tuple[FloatArray, tuple[str, ...]]] = {}
 
     def rows(b: int, name: str) -> tuple[FloatArray, tuple[str, ...]]:

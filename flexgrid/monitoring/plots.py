@@ -58,7 +58,8 @@ def bus_xy(net: pp.pandapowerNet, model: NetworkModel) -> FloatArray:
     import sys
 
     sys.setrecursionlimit(max(10_000, sys.getrecursionlimit()))
-    place(model.slack, 0)
+    for root in model.slacks:
+        place(int(root), 0)
     return xy
 
 
@@ -125,7 +126,7 @@ def risk_map(
         color = cmap(norm(branch_value[k])) if model.base_status[k] else "0.6"
         ax.plot(xy[[a, b], 0], xy[[a, b], 1], style, color=color, lw=2.5 if model.base_status[k] else 1)
     sc = ax.scatter(xy[:, 0], xy[:, 1], c=bus_value, cmap=cmap, norm=norm, s=60, edgecolors="k", zorder=3)
-    ax.scatter(xy[model.slack, 0], xy[model.slack, 1], marker="s", s=150, c="tab:blue", zorder=4, label="substation")
+    ax.scatter(xy[model.slacks, 0], xy[model.slacks, 1], marker="s", s=150, c="tab:blue", zorder=4, label="substation")
     for i, b in enumerate(model.bus_ids):
         ax.annotate(str(b), xy[i], fontsize=7, xytext=(3, 3), textcoords="offset points")
     fig.colorbar(sc, ax=ax, label=label)

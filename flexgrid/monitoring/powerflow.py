@@ -39,7 +39,8 @@ def solve_batch(
 ) -> BatchFlow:
     """Solve K power flows. `s_pu` has shape (n_bus,) or (n_bus, K): injection per bus in pu.
 
-    Buses not connected to the slack (after an outage) get voltage 0 and are left out.
+    Buses not connected to a slack bus (after an outage) get voltage 0 and are left out; every slack
+    bus (external grid) is held at its voltage.
     """
     s = np.asarray(s_pu, dtype=np.complex128)
     single = s.ndim == 1
@@ -50,15 +51,14 @@ def solve_batch(
         raise ValueError(f"s_pu has {n} rows, the model has {model.n_bus} buses")
     ener = model.energised(status)
     y = model.ybus(status) if ybus is None else ybus
-    others = np.flatnonzero(ener)
-    others = others[others != model.slack]
+    others = np.flatnonzero(ener & ~model.is_slack)
     v = np.zeros((n, k), dtype=np.complex128)
-    v[model.slack] = model.v_slack
+    v[model.slacks] = model.v_slacks[:, None]
     if others.size == 0:
         return BatchFlow(v, np.ones(k, dtype=bool), ener, 0)
     y_oo = y[np.ix_(others, others)]
     z_oo = np.linalg.inv(y_oo)
-    w = -(z_oo @ y[others, model.slack]) * model.v_slack  # no-load voltages
+    w = -(z_oo @ (y[np.ix_(others, model.slacks)] @ model.v_slacks))  # no-load voltages
     s_o = s[others]
     v_o = np.repeat(w[:, None], k, axis=1)
     converged = np.zeros(k, dtype=bool)

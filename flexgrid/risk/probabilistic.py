@@ -105,8 +105,8 @@ def violations(model: NetworkModel, v: ComplexArray, converged: BoolArray, max_l
     vm = np.abs(v)
     under = np.clip(model.vm_min_pu[:, None] - vm, 0, None)
     over = np.clip(vm - model.vm_max_pu[:, None], 0, None)
-    under[model.slack] = 0.0
-    over[model.slack] = 0.0
+    under[model.slacks] = 0.0
+    over[model.slacks] = 0.0
     loading = np.nan_to_num(model.loading_fraction(v))
     overload = np.clip(loading - max_loading, 0, None)
     overload[~model.base_status] = 0.0
@@ -247,7 +247,7 @@ def shortfall_kw(viol: Violations, sens: Sensitivities) -> FloatArray:
 def candidate_buses(model: NetworkModel) -> np.ndarray:
     """Buses with load or generation (where flexibility can be), without the slack."""
     has = (model.load_p_pu != 0) | (model.gen_p_pu != 0)
-    has[model.slack] = False
+    has[model.slacks] = False
     return np.flatnonzero(has)
 
 
@@ -311,7 +311,7 @@ def probabilistic_risk(
         var_ci_kw=(float(np.quantile(boot_var, 0.025)), float(np.quantile(boot_var, 0.975))),
         cvar_kw=cvar,
         cvar_ci_kw=(float(np.quantile(boot_cvar, 0.025)), float(np.quantile(boot_cvar, 0.975))),
-        min_vm_pu=np.where(flow.converged, np.abs(flow.v[np.arange(model.n_bus) != model.slack]).min(axis=0), 0.0),
+        min_vm_pu=np.where(flow.converged, np.abs(flow.v[~model.is_slack]).min(axis=0), 0.0),
         max_loading=np.nan_to_num(model.loading_fraction(flow.v)[model.base_status]).max(axis=0),
         seconds=time.perf_counter() - t0,
     )

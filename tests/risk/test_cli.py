@@ -83,3 +83,17 @@ def test_monitor_bad_data_detectable_placement_then_estimate_finds_a_flow_error(
     assert out["removed_bad_data"] == ["substation: P line 0"]
     bad = runner.invoke(app, ["monitor", "estimate", "case33bw", "--meters", "5:golden"])
     assert bad.exit_code != 0 and "--meters" in bad.output
+
+
+def test_monitor_and_risk_on_a_net_file_with_two_external_grids(tmp_path: Path) -> None:
+    import pandapower as pp
+
+    from tests.netmodels import cigre_mv_two_grids_net
+
+    path = tmp_path / "two_grids.json"
+    pp.to_json(cigre_mv_two_grids_net(), str(path))
+    out = _run("monitor", "estimate", str(path), "--meters", "5,10", "--json")
+    assert out["meters"] == [0, 15, 5, 10] and out["converged"] and out["observable"]
+    assert {r["channel"].split(":")[0] for r in out["bad_data_channels"]} >= {"substation@0", "substation@15"}
+    n1 = _run("risk", "n1", str(path), "--json")
+    assert any(o["branch"] == "trafo 1" for o in n1["outages"])

@@ -98,3 +98,36 @@ def test_wrong_injection_vector_is_a_typed_error(case33bw: NetworkModel) -> None
     with pytest.raises(InputError) as exc:
         n_minus_1(case33bw, s_pu=np.zeros(3, dtype=complex))
     assert exc.value.field == "s_pu"
+
+
+def test_n1_with_two_substations_picks_up_feeder_2_from_the_first(cigre_mv_two_grids: NetworkModel) -> None:
+    """At 30 % load, losing the second substation's transformer cuts feeder 2 (buses 12-14); the
+    only tie, line 14, picks it up from the first substation, with undervoltage that flexibility
+    would have to fix. pandapower agrees on that restored state. (At full load cigre_mv's feeders
+    cannot carry each other at all: the restored flow does not converge, and is reported so.)"""
+    from tests.netmodels import cigre_mv_two_grids_net
+
+    model = cigre_mv_two_grids
+    report = n_minus_1(model, s_pu=model.s_injection_pu(0.3, 1.0))
+    o = next(x for x in report.outages if x.branch == "trafo 1")
+    assert set(o.cut_buses) == {12, 13, 14}
+    assert o.restoration == "line 14" and o.unserved_load_kw == 0.0
+    option = next(opt for opt in o.options if opt.tie == "line 14")
+    assert not option.feasible and o.flex_needed_kw > 0
+    assert any("undervoltage" in v for v in option.violations)
+    net = cigre_mv_two_grids_net()
+    net.load["scaling"] *= 0.3
+    net.trafo.at[1, "in_service"] = False
+    sw = net.switch[(net.switch.et == "l") & (net.switch.element == 14)].index
+    net.switch.loc[sw, "closed"] = True
+    open_sw = net.switch[(net.switch.et == "l") & ~net.switch.closed.astype(bool)]
+    for si, row in open_sw.iterrows():
+        net.line.at[row.element, "in_service"] = False
+        net.switch.at[si, "closed"] = True
+    pp.runpp(net, numba=False)
+    assert option.min_vm_pu == pytest.approx(float(net.res_bus.vm_pu.drop(index=[0, 15]).min()), abs=1e-6)
+    loading = max(float(net.res_line.loading_percent.max()), float(net.res_trafo.loading_percent.max()))
+    assert option.max_loading_percent == pytest.approx(loading, rel=1e-4)
+    # losing the first substation's transformer cuts feeder 1 only: the second substation stays up
+    first = next(x for x in report.outages if x.branch == "trafo 0")
+    assert 12 not in first.cut_buses and 1 in first.cut_buses

@@ -152,3 +152,12 @@ def test_requests_for_a_demo_round_pass_the_trading_validation(case33bw: Network
         validate_for_round(rr.request, config, now_s=start - 7200)
         assert rr.request.price_cap_eur_per_mwh == 400.0
         assert rr.avoided_cost_eur / rr.energy_mwh > 400.0  # the uncapped value, for the explanation
+
+
+def test_probabilistic_risk_on_mv_oberrhein_with_two_external_grids(mv_oberrhein: NetworkModel) -> None:
+    from flexgrid.risk import probabilistic_risk
+
+    report = probabilistic_risk(mv_oberrhein, n_scenarios=500, seed=1)
+    assert report.bus_violation_prob[mv_oberrhein.slacks].sum() == 0.0  # the external grids hold their voltage
+    assert 0.0 <= report.any_violation_prob <= 1.0
+    assert report.min_vm_pu.min() > 0.8
