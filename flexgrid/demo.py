@@ -6,13 +6,19 @@ On its own anvil and SQLite (the `--out` folder), on `case33bw` by default, for 
 1. the operator deploys FlexToken, FlexRegistry and FlexMarket, names the DSO, its metering agent
    and the oracle; `--prosumers` prosumers get their own fresh keys (1 ETH each from the operator)
    and are approved as providers;
-2. a pandapower AC run of the day without flexibility (the lowest voltage is printed), then the DSO's
-   FlexRequests come from the risk service (`flexgrid.risk.risk_flex_requests`, chance-constrained
-   over the shipped load and PV profiles) into an ENCRYPTED round (X25519 round key, pay-as-bid);
-3. each prosumer's asset (`flexgrid.assets.sample_assets`) gets offers from the meta-service for the
-   requested slots, signed with the prosumer's wallet; half of the prosumers seal them to the round
-   key (ciphertext in calldata), the other half commit without a ciphertext and let a relayer
-   reveal them in batches (commit-reveal in the same round);
+2. a pandapower AC run of every slot without flexibility (case33bw's evening peak congests the
+   feeder head, rated 205 A, and takes both feeder ends below 0.95 pu), then the DSO's FlexRequests
+   come from the risk service (`flexgrid.risk.risk_flex_requests`, chance-constrained over the
+   shipped load and PV profiles) with the DSO's planning rules stated in this module (`DSO_V_MIN_PU`
+   0.95 pu, day-ahead load forecast error 5 %, ε = 5 %, one zone per feeder end), into an ENCRYPTED
+   round (X25519 round key, `DAY_PRICING`);
+3. each prosumer is an MV-connected site (`flexgrid.assets.samples.feeder_sites`: community
+   batteries, EV charging hubs, building heat pumps, process loads) placed where a request needs it
+   most (a bus of the request's subtree; one in ten elsewhere), and gets offers from the
+   meta-service for that request's slots (a battery: the core of the request, where it asks at
+   least 15 % of its peak), signed with the prosumer's wallet; every other offering prosumer seals
+   them to the round key (ciphertext in calldata), the others commit without a ciphertext and let a
+   relayer reveal them in batches (commit-reveal in the same round);
 4. gate closure: the relayer reveals, the oracle service (`flexgrid.oracle.service.Oracle`) opens and
    reveals the encrypted offers, then clears (SOCP, DLMPs, funded_only), validates in AC, checks the
    risk, commits, publishes and publishes the round key;
@@ -22,11 +28,14 @@ On its own anvil and SQLite (the `--out` folder), on `case33bw` by default, for 
 6. the auditor (`flexgrid.audit.verify.audit_round`) re-verifies the round from the chain alone;
 7. an OPEN P2P round between prosumers (sellers near the substation, buyers at the feeder's end)
    clears with network charges, is settled and audited the same way;
-8. plots in the output folder: DLMP heatmap, line currents before/after, supply curve, battery SoC.
+8. the day again in AC with the bought flexibility: worst line loading and lowest voltage before
+   and after (the whole day and the most congested slot); plots in the output folder: DLMP
+   heatmap, network map with line loading before/after, supply curve, battery SoC.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,6 +69,14 @@ Log = Callable[[str], None]
 DAY_SLOT_SECONDS = 900
 DAY_STEPS = 10  # the numbered steps of `run_day`, for progress bars
 
+DAY_PRICING = PricingRule.PAY_AS_BID  # the flexibility round's rule
+
+# The DSO's planning rules, stated (they size the requests; the clearing keeps the net's own limits):
+DSO_V_MIN_PU = 0.95  # MV voltage kept within -5 %, leaving the rest of the statutory -10 % to the LV networks
+DSO_LOAD_SIGMA = 0.05  # day-ahead forecast error of a feeder's aggregated load (relative, one sigma)
+DSO_EPSILON = 0.05  # accepted probability of a violation per slot
+DSO_ZONE_THRESHOLD = 0.5  # a bus serves a violated limit if it is at least half as effective as the best bus
+
 
 @dataclass(frozen=True)
 class DaySettings:
@@ -80,6 +97,7 @@ class DayReport:
     round_id: int = 0
     requests: list[dict[str, Any]] = field(default_factory=list)
     requests_source: str = ""
+    pricing: str = ""
     orders: dict[str, int] = field(default_factory=dict)
     accepted_offers: int = 0
     accepted_kwh: float = 0.0
@@ -132,6 +150,90 @@ class _Steps:
             self.report.gas[self.current] = self.report.gas.get(self.current, 0) + int(r.gas_used)
 
 
+@dataclass(frozen=True)
+class DayAC:
+    """pandapower AC power flows of every slot of the day: voltages (bus x slot, pu) and line
+    loadings (line x slot, % of the rating)."""
+
+    bus_ids: tuple[int, ...]
+    v_pu: Any
+    loading_percent: Any
+
+    @property
+    def v_min_pu(self) -> float:
+        return float(self.v_pu.min())
+
+    @property
+    def worst_bus(self) -> int:
+        return self.bus_ids[int(self.v_pu.min(axis=1).argmin())]
+
+    @property
+    def worst_voltage_slot(self) -> int:
+        return int(self.v_pu.min(axis=0).argmin())
+
+    @property
+    def max_loading_percent(self) -> float:
+        return float(self.loading_percent.max()) if self.loading_percent.size else 0.0
+
+    @property
+    def worst_line(self) -> int:
+        return int(self.loading_percent.max(axis=1).argmax())
+
+    @property
+    def worst_loading_slot(self) -> int:
+        return int(self.loading_percent.max(axis=0).argmax())
+
+    @property
+    def congested_slots(self) -> int:
+        return int((self.loading_percent.max(axis=0) > 100.0 + 1e-9).sum())
+
+    @property
+    def low_voltage_slots(self) -> int:
+        return int((self.v_pu.min(axis=0) < DSO_V_MIN_PU - 1e-9).sum())
+
+    def summary(self) -> dict[str, Any]:
+        return {"max_loading_percent": round(self.max_loading_percent, 2), "worst_line": self.worst_line,
+                "worst_loading_slot": self.worst_loading_slot, "congested_slots": self.congested_slots,
+                "v_min_pu": round(self.v_min_pu, 4), "worst_bus": self.worst_bus,
+                "worst_voltage_slot": self.worst_voltage_slot, "low_voltage_slots": self.low_voltage_slots}
+
+
+def day_ac(net: Any, view: Any, withdrawal_p_mw: Any, withdrawal_q_mvar: Any, *, same_as: DayAC | None = None,
+           slots: Any = None) -> DayAC:
+    """One pandapower `runpp` per slot with each node's withdrawal (the net's own loads replaced);
+    with `same_as`, only `slots` are run and the other slots are copied from it."""
+    import numpy as np
+    import pandapower as pp
+
+    work = copy.deepcopy(net)
+    for table in ("load", "sgen", "gen", "storage"):
+        df = getattr(work, table)
+        if len(df):
+            df["in_service"] = False
+    nodes = [int(n) for n in np.flatnonzero(view.bus_of_node >= 0)]
+    idx = [pp.create_load(work, bus=int(view.bus_of_node[n]), p_mw=0.0, q_mvar=0.0) for n in nodes]
+    n_slot = int(withdrawal_p_mw.shape[1])
+    bus_ids = tuple(int(b) for b in work.bus.index)
+    v = np.zeros((len(bus_ids), n_slot)) if same_as is None else np.array(same_as.v_pu, dtype=float, copy=True)
+    loading = (np.zeros((len(work.line), n_slot)) if same_as is None
+               else np.array(same_as.loading_percent, dtype=float, copy=True))
+    for t in range(n_slot) if same_as is None or slots is None else sorted({int(x) for x in slots}):
+        work.load.loc[idx, "p_mw"] = [float(withdrawal_p_mw[n, t]) for n in nodes]
+        work.load.loc[idx, "q_mvar"] = [float(withdrawal_q_mvar[n, t]) for n in nodes]
+        pp.runpp(work, numba=False)
+        v[:, t] = work.res_bus.vm_pu.loc[list(bus_ids)].to_numpy(dtype=float)
+        loading[:, t] = np.nan_to_num(work.res_line.loading_percent.to_numpy(dtype=float))
+    return DayAC(bus_ids, v, loading)
+
+
+def _site_kw(asset: Any) -> float:
+    """The power a site can move (for placing it)."""
+    for name in ("power_kw", "charger_kw", "baseline_kw"):
+        if hasattr(asset, name):
+            return float(getattr(asset, name))
+    return 0.0
+
+
 def _subtree_buses(view: Any, bus: int) -> list[int]:
     """The pandapower buses downstream of `bus` (itself included) in the radial view."""
     node = view.node_of_bus[bus]
@@ -153,13 +255,13 @@ def run_day(conn: ChainConnection, *, out_dir: Path, settings: DaySettings = Day
     from eth_account import Account
     from sqlmodel import create_engine
 
-    from flexgrid.assets import propose_offers, sample_assets
+    from flexgrid.assets import propose_offers
+    from flexgrid.assets.samples import feeder_sites
     from flexgrid.audit.verify import audit_round
     from flexgrid.monitoring import build_model
-    from flexgrid.opf.validate import validate_ac
     from flexgrid.oracle.publication import load_publication, publication_path, trades_from_publication
     from flexgrid.oracle.service import Oracle, OracleSettings, Stage
-    from flexgrid.risk import RiskPricing, risk_flex_requests, slot_scales
+    from flexgrid.risk import RiskPricing, Uncertainty, risk_flex_requests, slot_scales
     from flexgrid.settlement import SameSlotAverage, meter_readings, simulate_metering
     from flexgrid.store import init_db
     from flexgrid.trading.sealing import RoundKeyPair, seal_offer
@@ -204,27 +306,35 @@ def run_day(conn: ChainConnection, *, out_dir: Path, settings: DaySettings = Day
     now = chain_time_s(w3)
     # the whole day from midnight; a shorter round ends at 20:00 at the latest, so it holds the evening peak
     first_slot = max(0, min(96 - settings.slots, 80 - settings.slots))
-    day_start = (now // 86_400 + 1) * 86_400 + first_slot * DAY_SLOT_SECONDS
+    # the next day whose first slot comes after gate closure and the reveal phase (now + 1.5 h)
+    day_start = ((now + 5400 - first_slot * DAY_SLOT_SECONDS) // 86_400 + 1) * 86_400 + first_slot * DAY_SLOT_SECONDS
     key = RoundKeyPair.generate()
     config = op.create_round(RoundConfig(
         round_id=0, grid_id=settings.net, grid_model_hash=grid_model_hash(view), slot_start_s=day_start,
         slot_seconds=DAY_SLOT_SECONDS, slot_count=settings.slots, gate_closure_s=now + 3600,
-        pricing_rule=PricingRule.PAY_AS_BID, seal_mode=SealMode.ENCRYPTED, reveal_s=1800,
+        pricing_rule=DAY_PRICING, seal_mode=SealMode.ENCRYPTED, reveal_s=1800,
         encryption_key=key.public_key, dispute_window_s=3600, price_cap_eur_per_mwh=400.0, tolerance_bps=500,
         penalty_bps=2000, bid_deposit_eur=0.0, clearing_s=3600, settlement_s=86_400, dispute_bond_eur=50.0))
     report.round_id = rid = config.round_id
+    report.pricing = {PricingRule.PAY_AS_BID: "pay-as-bid", PricingRule.DLMP: "DLMP"}.get(DAY_PRICING, DAY_PRICING.name)
     profiles = synthetic_profiles(net, view, slot_start_s=day_start, slot_seconds=DAY_SLOT_SECONDS,
                                   slot_count=settings.slots)
-    before = validate_ac(net, view, profiles.load_p_mw - profiles.pv_p_mw, profiles.load_q_mvar,
-                         slots=range(settings.slots))
-    report.before = {"v_min_pu": round(before.v_min_pu, 4), "max_loading_percent": round(before.max_loading_percent, 4)}
-    log(f"   pandapower AC over the day without flexibility: lowest voltage {before.v_min_pu:.4f} pu")
+    withdrawal = profiles.load_p_mw - profiles.pv_p_mw
+    before = day_ac(net, view, withdrawal, profiles.load_q_mvar)
+    report.before = before.summary()
+    log(f"   pandapower AC over the day without flexibility: worst line loading {before.max_loading_percent:.1f} % "
+        f"(line {before.worst_line}, slot {before.worst_loading_slot}), lowest voltage {before.v_min_pu:.4f} pu "
+        f"(bus {before.worst_bus}, slot {before.worst_voltage_slot}); {before.congested_slots} slots congested, "
+        f"{before.low_voltage_slots} below {DSO_V_MIN_PU} pu")
     if not np.isfinite(view.i_max_pu).any():
-        report.notes.append(f"{settings.net} has no line ratings (pandapower max_i_ka = 99999 kA): no line can congest; "
-                            f"the stress is the end-of-feeder voltage ({before.v_min_pu:.4f} pu), line currents in kA")
+        report.notes.append(f"{settings.net} has no line ratings (pandapower max_i_ka = 99999 kA): no line can congest")
     load, pv = slot_scales(day_start, DAY_SLOT_SECONDS, settings.slots)
-    plan = risk_flex_requests(build_model(net, settings.net), round_id=rid, load_scale=load, gen_scale=pv,
-                              slot_seconds=DAY_SLOT_SECONDS, epsilon=0.05, dso=dso.address, seed=settings.seed,
+    planning = copy.deepcopy(net)  # the DSO plans to its own voltage band (the net keeps the statutory one)
+    planning.bus["min_vm_pu"] = np.maximum(planning.bus["min_vm_pu"].fillna(0.0), DSO_V_MIN_PU)
+    plan = risk_flex_requests(build_model(planning, settings.net), round_id=rid, load_scale=load, gen_scale=pv,
+                              slot_seconds=DAY_SLOT_SECONDS, epsilon=DSO_EPSILON, dso=dso.address, seed=settings.seed,
+                              uncertainty=Uncertainty(load_sigma_rel=DSO_LOAD_SIGMA),
+                              zone_threshold=DSO_ZONE_THRESHOLD, n_scenarios=1000, n_out_of_sample=1000,
                               pricing=RiskPricing(max_price_eur_per_mwh=config.price_cap_eur_per_mwh))
     requests = plan.flex_requests()
     if not requests:
@@ -241,24 +351,39 @@ def run_day(conn: ChainConnection, *, out_dir: Path, settings: DaySettings = Day
     report.escrowed_micro = op.escrow_of_micro(rid, dso.address)[0]
 
     steps.start("3. prosumers seal signed offers (encrypted / commit-reveal)")
-    assets = sample_assets(config, settings.prosumers, seed=settings.seed)
-    target_buses = sorted({b for r in requests for b in _subtree_buses(view, r.bus)})
+    assets = feeder_sites(config, settings.prosumers, seed=settings.seed)
     request_slots = sorted({s for r in requests for s in r.slots})
     all_buses = [int(b) for b in view.bus_of_node if int(b) >= 0]
+    # each site is placed where a request needs it most (the request's peak kW against the power placed
+    # there so far), at a bus of the request's subtree; one in ten elsewhere on the feeder
+    placed = dict.fromkeys(range(len(requests)), 0.0)
     sealed_by: dict[str, list[Any]] = {"encrypted": [], "commit-reveal": []}
     offers_all: list[FlexOffer] = []
     asset_of: dict[str, Any] = {}
     provider_name: dict[str, str] = {}
     for i, (p, asset) in enumerate(zip(prosumers, assets, strict=True)):
-        bus = target_buses[i % len(target_buses)] if i % 7 != 3 else int(rng.choice(all_buses))  # some elsewhere
+        k = min(placed, key=lambda j: placed[j] / max(max(requests[j].kw), 1e-9))
+        req = requests[k]
+        if i % 10 == 9:
+            bus, target = int(rng.choice(all_buses)), request_slots
+        else:
+            placed[k] += _site_kw(asset)
+            bus = int(rng.choice(_subtree_buses(view, req.bus)))
+            # a battery discharges over the core of the request (where it asks at least 15 % of its peak)
+            core = [s_ for s_, kw in zip(req.slots, req.kw, strict=True) if kw >= 0.15 * max(req.kw)]
+            target = core if getattr(asset, "kind", "") == "battery" else list(req.slots)
         try:
             offers = propose_offers(asset, config, provider=p.address, bus=bus, nonce_start=rid << 64,
                                     expiry_s=config.gate_closure_s + config.reveal_s,
-                                    direction=Direction.UP, slots=request_slots)
+                                    direction=Direction.UP, slots=target)
         except Exception as exc:  # an asset that cannot help in these slots makes no offer
             log(f"   {asset.name}: no offer ({exc})")
+            offers = []
+        if not offers:
+            if i % 10 != 9:
+                placed[k] -= _site_kw(asset)
             continue
-        mode = "encrypted" if i % 2 == 0 else "commit-reveal"
+        mode = "encrypted" if len(provider_name) % 2 == 0 else "commit-reveal"  # every other offering prosumer
         client = MarketClient(w3, deployment, p)
         provider_name[p.address] = asset.name
         for o in offers:
@@ -292,7 +417,7 @@ def run_day(conn: ChainConnection, *, out_dir: Path, settings: DaySettings = Day
     first = oracle.run_once(rid)
     log(f"   oracle: {first[0].detail if first else 'nothing to do'}")
 
-    steps.start("5. oracle clears (SOCP, DLMPs, pay-as-bid), validates AC, commits")
+    steps.start(f"5. oracle clears (SOCP, {report.pricing} pricing), validates AC, commits")
     time_travel(w3, op.deadlines(rid)["reveal_end_s"])
     [outcome] = oracle.run_once(rid)
     log(f"   oracle: {outcome.stage}: {outcome.detail}")
@@ -308,14 +433,16 @@ def run_day(conn: ChainConnection, *, out_dir: Path, settings: DaySettings = Day
     report.accepted_offers = len({t.order_id for t in offer_trades})
     report.accepted_kwh = round(sum(t.kw for t in offer_trades) * DAY_SLOT_SECONDS / 3600, 3)
     report.cost_eur = round(sum(t.payment_micro for t in offer_trades) / 1e6, 2)
-    ac_after = doc.get("ac", {}).get("after", {})
-    report.after = {"v_min_pu": round(float(ac_after.get("vMinPu", float("nan"))), 4),
-                    "max_loading_percent": round(float(ac_after.get("maxLoadingPercent", float("nan"))), 4)}
-    ac_before = doc.get("ac", {}).get("before", {})
-    report.before["v_min_pu_cleared_slots"] = round(float(ac_before.get("vMinPu", float("nan"))), 4)
+    ac = doc.get("ac", {})
+    report.oracle["ac_cleared_slots"] = {
+        k: {"v_min_pu": round(float(ac.get(k, {}).get("vMinPu", float("nan"))), 4),
+            "max_loading_percent": round(float(ac.get(k, {}).get("maxLoadingPercent", float("nan"))), 2)}
+        for k in ("before", "after")}
+    c = report.oracle["ac_cleared_slots"]
     log(f"   {len(trades)} leaves, {report.accepted_offers} offers accepted, {report.accepted_kwh:.1f} kWh, "
-        f"{report.cost_eur:.2f} fEUR; lowest voltage {report.before['v_min_pu_cleared_slots']} -> "
-        f"{report.after['v_min_pu']} pu")
+        f"{report.cost_eur:.2f} fEUR; oracle's AC check of the cleared slots: worst loading "
+        f"{c['before']['max_loading_percent']} -> {c['after']['max_loading_percent']} %, lowest voltage "
+        f"{c['before']['v_min_pu']} -> {c['after']['v_min_pu']} pu")
     commit_tx = _commit_gas(w3, deployment, rid)
     if commit_tx:
         report.gas[steps.current] += commit_tx
@@ -397,23 +524,26 @@ def run_day(conn: ChainConnection, *, out_dir: Path, settings: DaySettings = Day
 
     steps.start("10. network before/after and plots")
 
-    need = {s_: sum(r.kw[r.slots.index(s_)] for r in requests if s_ in r.slots) for s_ in request_slots}
-    worst = max(request_slots, key=lambda s_: need[s_])
-    withdrawal = profiles.load_p_mw - profiles.pv_p_mw
     after_w = np.array(withdrawal, dtype=float, copy=True)
     offer_by_id = {o.order_id: o for o in offers_all}
     for t in offer_trades:
         o = offer_by_id[t.order_id]
         after_w[view.node_of_bus[o.bus], t.slot] -= (t.kw if o.direction == Direction.UP else -t.kw) / 1000
-    ka_before, v_before = line_currents_ka(net, view, withdrawal, profiles.load_q_mvar, worst)
-    ka_after, v_after = line_currents_ka(net, view, after_w, profiles.load_q_mvar, worst)
-    report.before.update(worst_slot=worst, max_line_ka=round(float(ka_before.max()), 5), v_min_pu_worst_slot=round(v_before, 4))
-    report.after.update(worst_slot=worst, max_line_ka=round(float(ka_after.max()), 5), v_min_pu_worst_slot=round(v_after, 4))
-    log(f"   slot {worst}: worst line current {ka_before.max():.4f} -> {ka_after.max():.4f} kA, lowest voltage "
-        f"{v_before:.4f} -> {v_after:.4f} pu")
+    after = day_ac(net, view, after_w, profiles.load_q_mvar, same_as=before, slots={t.slot for t in offer_trades})
+    report.after = after.summary()
+    # the most congested slot before the flexibility (the most requested one if nothing congests)
+    need = {s_: sum(r.kw[r.slots.index(s_)] for r in requests if s_ in r.slots) for s_ in request_slots}
+    worst = before.worst_loading_slot if before.congested_slots else max(request_slots, key=lambda s_: need[s_])
+    for rep, ac_ in ((report.before, before), (report.after, after)):
+        rep.update(slot=worst, max_loading_percent_slot=round(float(ac_.loading_percent[:, worst].max()), 2),
+                   v_min_pu_slot=round(float(ac_.v_pu[:, worst].min()), 4))
+    log(f"   whole day: worst line loading {before.max_loading_percent:.1f} -> {after.max_loading_percent:.1f} %, "
+        f"lowest voltage {before.v_min_pu:.4f} -> {after.v_min_pu:.4f} pu; slots congested {before.congested_slots} "
+        f"-> {after.congested_slots}, below {DSO_V_MIN_PU} pu {before.low_voltage_slots} -> {after.low_voltage_slots}")
     report.plots = write_plots(out_dir, net=net, view=view, profiles=profiles, config=config, doc=doc, trades=trades,
                                offers=offers_all, assets=asset_of, requests=requests, worst_slot=worst,
-                               ka_before=ka_before, ka_after=ka_after)
+                               loading_before=before.loading_percent[:, worst],
+                               loading_after=after.loading_percent[:, worst])
     log(f"   plots: {', '.join(report.plots)}")
     steps.stop()
     (out_dir / "summary.json").write_text(json.dumps(day_summary(report), indent=2, default=str))
@@ -558,7 +688,7 @@ def line_currents_ka(net: Any, view: Any, withdrawal_p_mw: Any, withdrawal_q_mva
 
 def write_plots(out_dir: Path, *, net: Any, view: Any, profiles: Any, config: RoundConfig, doc: dict[str, Any],
                 trades: list[Any], offers: list[FlexOffer], assets: dict[str, Any], requests: list[FlexRequest],
-                worst_slot: int, ka_before: Any, ka_after: Any) -> list[str]:
+                worst_slot: int, loading_before: Any, loading_after: Any) -> list[str]:
     """The four plots of the day; returns the file names written in `out_dir`."""
     import matplotlib
 
@@ -587,25 +717,31 @@ def write_plots(out_dir: Path, *, net: Any, view: Any, profiles: Any, config: Ro
         plt.close(fig)
         written.append("dlmp_heatmap.png")
 
-    # 2. network map: line current before and after the flexibility, in the most stressed slot
+    # 2. network map: line loading before and after the flexibility, in the most congested slot
     xy = _bus_xy(net)
-    vmax = float(max(np.max(ka_before), np.max(ka_after), 1e-9))
+    top = float(max(np.max(loading_before), np.max(loading_after), 100.0))
     fig, axes = plt.subplots(1, 2, figsize=(13, 6))
-    cmap = plt.get_cmap("inferno_r")
-    for ax, ka, label in ((axes[0], ka_before, "before"), (axes[1], ka_after, "after")):
+    cmap = plt.get_cmap("RdYlGn_r")
+    norm = plt.Normalize(0, top)
+    tod = (config.slot_start_s + worst_slot * config.slot_seconds) % 86_400
+    for ax, pct, label in ((axes[0], loading_before, "before"), (axes[1], loading_after, "after")):
         for i, (f, t, ins) in enumerate(zip(net.line.from_bus, net.line.to_bus, net.line.in_service, strict=True)):
             (x0, y0), (x1, y1) = xy[int(f)], xy[int(t)]
             if ins:
-                ax.plot([x0, x1], [y0, y1], color=cmap(ka[i] / vmax), lw=1.5 + 5 * ka[i] / vmax)
+                ax.plot([x0, x1], [y0, y1], color=cmap(norm(pct[i])), lw=2 + 6 * min(pct[i], top) / top,
+                        ls="-" if pct[i] <= 100.0 else (0, (2, 1)))
+                if pct[i] > 100.0:
+                    ax.annotate(f"{pct[i]:.0f} %", ((x0 + x1) / 2, (y0 + y1) / 2), fontsize=8, color="darkred")
             else:
                 ax.plot([x0, x1], [y0, y1], color="0.8", lw=0.8, ls=":")
         ax.scatter([p[0] for p in xy.values()], [p[1] for p in xy.values()], s=12, color="k", zorder=3)
         for r in requests:
-            ax.annotate(f"request bus {r.bus}", xy[r.bus], fontsize=8, color="tab:red")
-        ax.set_title(f"line current {label} flexibility (slot {worst_slot}), max {np.max(ka):.4f} kA")
+            ax.annotate(f"request bus {r.bus}", xy[r.bus], fontsize=8, color="tab:blue")
+        ax.set_title(f"line loading {label} flexibility, slot {worst_slot} ({tod // 3600:02d}:{tod % 3600 // 60:02d}), "
+                     f"max {np.max(pct):.1f} %", fontsize=10)
         ax.set_axis_off()
-    sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, vmax))
-    fig.colorbar(sm, ax=axes, label="kA", shrink=0.7)
+    sm = plt.cm.ScalarMappable(cmap=cmap, norm=norm)
+    fig.colorbar(sm, ax=axes, label="loading (% of the line's rating; dashed above 100 %)", shrink=0.7)
     fig.savefig(out_dir / "network_loading.png", dpi=110)
     plt.close(fig)
     written.append("network_loading.png")
@@ -652,4 +788,4 @@ def write_plots(out_dir: Path, *, net: Any, view: Any, profiles: Any, config: Ro
     return written
 
 
-__all__ = ["DAY_STEPS", "DayReport", "DaySettings", "day_summary", "line_currents_ka", "run_day", "write_plots"]
+__all__ = ["DAY_STEPS", "DSO_V_MIN_PU", "DayAC", "DayReport", "DaySettings", "day_ac", "day_summary", "line_currents_ka", "run_day", "write_plots"]

@@ -15,6 +15,10 @@ def _fmt(v: Any) -> str:
     return f"{v:,.4f}" if isinstance(v, float) else str(v)
 
 
+def _fmt_pct(v: Any) -> str:
+    return f"{v:.1f}" if isinstance(v, float | int) else str(v)
+
+
 def summary_table(summary: dict[str, Any]) -> Table:
     """The day's summary as one rich table."""
     t = Table(title=f"FlexGrid market day on {summary['settings']['net']}: round {summary['round_id']}, "
@@ -27,13 +31,21 @@ def summary_table(summary: dict[str, Any]) -> Table:
               f"{o.get('offers', 0)} ({o.get('encrypted', 0)} / {o.get('commit_reveal', 0)})")
     t.add_row("offers accepted", str(summary["accepted_offers"]))
     t.add_row("volume bought (kWh)", f"{summary['accepted_kwh']:.1f}")
-    t.add_row("cost (fEUR, pay-as-bid)", f"{summary['cost_eur']:.2f}")
+    t.add_row(f"cost (fEUR, {summary.get('pricing', 'pay-as-bid')})", f"{summary['cost_eur']:.2f}")
     b, a = summary["before"], summary["after"]
-    t.add_row("lowest voltage, whole day without flex (pu)", _fmt(b.get("v_min_pu")))
-    t.add_row("lowest voltage, cleared slots before -> after (pu)",
-              f"{_fmt(b.get('v_min_pu_cleared_slots'))} -> {_fmt(a.get('v_min_pu'))}")
-    t.add_row("worst line current before -> after (kA)",
-              f"{_fmt(b.get('max_line_ka'))} -> {_fmt(a.get('max_line_ka'))}")
+    t.add_row("worst line loading over the day, before -> after (%)",
+              f"{_fmt_pct(b.get('max_loading_percent'))} -> {_fmt_pct(a.get('max_loading_percent'))}"
+              f" (line {b.get('worst_line')} -> line {a.get('worst_line')})")
+    t.add_row("lowest voltage over the day, before -> after (pu)",
+              f"{_fmt(b.get('v_min_pu'))} -> {_fmt(a.get('v_min_pu'))}"
+              f" (bus {b.get('worst_bus')} -> bus {a.get('worst_bus')})")
+    if "slot" in b:
+        t.add_row(f"most congested slot {b['slot']}: loading, lowest voltage",
+                  f"{_fmt_pct(b.get('max_loading_percent_slot'))} -> {_fmt_pct(a.get('max_loading_percent_slot'))} %, "
+                  f"{_fmt(b.get('v_min_pu_slot'))} -> {_fmt(a.get('v_min_pu_slot'))} pu")
+    t.add_row("slots congested / below 0.95 pu, before -> after",
+              f"{b.get('congested_slots')} -> {a.get('congested_slots')} / "
+              f"{b.get('low_voltage_slots')} -> {a.get('low_voltage_slots')}")
     t.add_row("escrowed = paid + returned (fEUR)",
               f"{summary['escrowed_micro'] / 1e6:.2f} = {summary['paid_out_micro'] / 1e6:.2f} + "
               f"{summary['returned_micro'] / 1e6:.2f}; market holds {summary['market_balance_after_micro']}")
