@@ -16,6 +16,7 @@ operated network holds exactly one slack (external grid) and is a tree. Branch-f
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -113,6 +114,19 @@ class GridView:
                 m[k, n] = 1.0
                 k = parent_branch[self.from_node[k]]
         return m
+
+    def rebased(self, base_mva: float) -> GridView:
+        """The same network in per unit on another power base: impedances scale with the base,
+        admittances and current ratings against it. The optimisation models use it to keep their
+        numbers near 1 (an LV feeder stored on a 100 MVA base has loads of 1e-4 pu, which costs an
+        interior point solver many iterations); the grid-model hash stays the original view's."""
+        k = float(base_mva) / self.base_mva
+        if k == 1.0:
+            return self
+        return dataclasses.replace(
+            self, base_mva=float(base_mva), r_pu=self.r_pu * k, x_pu=self.x_pu * k, g_shunt_pu=self.g_shunt_pu / k,
+            b_shunt_pu=self.b_shunt_pu / k, i_max_pu=self.i_max_pu / k, node_g_pu=self.node_g_pu / k,
+            node_b_pu=self.node_b_pu / k)
 
     def model_hash(self) -> str:
         """`0x` keccak256 of the canonical JSON of this view (impedances rounded to 1e-9 pu)."""

@@ -11,6 +11,13 @@ Clarabel (SOCP) or HiGHS (LP, MILP).
 
 The duals returned follow the convention `c + A' z = 0`, `z` in the dual cone, so the
 certificate (`check_kkt`) is the same for every formulation.
+
+Independent parts are solved apart: when the variables and constraints fall into several
+connected components (a round without batteries or other devices decouples into its slots),
+each component goes to the solver on its own and the solutions are stacked. This is exact (the
+problem is the sum of the components' problems, its KKT conditions those of the components) and
+saves time: an interior point method spends the iterations of its hardest component on all of
+them when they are solved together, and the simplex method grows worse than linearly in size.
 """
 
 from __future__ import annotations
@@ -195,86 +202,182 @@ class ConicModel:
             return self._solve_highs_lp()
         return self._solve_cvxpy(solver, ints, fixed)
 
+    def _stacked(self) -> tuple[list[Group], sp.csr_matrix, FloatArray, IntArray, list[int]]:
+        """Non-empty groups in solver order (zero, nonneg, soc), their stacked rows, the cone of each row
+        (one id per soc cone, the row itself otherwise), and the soc cone sizes in order."""
+        self.finalise()
+        order = [g for kind in ("zero", "nonneg", "soc") for g in self.groups if g.kind == kind and g.a.shape[0]]
+        a = sp.vstack([g.a for g in order], format="csr") if order else sp.csr_matrix((0, self.n))
+        b = np.concatenate([g.b for g in order]) if order else np.zeros(0)
+        cone = np.arange(a.shape[0], dtype=np.int64)
+        sizes: list[int] = []
+        pos = 0
+        for g in order:
+            m = g.a.shape[0]
+            if g.kind == "soc":
+                cone[pos:pos + m] = pos + (np.arange(m) // g.cone_dim) * g.cone_dim
+                sizes.extend([g.cone_dim] * (m // g.cone_dim))
+            pos += m
+        return order, a, b, cone, sizes
+
+    def components(self, a: sp.csr_matrix, cone: IntArray) -> tuple[int, IntArray, IntArray]:
+        """Connected components of the variables and rows (the rows of one cone stay together):
+        (count, label of each column, label of each row)."""
+        from scipy.sparse.csgraph import connected_components
+
+        m = a.shape[0]
+        coo = a.tocoo()
+        rows = np.concatenate([coo.row + self.n, cone + self.n])
+        cols = np.concatenate([coo.col, np.arange(m) + self.n])
+        graph = sp.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(self.n + m, self.n + m))
+        count, label = connected_components(graph, directed=False)
+        return int(count), label[:self.n].astype(np.int64), label[self.n:].astype(np.int64)
+
+    def _split(self) -> tuple[list[Group], sp.csr_matrix, FloatArray, IntArray, IntArray, list[tuple[slice, slice]],
+                              FloatArray]:
+        """The stacked problem with its rows and columns permuted so that every component is a
+        contiguous block: (groups, permuted A, permuted b, row permutation, column permutation,
+        the (rows, columns) slices of each component, permuted c). Within a component rows keep
+        the solver's order (zero, nonneg, soc, each in model order). Columns in no row are left out,
+        fixed at 0 (an error if they have a cost: the problem would be unbounded)."""
+        order, a, b, cone, _ = self._stacked()
+        c = self.cost()
+        count, col_label, row_label = self.components(a, cone)
+        has_row = np.zeros(count, dtype=bool)
+        has_row[row_label] = True
+        lone = np.flatnonzero(~has_row[col_label])
+        if len(lone) and np.any(c[lone] != 0):
+            raise SolverError("unbounded", f"{int(np.sum(c[lone] != 0))} variables with a cost appear in no constraint")
+        col_perm = np.argsort(col_label, kind="stable")
+        row_perm = np.argsort(row_label, kind="stable")  # stable: solver order kept within a component
+        col_start = np.searchsorted(col_label[col_perm], np.arange(count + 1))
+        row_start = np.searchsorted(row_label[row_perm], np.arange(count + 1))
+        parts = [(slice(int(row_start[k]), int(row_start[k + 1])), slice(int(col_start[k]), int(col_start[k + 1])))
+                 for k in range(count) if has_row[k]]
+        a_perm = a[row_perm][:, col_perm].tocsr()
+        return order, a_perm, b[row_perm], row_perm, col_perm, parts, c[col_perm]
+
+    def _unstack(self, order: list[Group], zall: FloatArray) -> dict[str, FloatArray]:
+        z: dict[str, FloatArray] = {g.name: np.zeros(0) for g in self.groups}
+        pos = 0
+        for g in order:
+            z[g.name] = zall[pos:pos + g.a.shape[0]]
+            pos += g.a.shape[0]
+        return z
+
     def _solve_highs_lp(self) -> Solution:
-        """A continuous LP straight to HiGHS (rows `A x = b` or `A x <= b`, free columns)."""
+        """A continuous LP straight to HiGHS (rows `A x = b` or `A x <= b`, free columns), one call
+        per independent component."""
         import time
 
         import highspy
 
-        order = [g for g in self.groups if g.a.shape[0]]
-        a = sp.vstack([g.a for g in order], format="csc")
-        b = np.concatenate([g.b for g in order])
+        order, a_all, b_all, row_perm, col_perm, parts, c = self._split()
+        is_eq = np.concatenate([np.full(g.a.shape[0], g.kind == "zero") for g in order])[row_perm]
+        xp = np.zeros(self.n)
+        zp = np.zeros(a_all.shape[0])
         inf = highspy.kHighsInf
-        lower = np.concatenate([g.b if g.kind == "zero" else np.full(g.a.shape[0], -inf) for g in order])
-        lp = highspy.HighsLp()
-        lp.num_col_ = self.n
-        lp.num_row_ = a.shape[0]
-        lp.col_cost_ = self.cost()
-        lp.col_lower_ = np.full(self.n, -inf)
-        lp.col_upper_ = np.full(self.n, inf)
-        lp.row_lower_ = lower
-        lp.row_upper_ = b
-        lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-        lp.a_matrix_.start_ = a.indptr
-        lp.a_matrix_.index_ = a.indices
-        lp.a_matrix_.value_ = a.data
-        t0 = time.perf_counter()
-        with _quiet_stdout(True):
-            h = highspy.Highs()
-            h.setOptionValue("output_flag", False)
-            for key, value in self.solver_options.items():
-                h.setOptionValue(key, value)  # type: ignore[arg-type]
-            h.passModel(lp)
-            h.run()
-        elapsed = time.perf_counter() - t0
-        status = h.modelStatusToString(h.getModelStatus())
-        if status != "Optimal":
-            raise SolverError(status.lower(), f"HiGHS on a model with {self.n} variables")
-        sol = h.getSolution()
-        x = np.asarray(sol.col_value, dtype=float)
-        zall = -np.asarray(sol.row_dual, dtype=float)  # HiGHS: c - A'y = reduced costs (0 for free columns)
-        z: dict[str, FloatArray] = {g.name: np.zeros(0) for g in self.groups}
-        pos = 0
-        for g in order:
-            z[g.name] = zall[pos:pos + g.a.shape[0]]
-            pos += g.a.shape[0]
-        return Solution("optimal", x, z, float(self.cost() @ x), "HIGHS", elapsed, None)
+        elapsed = 0.0
+        for rows, cols in parts:
+            a = a_all[rows, cols].tocsc()
+            b = b_all[rows]
+            n_col = cols.stop - cols.start
+            lp = highspy.HighsLp()
+            lp.num_col_ = n_col
+            lp.num_row_ = rows.stop - rows.start
+            lp.col_cost_ = c[cols]
+            lp.col_lower_ = np.full(n_col, -inf)
+            lp.col_upper_ = np.full(n_col, inf)
+            lp.row_lower_ = np.where(is_eq[rows], b, -inf)
+            lp.row_upper_ = b
+            lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+            lp.a_matrix_.start_ = a.indptr
+            lp.a_matrix_.index_ = a.indices
+            lp.a_matrix_.value_ = a.data
+            t0 = time.perf_counter()
+            with _quiet_stdout(True):
+                h = highspy.Highs()
+                h.setOptionValue("output_flag", False)
+                for key, value in self.solver_options.items():
+                    h.setOptionValue(key, value)  # type: ignore[arg-type]
+                h.passModel(lp)
+                h.run()
+            elapsed += time.perf_counter() - t0
+            status = h.modelStatusToString(h.getModelStatus())
+            if status != "Optimal":
+                raise SolverError(status.lower(), f"HiGHS on a model with {self.n} variables")
+            sol = h.getSolution()
+            xp[cols] = np.asarray(sol.col_value, dtype=float)
+            zp[rows] = -np.asarray(sol.row_dual, dtype=float)  # HiGHS: c - A'y = reduced costs (0 for free columns)
+        x = np.zeros(self.n)
+        x[col_perm] = xp
+        zall = np.zeros(len(zp))
+        zall[row_perm] = zp
+        cost = self.cost()
+        return Solution("optimal", x, self._unstack(order, zall), float(cost @ x), "HIGHS", elapsed, None)
 
     def _solve_clarabel(self) -> Solution:
+        """A continuous cone program straight to Clarabel, one call per independent component."""
         import time
 
         import clarabel
 
-        order = [g for kind in ("zero", "nonneg", "soc") for g in self.groups if g.kind == kind and g.a.shape[0]]
-        cones: list[object] = []
-        for kind in ("zero", "nonneg"):
-            rows = sum(g.a.shape[0] for g in order if g.kind == kind)
-            if rows:
-                cones.append(clarabel.ZeroConeT(rows) if kind == "zero" else clarabel.NonnegativeConeT(rows))
-        for g in order:
-            if g.kind == "soc":
-                cones.extend(clarabel.SecondOrderConeT(g.cone_dim) for _ in range(g.a.shape[0] // g.cone_dim))
-        a = sp.vstack([g.a for g in order], format="csc")
-        b = np.concatenate([g.b for g in order])
-        settings = clarabel.DefaultSettings()
-        settings.verbose = False
-        for key, value in self.solver_options.items():
-            setattr(settings, key, value)
-        t0 = time.perf_counter()
-        p = sp.csc_matrix((self.n, self.n))
-        result = clarabel.DefaultSolver(p, self.cost(), a, b, cones, settings).solve()
-        elapsed = time.perf_counter() - t0
-        status = str(result.status)
-        if status != "Solved":
-            raise SolverError(_STATUS.get(status, status), f"Clarabel on a model with {self.n} variables")
-        x = np.asarray(result.x, dtype=float)
-        zall = np.asarray(result.z, dtype=float)
-        z: dict[str, FloatArray] = {g.name: np.zeros(0) for g in self.groups}
-        pos = 0
-        for g in order:
-            z[g.name] = zall[pos:pos + g.a.shape[0]]
-            pos += g.a.shape[0]
-        return Solution("optimal", x, z, float(self.cost() @ x), "CLARABEL", elapsed, None)
+        order, a_all, b_all, row_perm, col_perm, parts, c = self._split()
+        kind_code = {"zero": 0, "nonneg": 1, "soc": 2}
+        kinds = np.concatenate([np.full(g.a.shape[0], kind_code[g.kind]) for g in order])[row_perm]
+        dims = np.concatenate([np.full(g.a.shape[0], g.cone_dim) for g in order])[row_perm]
+        xp = np.zeros(self.n)
+        zp = np.zeros(a_all.shape[0])
+        # Clarabel's 1e-8 feasibility tolerance is relative to the data's scale: on small components it
+        # can leave prices 1e-8 off; 1e-10 costs an iteration or two. A component that cannot reach it
+        # is solved again with Clarabel's defaults.
+        tries = []
+        for tol_feas in (1e-10, None):
+            settings = clarabel.DefaultSettings()
+            settings.verbose = False
+            if tol_feas is not None:
+                settings.tol_feas = tol_feas
+            for key, value in self.solver_options.items():
+                setattr(settings, key, value)
+            tries.append(settings)
+        elapsed = 0.0
+        for rows, cols in parts:
+            kr = kinds[rows]
+            cones: list[object] = []
+            n_zero, n_nonneg = int(np.sum(kr == 0)), int(np.sum(kr == 1))
+            if n_zero:
+                cones.append(clarabel.ZeroConeT(n_zero))
+            if n_nonneg:
+                cones.append(clarabel.NonnegativeConeT(n_nonneg))
+            soc_dims = dims[rows][kr == 2]
+            pos = 0
+            while pos < len(soc_dims):  # runs of cones of one size
+                d = int(soc_dims[pos])
+                run = 1
+                while pos + run * d < len(soc_dims) and soc_dims[pos + run * d] == d:
+                    run += 1
+                cones.extend([clarabel.SecondOrderConeT(d)] * run)
+                pos += run * d
+            a = a_all[rows, cols].tocsc()
+            n_col = cols.stop - cols.start
+            p = sp.csc_matrix((n_col, n_col))
+            for settings in tries:
+                t0 = time.perf_counter()
+                result = clarabel.DefaultSolver(p, c[cols], a, b_all[rows], cones, settings).solve()
+                elapsed += time.perf_counter() - t0
+                status = str(result.status)
+                if status == "Solved":
+                    break
+            if status != "Solved":
+                raise SolverError(_STATUS.get(status, status), f"Clarabel on a model with {self.n} variables")
+            xp[cols] = np.asarray(result.x, dtype=float)
+            zp[rows] = np.asarray(result.z, dtype=float)
+        x = np.zeros(self.n)
+        x[col_perm] = xp
+        zall = np.zeros(len(zp))
+        zall[row_perm] = zp
+        cost = self.cost()
+        return Solution("optimal", x, self._unstack(order, zall), float(cost @ x), "CLARABEL", elapsed, None)
 
     def _solve_cvxpy(self, solver: str, ints: IntArray, fixed: dict[int, float] | None) -> Solution:
         import time

@@ -96,8 +96,10 @@ def _node_shunts(view: GridView) -> tuple[FloatArray, FloatArray]:
 
 
 def build_network(model: ConicModel, view: GridView, t_count: int, wp: Withdrawal, wq: Withdrawal,
-                  formulation: str, *, penalty_v: float, penalty_i: float) -> Network:
-    """Add `formulation`'s network to `model` (see the module docstring)."""
+                  formulation: str, *, penalty_v: float, penalty_i: float, balance_scale: float = 1.0) -> Network:
+    """Add `formulation`'s network to `model` (see the module docstring). The nodal balance rows are
+    multiplied by `balance_scale` (the model's power base over the grid's: their duals are then per
+    unit of the grid's base whatever base the model works in)."""
     if formulation not in FORMULATIONS:
         raise InputError("formulation", f"unknown formulation {formulation!r}; use one of {', '.join(FORMULATIONS)}")
     if formulation in ("socp", "lindistflow") and not view.is_radial:
@@ -107,11 +109,18 @@ def build_network(model: ConicModel, view: GridView, t_count: int, wp: Withdrawa
             "use --formulation dc (or copperplate)",
         )
     if formulation == "copperplate":
-        return _copperplate(model, view, t_count, wp)
-    if formulation == "dc":
-        return _dc(model, view, t_count, wp, penalty_i)
-    return _distflow(model, view, t_count, wp, wq, losses=formulation == "socp", penalty_v=penalty_v,
-                     penalty_i=penalty_i)
+        net = _copperplate(model, view, t_count, wp)
+    elif formulation == "dc":
+        net = _dc(model, view, t_count, wp, penalty_i)
+    else:
+        net = _distflow(model, view, t_count, wp, wq, losses=formulation == "socp", penalty_v=penalty_v,
+                        penalty_i=penalty_i)
+    if balance_scale != 1.0:
+        for g in model.groups:
+            if g.category == "balance":
+                g.a = g.a * balance_scale
+                g.b = g.b * balance_scale
+    return net
 
 
 def _balance(model: ConicModel, name: str, view: GridView, t_count: int, w: Withdrawal,

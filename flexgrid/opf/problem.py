@@ -16,6 +16,7 @@ duals satisfy the KKT conditions.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -62,6 +63,17 @@ class DispatchResult:
     extra: dict[str, object] = field(default_factory=dict)
 
 
+def opf_base_mva(view: GridView, profiles: Profiles) -> float:
+    """The power base the optimisation model uses: the grid's own, unless it is a hundred times or more
+    the peak total load and generation (an LV feeder stored on a 100 MVA base), then the power of ten
+    just above that peak. Results do not depend on it (up to solver tolerance), iterations do."""
+    peak = float(np.max((np.abs(profiles.load_p_mw) + np.abs(profiles.pv_p_mw)).sum(axis=0), initial=0.0))
+    if peak <= 0 or not math.isfinite(peak):
+        return view.base_mva
+    target = 10.0 ** math.ceil(math.log10(peak))
+    return target if view.base_mva >= 100 * target else view.base_mva
+
+
 class DispatchProblem:
     """Data in, `DispatchResult` out; see the module docstring."""
 
@@ -80,7 +92,13 @@ class DispatchProblem:
             raise InputError("wholesale_eur_per_mwh", "must be finite in every slot")
         self.wholesale = price
         self.formulation = formulation
-        self.base = view.base_mva
+        # The model works in per unit on a base suited to the loads (see `opf_base_mva`); the balance
+        # rows are scaled back to the grid's own base, so that their duals, and the DLMPs and the
+        # certificate computed from them, read the same whatever base the model uses.
+        self.grid_view = view
+        self.price_base = view.base_mva
+        self.view = view.rebased(opf_base_mva(view, profiles))
+        self.base = self.view.base_mva
         self.model = ConicModel()
         self.wp = Withdrawal((profiles.load_p_mw - profiles.pv_p_mw) / self.base)
         self.wq = Withdrawal(profiles.load_q_mvar / self.base)
@@ -178,8 +196,11 @@ class DispatchProblem:
         """Add the network physics and the substation's energy cost; call after adding market terms."""
         if self.network is not None:
             return self.network
+        k = self.base / self.price_base  # a penalty per pu of the grid's base, in the model's pu
         net = build_network(self.model, self.view, self.t_count, self.wp, self.wq, self.formulation,
-                            penalty_v=self.penalty_v, penalty_i=self.penalty_i)
+                            penalty_v=self.penalty_v,
+                            penalty_i=self.penalty_i * (k**2 if self.formulation == "socp" else k),
+                            balance_scale=k)
         cost = self.wholesale * self.base * self.slot_h
         self.model.add_cost(net.slack_p.idx(), np.broadcast_to(cost[None, :], (net.slack_p.rows, self.t_count)))
         self.network = net
@@ -189,7 +210,7 @@ class DispatchProblem:
     def dlmp(self, sol: Solution) -> FloatArray:
         net = self.build()
         z = sol.z[net.balance_p]
-        scale = -1.0 / (self.base * self.slot_h)
+        scale = -1.0 / (self.price_base * self.slot_h)
         if not net.per_node_balance:
             return np.repeat((z * scale)[None, :], self.view.n_node, 0)
         return (z * scale).reshape(self.t_count, self.view.n_node).T
@@ -247,7 +268,7 @@ class DispatchProblem:
         else:  # pragma: no cover - non-square only for unusual data
             y = np.column_stack([spla.lsqr(mat, rhs[:, j], atol=1e-14, btol=1e-14)[0] for j in range(rhs.shape[1])])
         n_bal = n * t_count
-        scale = -1.0 / (self.base * self.slot_h)
+        scale = -1.0 / (self.price_base * self.slot_h)
         for j, comp in enumerate(COMPONENTS):
             comps[comp] = (y[:n_bal, j] * scale).reshape(t_count, n).T
         return comps
@@ -271,6 +292,7 @@ class DispatchProblem:
     def violations(self, sol: Solution, tol: float = 1e-6) -> list[Violation]:
         net = self.build()
         out: list[Violation] = []
+        v_all = sol.x[self.model.blocks["v"].idx()] if "v" in self.model.blocks else None
         for kind, blk in net.soft.items():
             val = sol.x[blk.idx()]
             lim = net.soft_limit[kind][:, None]
@@ -280,8 +302,8 @@ class DispatchProblem:
                 if kind == "thermal":
                     k = pos
                     element = f"{self.view.branch_kind[k]} {int(self.view.branch_element[k])}"
-                    if self.formulation == "socp":
-                        vf = sol.x[self.model.blocks["v"].idx()][self.view.from_node[k], s]
+                    if self.formulation == "socp" and v_all is not None:
+                        vf = v_all[self.view.from_node[k], s]
                         amount = (np.sqrt(1 + val[r, s] / (lim[r, 0] * max(vf, 1e-6))) - 1) * 100
                     else:
                         amount = val[r, s] / lim[r, 0] * 100

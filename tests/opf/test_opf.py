@@ -20,6 +20,7 @@ from flexgrid.opf import (
     check_kkt,
     validate_ac,
 )
+from flexgrid.opf.problem import PENALTY_I_EUR
 
 EVENING_S = 17 * 3600
 
@@ -218,3 +219,43 @@ def test_thermal_violations_match_pandapower_loading(name: str) -> None:
     assert thermal
     ac = validate_ac(net, view, res.withdrawal_p_mw, res.withdrawal_q_mvar, res.v_pu)
     assert max(v.amount for v in thermal) == pytest.approx(ac.max_loading_percent - 100.0, abs=0.1)
+
+
+def test_a_grid_on_a_far_too_large_power_base_is_rebased_with_the_same_results() -> None:
+    # LV feeders often come on a 100 MVA base (ieee_european_lv): loads of 1e-4 pu cost Clarabel
+    # three times the iterations, so the model works on a base near the load; prices and dispatch
+    # must not change, and the duals stay per unit of the grid's own base (the certificate's).
+    _, view = _grid("case33bw")
+    big = view.rebased(view.base_mva * 1000)
+    assert big.model_hash() != view.model_hash()
+    own = DispatchProblem(view, _profiles("case33bw", load=1.5), slot_seconds=3600, wholesale_eur_per_mwh=60.0)
+    # lines overload at 1.5x: the thermal penalty is per pu^2 of the grid's base, the same physical one here
+    far = DispatchProblem(big, _profiles("case33bw", load=1.5), slot_seconds=3600, wholesale_eur_per_mwh=60.0,
+                          penalty_i_eur=PENALTY_I_EUR * 1000**2)
+    assert own.base == far.base == view.base_mva and far.price_base == big.base_mva
+    a, b = own.solve(), far.solve()
+    assert b.solution.objective == pytest.approx(a.solution.objective, rel=1e-7)
+    np.testing.assert_allclose(b.dlmp_eur_per_mwh, a.dlmp_eur_per_mwh, rtol=1e-5, atol=1e-3)  # as direct vs cvxpy
+    assert b.v_pu is not None and a.v_pu is not None
+    np.testing.assert_allclose(b.v_pu, a.v_pu, atol=1e-7)
+    z = far.model.group("balance_p")
+    assert np.allclose(b.dlmp_eur_per_mwh, (-b.solution.z[z.name] / big.base_mva).reshape(4, -1).T)
+    assert _kkt_ok(far, b.solution)
+
+
+def test_independent_slots_are_solved_apart_and_coupled_ones_together() -> None:
+    # without devices every slot is its own problem; a battery couples them all
+    _, view = _grid("case33bw")
+    for devices, parts in ((None, 4), (Devices(batteries=(Battery("b", 17, 0.4, 0.2, 0.2, 0.1),)), 1)):
+        prob = DispatchProblem(view, _profiles("case33bw"), slot_seconds=3600, wholesale_eur_per_mwh=60.0,
+                               devices=devices)
+        prob.build()
+        _, a, _, cone, _ = prob.model._stacked()
+        assert prob.model.components(a, cone)[0] == parts
+        res = prob.solve()
+        whole_problem = DispatchProblem(view, _profiles("case33bw"), slot_seconds=3600, wholesale_eur_per_mwh=60.0,
+                                        devices=devices)
+        whole_problem.model.solver_options.update(tol_feas=1e-10, tol_gap_abs=1e-10, tol_gap_rel=1e-10)
+        whole = whole_problem.solve(backend="cvxpy")  # one problem, tight tolerances
+        assert res.solution.objective == pytest.approx(whole.solution.objective, rel=1e-6)  # the certificate gap
+        assert _kkt_ok(prob, res.solution)
