@@ -7,7 +7,8 @@ about a millisecond). After convergence:
 - chi-square test of the objective J(x) = Σ (r/σ)² with m − n degrees of freedom;
 - largest normalised residual: r_N,i = |r_i| / sqrt(Ω_ii), Ω = R − H G⁻¹ Hᵀ; while the
   chi-square test fails, the measurement with the largest r_N above the threshold is removed
-  and the state re-estimated;
+  and the state re-estimated (meter channels first: gross errors are meter faults, see
+  `estimate(removal=...)`; which channels an error can be found in at all: `redundancy.py`);
 - optional robust (Huber) estimation by iteratively reweighted least squares;
 - the covariance of the state, G⁻¹, gives a standard deviation per bus voltage.
 """

@@ -15,7 +15,9 @@ gain matrix, so a set is evaluated with one small matrix inverse.
   full gain matrix and re-solved with raised requirements where it falls short. It is cheaper than
   greedy at tight targets (e.g. 4,500 vs 6,000 EUR on case33bw at 0.5 %), and optimal there.
 
-The substation meter is assumed installed (cost 0) and pseudo-measurements cover every load.
+The substation meters (one per external grid) are assumed installed (cost 0) and
+pseudo-measurements cover every load. `bad_data_detectable=True` (both methods) then adds meters
+until a 15σ error in any meter channel can be found and removed (`add_bad_data_redundancy`).
 """
 
 from __future__ import annotations

@@ -110,3 +110,14 @@ def test_bad_redundancy_inputs_get_typed_errors(case33bw: NetworkModel) -> None:
     with pytest.raises(InputError) as exc:
         add_bad_data_redundancy(case33bw, [(5, "golden")])
     assert exc.value.field == "meters"
+
+
+def test_milp_placement_can_be_made_bad_data_detectable(case33bw: NetworkModel) -> None:
+    from flexgrid.monitoring import milp_placement
+
+    plain = milp_placement(case33bw, pseudo=PseudoConfig(), tolerance_pu=0.005)
+    placement = milp_placement(case33bw, pseudo=PseudoConfig(), tolerance_pu=0.005,
+                               meter_types=BAD_DATA_METER_TYPES, bad_data_detectable=True)
+    assert placement.meets_target and placement.error_bound_pu <= 0.005
+    assert placement.bad_data_detectable and placement.cost_eur > plain.cost_eur
+    assert not bad_data_redundancy(case33bw, [substation_meter(case33bw), *plain.as_meters()]).all_detectable
