@@ -59,6 +59,7 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/auditor/rounds/{round_id}/orders"): PUBLIC,
     ("GET", "/auditor/rounds/{round_id}/settlements"): PUBLIC,
     ("GET", "/auditor/rounds/{round_id}/verify"): PUBLIC,
+    ("GET", "/auditor/grid-models/{grid_model_hash}"): PUBLIC,
     ("GET", "/events/rounds"): PUBLIC,
 }
 
@@ -76,7 +77,7 @@ def test_every_endpoint_answers_every_role_as_expected(api: Api) -> None:
     failures = []
     with api.client() as c:
         tokens = {name: sign_in(c, acct) for name, acct in accounts.items()}  # fresh: logout ends them
-        values = {"round_id": "1", "order_hash": "0x" + "00" * 32, "key": "1", "address": api.demo.providers[0].address}
+        values = {"round_id": "1", "order_hash": "0x" + "00" * 32, "key": "1", "grid_model_hash": "0x" + "00" * 32, "address": api.demo.providers[0].address}
         ordered = sorted(MATRIX, key=lambda k: k[1] == "/auth/logout")  # log out last
         for method, path in ordered:
             url = path.format(**values)

@@ -8,6 +8,7 @@ The module moves the chain's clock (sealed round), so the flows on the demo roun
 
 from __future__ import annotations
 
+import json
 import runpy
 import threading
 from dataclasses import dataclass, field
@@ -94,6 +95,8 @@ def test_dso_uploads_a_grid_model_and_uses_it_for_its_grid_and_validation(api: A
         foreign = c.post("/dso/validate", headers=bearer(token), json={
             "model": "0x" + "12" * 32, "slot_start_s": 1_700_000_000, "slot_count": 1, "trades": []})
         c.post("/dso/grid-model", json={"grid_id": "case33bw", "model": "case33bw"}, headers=bearer(token))
+        published = c.get(f"/auditor/grid-models/{expected}")  # anyone, no sign-in
+        unknown = c.get("/auditor/grid-models/0x" + "34" * 32)
     assert first.status_code == 201, first.text
     model = first.json()
     assert model["grid_model_hash"] == expected != build_view(load_net("case33bw")).model_hash()
@@ -108,6 +111,10 @@ def test_dso_uploads_a_grid_model_and_uses_it_for_its_grid_and_validation(api: A
     assert chosen.status_code == 200 and grids["case33bw"]["grid_model_hash"] == expected
     assert validated.status_code == 200 and validated.json()["ok"] is True, validated.text
     assert foreign.status_code == 422 and foreign.json()["field"] == "model"
+    assert published.status_code == 200 and published.json()["uploaded_by"] == api.demo.dso.address
+    republished = pp.from_json_string(json.dumps(published.json()["net"]))
+    assert build_view(republished).model_hash() == expected  # an auditor recomputes the recorded hash
+    assert unknown.status_code == 404 and unknown.json()["field"] == "grid_model_hash"
 
 
 def _meshed() -> str:

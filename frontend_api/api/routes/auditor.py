@@ -18,6 +18,7 @@ from flexgrid.trading.merkle import TradeTree, trade_leaf_hash
 from frontend_api.api.deps import DbDep, Page, PageDep, ServiceDep, page_rows, paginate
 from frontend_api.api.routes.prosumer import SETTLEMENT_EVENTS, EventOut
 from frontend_api.core.problems import Problem
+from frontend_api.models import UploadedGridModel
 
 router = APIRouter(prefix="/auditor", tags=["auditor"])
 RoundId = Annotated[int, Path(ge=1, le=2**63, description="round id")]
@@ -73,6 +74,17 @@ class VerifyOut(BaseModel):
     verdict: str = Field(description="VERIFIED, or NOT VERIFIED (n mismatches), as `flexgrid audit verify` says")
     problems: list[str] = Field(description="every failing statement, prefixed by its check")
     findings: list[FindingOut]
+
+
+class GridModelDocOut(BaseModel):
+    grid_model_hash: str
+    name: str
+    format: str = Field(description="the format it was uploaded in")
+    uploaded_by: str
+    buses: int
+    radial: bool
+    net: dict[str, Any] = Field(description="the net as pandapower JSON (pandapower.from_json_string of its "
+                                "dump): flexgrid.grid.build_view(net).model_hash() gives grid_model_hash")
 
 
 def _round_out(service: Any, round_id: int, with_deadlines: bool) -> RoundOut:
@@ -189,3 +201,15 @@ def verify(round_id: RoundId, service: ServiceDep,
     return VerifyOut(round_id=round_id, ok=report.ok,
                      verdict="VERIFIED" if report.ok else f"NOT VERIFIED ({len(problems)} mismatches)",
                      problems=problems, findings=[FindingOut(**f.to_dict()) for f in report.findings])
+
+
+@router.get("/grid-models/{grid_model_hash}", response_model=GridModelDocOut,
+            summary="A grid model a DSO uploaded, as pandapower JSON, to recompute its hash")
+def grid_model(grid_model_hash: Annotated[str, Path(pattern=r"^0x[0-9a-fA-F]{64}$")], db: DbDep) -> GridModelDocOut:
+    row = db.get(UploadedGridModel, grid_model_hash.lower())
+    if row is None:
+        raise Problem(404, "Not found", f"grid_model_hash: no uploaded grid model {grid_model_hash} "
+                      "(built-in networks: flexgrid.grid.load_net)", field="grid_model_hash", reason="not uploaded")
+    return GridModelDocOut(grid_model_hash=row.grid_model_hash, name=row.name, format=row.source_format,
+                           uploaded_by=row.uploaded_by, buses=row.buses, radial=row.radial,
+                           net=json.loads(row.net_json))
