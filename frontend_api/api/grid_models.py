@@ -58,7 +58,7 @@ def _check_types(value: Any, depth: int = 0) -> None:
     elif isinstance(value, str) and value[:1] in ("{", "[") and "_module" in value:
         try:
             inner = json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):
             return
         _check_types(inner, depth + 1)
 
@@ -73,6 +73,8 @@ def check_upload(name: str, source_format: GridFormat, content: str, *, require_
             doc = json.loads(content)
         except ValueError as exc:
             raise InputError("content", f"is not JSON: {exc}") from None
+        except RecursionError:
+            raise InputError("content", "is nested too deeply") from None
         if not isinstance(doc, dict):
             raise InputError("content", "must be a pandapower net as a JSON object")
         _check_types(doc)

@@ -133,6 +133,7 @@ BAD_UPLOADS: list[tuple[str, str, str]] = [
     ("not json", '{"bus": [1, 2', "is not JSON"),
     ("matpower nonsense", "function mpc = nothing\nmpc.bus = [1 2;\n", "cannot be read as a matpower net"),
     ("a JSON list", "[1, 2, 3]", "must be a pandapower net"),
+    ("deeply nested", "[" * 100_000 + "]" * 100_000, "nested too deeply"),
     ("foreign type", '{"_module": "os", "_class": "system", "_object": "true"}', "names the type os.system"),
     ("meshed", "MESHED", "is not radial"),
     ("no slack", "NO_SLACK", "no in-service external grid"),
