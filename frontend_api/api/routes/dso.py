@@ -287,7 +287,11 @@ def validate_trades(body: ValidateIn, roles: DsoDep, db: DbDep) -> ValidateOut:
         touched.add(t.slot)
     slots = sorted(touched) or [0]
     q = np.array(profiles.load_q_mvar, dtype=float)
-    base = validate_ac(net, view, base_p, q, slots=slots)
+    try:
+        base = validate_ac(net, view, base_p, q, slots=slots)
+    except SolverError as exc:  # an uploaded model whose base case does not solve
+        raise InputError("model", f"the AC power flow of {body.model} has no solution even without the "
+                         f"trades ({exc})") from None
     try:
         after = validate_ac(net, view, p, q, slots=slots)
     except SolverError as exc:  # no AC operating point at all: voltage collapse
