@@ -118,14 +118,7 @@ def round_config_from_struct(round_id: int, s: dict[str, Any], grid_id: str | No
 
 def request_struct(request: FlexRequest) -> dict[str, Any]:
     """A `FlexRequest` as the contract's `FlexTypes.FlexRequest`."""
-    return {
-        "roundId": request.round_id,
-        "bus": request.bus,
-        "direction": int(request.direction),
-        "slots": list(request.slots),
-        "powerW": list(request.power_w),
-        "priceCapMicroPerMwh": request.price_cap_micro_per_mwh,
-    }
+    return request.struct()
 
 
 def request_from_struct(request_id: int, dso: str, s: dict[str, Any]) -> FlexRequest:

@@ -57,16 +57,7 @@ def request_json(request: FlexRequest) -> dict[str, Any]:
     """A request in its on-chain encoding."""
     if request.dso is None:
         raise InputError("dso", "a request read from chain has its DSO's address", order_id=request.order_id)
-    return {
-        "requestId": request_id_of(request),
-        "dso": request.dso.lower(),
-        "roundId": request.round_id,
-        "bus": request.bus,
-        "direction": int(request.direction),
-        "slots": list(request.slots),
-        "powerW": list(request.power_w),
-        "priceCapMicroPerMwh": request.price_cap_micro_per_mwh,
-    }
+    return {"requestId": request_id_of(request), "dso": request.dso.lower(), **request.struct()}
 
 
 def order_json(order: FlexOffer | P2POrder, domain: Eip712Domain) -> dict[str, Any]:

@@ -365,6 +365,17 @@ class FlexRequest(FlexModel):
             self.price_cap_eur_per_mwh, field="price_cap_eur_per_mwh", order_id=self.order_id
         )
 
+    def struct(self) -> dict[str, Any]:
+        """The contract's `FlexTypes.FlexRequest` (on-chain integer encoding, Solidity field names)."""
+        return {
+            "roundId": self.round_id,
+            "bus": self.bus,
+            "direction": int(self.direction),
+            "slots": list(self.slots),
+            "powerW": list(self.power_w),
+            "priceCapMicroPerMwh": self.price_cap_micro_per_mwh,
+        }
+
     def budget_micro(self, slot_seconds: int) -> int:
         """The budget the market escrows for this request (rounded up, in token base units)."""
         return value_micro_up(sum(self.power_w), slot_seconds, self.price_cap_micro_per_mwh)
