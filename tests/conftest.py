@@ -1,5 +1,6 @@
 """Shared fixtures: a real anvil per test process, the FlexGrid contracts deployed on it.
 
+- `session_flexgrid_home` (session, autouse): FLEXGRID_HOME in a temporary folder.
 - `anvil` (session): an `AnvilNode` on a free loopback port, one per pytest-xdist worker.
 - `w3` (session): a web3 client to it; `dev_accounts` (session): its ten funded accounts.
 - `deployment` (session): FlexToken, FlexRegistry and FlexMarket deployed from the shipped
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,6 +30,16 @@ from flexgrid.chain.deploy import Deployment, deploy
 from flexgrid.chain.market import MarketClient
 from flexgrid.chain.node import AnvilNode, chain_time_s, revert_to, snapshot, time_travel
 from flexgrid.trading import PricingRule, RoundConfig, SealMode
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_flexgrid_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """FLEXGRID_HOME in a temporary folder for the session (per xdist worker): no test writes to
+    ~/.flexgrid (e.g. `flexgrid audit verify`'s default event index, $FLEXGRID_HOME/index)."""
+    home = tmp_path_factory.mktemp("flexgrid-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FLEXGRID_HOME", str(home))
+        yield home
 
 
 @pytest.fixture(scope="session")

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from flexgrid.cli.chain import DeploymentFile, RpcUrl
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 
 def deployment_addresses(w3: Any, deployment: Any) -> dict[str, str]:
@@ -26,10 +34,8 @@ audit_app = typer.Typer(help="Audit a FlexGrid deployment from the chain alone."
 
 @audit_app.command("contracts")
 def audit_contracts(
-    deployment_file: Annotated[Path, typer.Option("--deployment", help="deployment JSON written at deploy time")],
-    rpc_url: Annotated[
-        str | None, typer.Option("--rpc-url", envvar="FLEXGRID_RPC_URL", help="JSON-RPC endpoint of the chain")
-    ] = None,
+    deployment_file: DeploymentFile,
+    rpc_url: RpcUrl = None,
     source_root: Annotated[
         Path | None, typer.Option("--sources", help="folder holding contracts/ and node_modules/ (default: this checkout)")
     ] = None,
@@ -44,9 +50,7 @@ def audit_contracts(
     from flexgrid.chain.deploy import Deployment
 
     deployment = Deployment.load(deployment_file)
-    if rpc_url is None:
-        raise typer.BadParameter("no chain to audit: pass --rpc-url or set FLEXGRID_RPC_URL", param_hint="--rpc-url")
-    w3 = Web3(Web3.HTTPProvider(rpc_url))
+    w3 = _connect(rpc_url)
     root = source_root or repo_root()
     addresses = deployment_addresses(w3, deployment)
     code_at = {a: bytes(w3.eth.get_code(Web3.to_checksum_address(a))) for a in addresses.values()}
@@ -68,10 +72,8 @@ def audit_contracts(
 @audit_app.command("verify")
 def audit_verify(
     round_id: Annotated[int, typer.Option("--round", help="the round to verify")],
-    deployment_file: Annotated[Path, typer.Option("--deployment", help="deployment JSON written at deploy time")],
-    rpc_url: Annotated[
-        str | None, typer.Option("--rpc-url", envvar="FLEXGRID_RPC_URL", help="JSON-RPC endpoint of the chain")
-    ] = None,
+    deployment_file: DeploymentFile,
+    rpc_url: RpcUrl = None,
     resolve: Annotated[bool, typer.Option("--resolve", help="also re-run the clearing and compare")] = False,
     publication: Annotated[
         Path | None, typer.Option("--publication", help="the published result (default: the URI committed on chain)")
@@ -81,24 +83,28 @@ def audit_verify(
         typer.Option("--metering", help="metering readings JSON (default: the file at the committed metering URI)"),
     ] = None,
     db: Annotated[
-        str | None, typer.Option("--db", help="database URL to index into (default: a temporary SQLite file)")
+        str | None,
+        typer.Option(
+            "--db",
+            help="database URL of the event index (default: $FLEXGRID_HOME/index/<chain id>-<market>.db, "
+            "kept between runs: each run reads only the blocks added since the last)",
+        ),
     ] = None,
+    fresh_index: Annotated[
+        bool, typer.Option("--fresh-index", help="index the whole chain into a throw-away database instead")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
 ) -> None:
     """Re-verify a round's committed clearing from chain data, the grid model and the published result."""
-    import tempfile
-
-    from web3 import Web3
-
     from flexgrid.audit.verify import audit_round, load_round_publication, readings_from_json
     from flexgrid.chain.deploy import Deployment
+    from flexgrid.chain.indexer import EventIndexer
     from flexgrid.errors import FlexGridError
-    from flexgrid.store import init_db, make_engine
 
+    if db is not None and fresh_index:
+        raise typer.BadParameter("--db and --fresh-index exclude each other", param_hint="--fresh-index")
     deployment = Deployment.load(deployment_file)
-    if rpc_url is None:
-        raise typer.BadParameter("no chain to audit: pass --rpc-url or set FLEXGRID_RPC_URL", param_hint="--rpc-url")
-    w3 = Web3(Web3.HTTPProvider(rpc_url))
+    w3 = _connect(rpc_url)
     doc = None
     if publication is not None:
         doc = load_round_publication(str(publication))
@@ -111,20 +117,20 @@ def audit_verify(
         except (OSError, ValueError) as exc:
             raise typer.BadParameter(f"cannot read metering readings from {metering}: {exc}",
                                      param_hint="--metering") from exc
-    with tempfile.TemporaryDirectory(prefix="flexgrid-audit-") as tmp:
-        engine = make_engine(db or f"sqlite:///{Path(tmp) / 'index.db'}")
-        init_db(engine)
+    with _event_index(deployment, db, fresh=fresh_index) as (engine, where):
         try:
+            indexed = EventIndexer(w3, deployment, engine).run_once()
             report = audit_round(w3, deployment, engine, round_id, resolve=resolve, publication=doc,
                                  metering_readings=readings)
         except FlexGridError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(code=2) from exc
-        finally:
-            engine.dispose()
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:
+        typer.echo(f"event index {where}: blocks {indexed.from_block}..{indexed.to_block} read, "
+                   f"{indexed.events_added} events added"
+                   + (f", {indexed.reorged_blocks} reorganised blocks dropped" if indexed.reorged_blocks else ""))
         table = Table(title=f"Audit of round {round_id}, chain {deployment.chain_id}")
         for col in ("check", "result", "detail"):
             table.add_column(col)
@@ -137,6 +143,49 @@ def audit_verify(
             typer.echo(f"  - {line}")
     if not report.ok:
         raise typer.Exit(code=1)
+
+
+def _connect(rpc_url: str | None) -> Any:
+    """A web3 client of the chain to audit; a clear usage error without one."""
+    from web3 import Web3
+
+    if rpc_url is None:
+        raise typer.BadParameter("no chain to audit: pass --rpc-url or set FLEXGRID_RPC_URL", param_hint="--rpc-url")
+    return Web3(Web3.HTTPProvider(rpc_url))
+
+
+@contextmanager
+def _event_index(deployment: Any, db: str | None, *, fresh: bool) -> Iterator[tuple[Engine, str]]:
+    """The engine of the event index to audit with, and where it is (for the user).
+
+    By default a SQLite file per chain and market under $FLEXGRID_HOME/index, kept between runs (the
+    indexer reads on from its cursor and undoes reorgs), used by one audit at a time (a file lock);
+    `db` names another database; `fresh` indexes into a temporary file deleted afterwards.
+    """
+    import tempfile
+
+    import fasteners
+
+    from flexgrid.store import chain_index_path, init_db, make_engine
+
+    with contextlib.ExitStack() as stack:
+        if db is not None:
+            url, where = db, db
+        else:
+            if fresh:
+                path = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="flexgrid-audit-"))) / "index.db"
+                where = "(temporary)"
+            else:
+                path = chain_index_path(deployment.chain_id, deployment.market)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                where = str(path)
+                lock = fasteners.InterProcessLock(str(path) + ".lock")
+                stack.enter_context(lock)
+            url = f"sqlite:///{path}"
+        engine = make_engine(url)
+        stack.callback(engine.dispose)
+        init_db(engine)
+        yield engine, where
 
 
 def register(app: typer.Typer) -> None:

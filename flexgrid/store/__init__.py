@@ -1,6 +1,7 @@
 """FlexGrid's database: SQLModel tables and sessions (SQLite by default, PostgreSQL by URL)."""
 
 from flexgrid.store.db import (
+    chain_index_path,
     database_url,
     flexgrid_home,
     init_db,
@@ -15,6 +16,7 @@ __all__ = [
     "IndexedBlock",
     "IndexerCursor",
     "OrderRecord",
+    "chain_index_path",
     "database_url",
     "flexgrid_home",
     "init_db",

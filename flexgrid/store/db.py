@@ -2,11 +2,13 @@
 
 The default file is `$FLEXGRID_HOME/flexgrid.db` (`FLEXGRID_HOME` defaults to `~/.flexgrid`).
 PostgreSQL works by URL (`postgresql+psycopg://user:pass@host/db`, with a driver installed).
+`chain_index_path` names the per-deployment event index an auditor keeps between runs.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +17,7 @@ from sqlalchemy import Engine, event
 from sqlmodel import Session, SQLModel, create_engine
 
 import flexgrid.store.tables  # noqa: F401  (registers the tables with SQLModel.metadata)
+from flexgrid.errors import InputError
 
 
 def flexgrid_home() -> Path:
@@ -28,6 +31,19 @@ def database_url() -> str:
     if url:
         return url
     return f"sqlite:///{flexgrid_home() / 'flexgrid.db'}"
+
+
+def chain_index_path(chain_id: int, market: str) -> Path:
+    """SQLite file of one deployment's event index: `$FLEXGRID_HOME/index/<chain id>-<market>.db`.
+
+    Kept between runs, so the indexer reads on from its cursor; keyed by chain id and market address
+    (lower case), so deployments never share a file.
+    """
+    if isinstance(chain_id, bool) or not isinstance(chain_id, int) or chain_id <= 0:
+        raise InputError("chain_id", f"must be a positive integer, got {chain_id!r}")
+    if not (isinstance(market, str) and re.fullmatch(r"0x[0-9a-fA-F]{40}", market)):
+        raise InputError("market", f"{market!r} is not a contract address (0x + 40 hex digits)")
+    return flexgrid_home() / "index" / f"{chain_id}-{market.lower()}.db"
 
 
 def make_engine(url: str | None = None, *, echo: bool = False) -> Engine:
@@ -77,4 +93,4 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         session.close()
 
 
-__all__ = ["database_url", "flexgrid_home", "init_db", "make_engine", "session_factory", "session_scope"]
+__all__ = ["chain_index_path", "database_url", "flexgrid_home", "init_db", "make_engine", "session_factory", "session_scope"]
