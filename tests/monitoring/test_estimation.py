@@ -168,7 +168,7 @@ def test_a_96_slot_day_is_estimated(case33bw: NetworkModel) -> None:
     channels = meter_channels(model, _case33_meters(model))
     rng = np.random.default_rng(4)
     sets = []
-    truths = solve_batch(model, -(model.load_p_pu + 1j * model.load_q_pu)[:, None] * load_shape[None, :])
+    truths = solve_batch(model, (-(model.load_p_pu + 1j * model.load_q_pu)[:, None] * load_shape[None, :]).astype(np.complex128))
     for t in range(96):
         ps = pseudo_measurements(model, load_shape[t] * model.load_p_pu, load_shape[t] * model.load_q_pu)
         sets.append(MeasurementSet.concat([simulate_readings(model, channels, truths.v[:, t], rng), ps]))

@@ -110,6 +110,12 @@ def test_bad_redundancy_inputs_get_typed_errors(case33bw: NetworkModel) -> None:
     with pytest.raises(InputError) as exc:
         add_bad_data_redundancy(case33bw, [(5, "golden")])
     assert exc.value.field == "meters"
+    from flexgrid.monitoring import estimate, pseudo_measurements
+
+    ps = pseudo_measurements(case33bw, case33bw.load_p_pu, case33bw.load_q_pu)
+    with pytest.raises(InputError) as exc:
+        estimate(case33bw, ps, removal="random")  # type: ignore[arg-type]
+    assert exc.value.field == "removal"
 
 
 def test_milp_placement_can_be_made_bad_data_detectable(case33bw: NetworkModel) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from typer.testing import CliRunner
 
@@ -12,10 +13,11 @@ from flexgrid.cli.main import app
 runner = CliRunner()
 
 
-def _run(*args: str) -> dict:  # type: ignore[type-arg]
+def _run(*args: str) -> dict[str, Any]:
     result = runner.invoke(app, list(args))
     assert result.exit_code == 0, result.output
-    return json.loads(result.output)  # type: ignore[no-any-return]
+    out: dict[str, Any] = json.loads(result.output)
+    return out
 
 
 def test_monitor_estimate_json_and_plot(tmp_path: Path) -> None:
