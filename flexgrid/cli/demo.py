@@ -46,6 +46,11 @@ def summary_table(summary: dict[str, Any]) -> Table:
     t.add_row("slots congested / below 0.95 pu, before -> after",
               f"{b.get('congested_slots')} -> {a.get('congested_slots')} / "
               f"{b.get('low_voltage_slots')} -> {a.get('low_voltage_slots')}")
+    r = summary.get("after_with_catch_up") or {}
+    if r:
+        t.add_row(f"after, with the {r['caught_up_kwh']:.0f} kWh the assets catch up later (rebound, not cleared)",
+                  f"{_fmt_pct(r.get('max_loading_percent'))} %, {_fmt(r.get('v_min_pu'))} pu, "
+                  f"{r.get('congested_slots')} / {r.get('low_voltage_slots')} slots")
     t.add_row("escrowed = paid + returned (fEUR)",
               f"{summary['escrowed_micro'] / 1e6:.2f} = {summary['paid_out_micro'] / 1e6:.2f} + "
               f"{summary['returned_micro'] / 1e6:.2f}; market holds {summary['market_balance_after_micro']}")
