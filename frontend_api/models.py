@@ -59,4 +59,5 @@ class UploadedGridModel(SQLModel, table=True):
     radial: bool
     radial_reason: str
     net_json: str = Field(sa_column=Column(Text, nullable=False))
+    content_sha256: str = Field(index=True)  # of the file as uploaded (format and text)
     uploaded_at: datetime = Field(default_factory=lambda: datetime.now(UTC))

@@ -135,6 +135,23 @@ def stored_net(grid_model_hash: str, net_json: str) -> tuple[pp.pandapowerNet, G
     return copy.deepcopy(net), view
 
 
+def remember(grid_model_hash: str, net: pp.pandapowerNet, view: GridView) -> None:
+    """Keep a just-checked upload in memory (choosing or validating it next needs no parsing)."""
+    import copy
+
+    with _cache_lock:
+        _cache[grid_model_hash] = (copy.deepcopy(net), view)
+        while len(_cache) > CACHE_SIZE:
+            _cache.popitem(last=False)
+
+
+def content_digest(source_format: str, content: str) -> str:
+    """sha256 of an upload as sent: the same file again is recognised without parsing it."""
+    import hashlib
+
+    return hashlib.sha256(f"{source_format}\n{content}".encode()).hexdigest()
+
+
 def is_builtin(model: str) -> bool:
     return model in BUILTIN_NETS
 

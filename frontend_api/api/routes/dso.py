@@ -26,7 +26,15 @@ from flexgrid.store.tables import OrderRecord
 from flexgrid.trading import Direction, FlexRequest, MeterReading
 from flexgrid.trading.merkle import MeteringTree
 from frontend_api.api.deps import DbDep, DsoDep, Page, PageDep, ServiceDep, page_rows, paginate
-from frontend_api.api.grid_models import MAX_UPLOAD_CHARS, GridFormat, builtin_net, check_upload, stored_net
+from frontend_api.api.grid_models import (
+    MAX_UPLOAD_CHARS,
+    GridFormat,
+    builtin_net,
+    check_upload,
+    content_digest,
+    remember,
+    stored_net,
+)
 from frontend_api.api.routes.prosumer import PreparedOut, RawTxIn, RelayedOut
 from frontend_api.core.problems import Problem
 from frontend_api.core.rawtx import prepare_tx, relay_raw
@@ -167,6 +175,12 @@ def _resolve_model(db: DbDep, model: str, dso: str) -> tuple[Any, Any, str]:
              responses={200: {"model": GridModelOut, "description": "this model was already uploaded by me"}},
              summary="Upload a grid model (pandapower JSON or MATPOWER); checked, stored under its grid-model hash")
 def upload_grid_model(body: GridModelIn, roles: DsoDep, db: DbDep, response: Response) -> GridModelOut:
+    digest = content_digest(body.format, body.content)
+    known = db.exec(select(UploadedGridModel).where(UploadedGridModel.content_sha256 == digest)
+                    .where(UploadedGridModel.uploaded_by == roles.address)).first()
+    if known is not None and (known.radial or not body.require_radial):
+        response.status_code = 200  # the same file again: already checked and stored
+        return _model_out(known)
     checked = check_upload(body.name, body.format, body.content, require_radial=body.require_radial)
     existing = db.get(UploadedGridModel, checked.grid_model_hash)
     if existing is not None and existing.uploaded_by == roles.address:
@@ -179,9 +193,11 @@ def upload_grid_model(body: GridModelIn, roles: DsoDep, db: DbDep, response: Res
     row = UploadedGridModel(grid_model_hash=checked.grid_model_hash, name=body.name, source_format=body.format,
                             uploaded_by=roles.address, buses=len(checked.net.bus), nodes=checked.view.n_node,
                             branches=checked.view.n_branch, radial=checked.view.is_radial,
-                            radial_reason=checked.view.radial_reason, net_json=checked.net_json)
+                            radial_reason=checked.view.radial_reason, net_json=checked.net_json,
+                            content_sha256=digest)
     db.add(row)
     db.commit()
+    remember(checked.grid_model_hash, checked.net, checked.view)
     return _model_out(row)
 
 
