@@ -21,6 +21,7 @@ from frontend_api.core import problems
 from frontend_api.core.auth import SiweAuth
 from frontend_api.core.config import Settings, load_settings
 from frontend_api.core.idempotency import IdempotencyMiddleware, IdempotencyStore
+from frontend_api.core.readcache import ReadCache
 from frontend_api.core.service import FlexGridService, relayer_account
 
 log = logging.getLogger("flexgrid.api")
@@ -93,6 +94,7 @@ def create_app(settings: Settings | None = None, *, service: FlexGridService | N
     app = FastAPIOffline(title="FlexGrid API", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     problems.install(app)
     app.add_middleware(IdempotencyMiddleware, store=IdempotencyStore(settings.idempotency_ttl_s))
+    app.add_middleware(ReadCache, ttl_s=settings.read_cache_s)  # outermost: a hit skips everything else
     for module in (auth, prosumer, bulk, dso, operator, auditor, events):
         app.include_router(module.router)
 

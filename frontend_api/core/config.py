@@ -28,10 +28,15 @@ class Settings(BaseSettings):
     nonce_ttl_s: float = 300.0
     session_ttl_s: float = 3600.0
     role_cache_s: float = 2.0
-    batch_size: int = 200
+    batch_size: int = Field(default=400, description="orders per relay transaction at most (also bounded by "
+                            "the block gas limit)")
     batch_interval_s: float = 0.25
     index_interval_s: float = 0.25
+    indexer_process: bool = Field(default=True, description="index chain events in a child process (else a thread of "
+                                  "the API process, competing with requests for the interpreter)")
     sse_poll_s: float = 0.5
+    read_cache_s: float = Field(default=0.25, description="anonymous GETs of /auditor/* and /health are answered from "
+                                "a cache this old at most (0: off)")
     idempotency_ttl_s: float = 86_400.0
     max_page_size: int = 500
 
