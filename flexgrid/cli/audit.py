@@ -170,7 +170,14 @@ def _event_index(deployment: Any, db: str | None, *, fresh: bool) -> Iterator[tu
 
     with contextlib.ExitStack() as stack:
         if db is not None:
-            url, where = db, db
+            from sqlalchemy.engine import make_url
+            from sqlalchemy.exc import ArgumentError
+
+            try:
+                where = make_url(db).render_as_string(hide_password=True)
+            except ArgumentError as exc:
+                raise typer.BadParameter(f"{db!r} is not a database URL: {exc}", param_hint="--db") from exc
+            url = db
         else:
             if fresh:
                 path = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="flexgrid-audit-"))) / "index.db"

@@ -20,6 +20,7 @@ pytestmark = pytest.mark.chain
 def _home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLEXGRID_HOME", str(tmp_path / "home"))
 
+
 READ = re.compile(r"event index (\S+): blocks (\d+)\.\.(\d+) read, (\d+) events added")
 
 
@@ -71,3 +72,20 @@ def test_fresh_index_reads_the_whole_chain_and_keeps_nothing(market: MarketEnv, 
     assert not (tmp_path / "home" / "index").exists()
     start_again, _, events_again, _ = _audit(market, tmp_path, cfg.round_id, "--fresh-index")
     assert (start_again, events_again) == (start, events)
+
+
+def test_another_database_by_url(market: MarketEnv, tmp_path: Path) -> None:
+    cfg = market.client().create_round(market.round_config())
+    url = f"sqlite:///{tmp_path / 'mine.db'}"
+    start, _, events, where = _audit(market, tmp_path, cfg.round_id, "--db", url)
+    assert start == market.deployment.block_number
+    assert where == url and (tmp_path / "mine.db").exists() and events > 0
+    deployment_file = tmp_path / "deployment.json"
+    for extra in (["--db", url, "--fresh-index"], ["--db", "not a url"]):
+        result = CliRunner().invoke(
+            app,
+            ["audit", "verify", "--round", str(cfg.round_id), "--deployment", str(deployment_file), *extra],
+            env={"FLEXGRID_RPC_URL": market.w3.provider.endpoint_uri},  # type: ignore[attr-defined]
+        )
+        assert result.exit_code == 2, result.output  # a usage error, named
+        assert "--db" in result.output or "--fresh-index" in result.output
