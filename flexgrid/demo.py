@@ -371,6 +371,7 @@ def run_day(conn: ChainConnection, *, out_dir: Path, settings: DaySettings = Day
     # each site is placed where a request needs it most (the request's peak kW against the power placed
     # there so far), at a bus of the request's subtree; one in ten elsewhere on the feeder
     placed = dict.fromkeys(range(len(requests)), 0.0)
+    jobs: list[tuple[Any, str, list[FlexOffer], Any]] = []
     sealed_by: dict[str, list[Any]] = {"encrypted": [], "commit-reveal": []}
     offers_all: list[FlexOffer] = []
     asset_of: dict[str, Any] = {}
@@ -398,13 +399,28 @@ def run_day(conn: ChainConnection, *, out_dir: Path, settings: DaySettings = Day
                 placed[k] -= _site_kw(asset)
             continue
         mode = "encrypted" if len(provider_name) % 2 == 0 else "commit-reveal"  # every other offering prosumer
-        client = MarketClient(w3, deployment, p)
         provider_name[p.address] = asset.name
-        for o in offers:
-            s = seal_offer(o.sign(p, deployment.domain), key.public_key)
-            steps.gas(client.commit_offer(rid, s.commitment, s.ciphertext if mode == "encrypted" else b""))
-            sealed_by[mode].append(s)
-            offers_all.append(o.model_copy(update={"order_id": s.order_hash}))
+        jobs.append((p, mode, offers, asset))
+
+    def sign_seal_commit(job: tuple[Any, str, list[FlexOffer], Any]) -> list[tuple[Any, FlexOffer, Any]]:
+        who, how, offers_, _ = job
+        client = MarketClient(w3, deployment, who)
+        out = []
+        for o in offers_:
+            sealed = seal_offer(o.sign(who, deployment.domain), key.public_key)
+            out.append((sealed, o, client.commit_offer(rid, sealed.commitment,
+                                                       sealed.ciphertext if how == "encrypted" else b"")))
+        return out
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=4) as pool:  # the prosumers sign and send side by side
+        committed = list(pool.map(sign_seal_commit, jobs))
+    for (_, mode, _, asset), done in zip(jobs, committed, strict=True):
+        for sealed, o, result in done:
+            steps.gas(result)
+            sealed_by[mode].append(sealed)
+            offers_all.append(o.model_copy(update={"order_id": sealed.order_hash}))
             asset_of[o.asset_id] = asset
     report.orders = {"requests": len(requests), "offers": len(offers_all),
                      "encrypted": len(sealed_by["encrypted"]), "commit_reveal": len(sealed_by["commit-reveal"])}
@@ -496,14 +512,16 @@ def run_day(conn: ChainConnection, *, out_dir: Path, settings: DaySettings = Day
     time_travel(w3, delivery_end + 2 * config.settlement_s)
     steps.gas(relay.close_round(rid))
     everyone = [dso, *prosumers]
-    for a in everyone:
+    def left_in_round(a: Any) -> int:
         escrow, charged = op.escrow_of_micro(rid, a.address)
-        if escrow - charged + op.deposit_of_micro(rid, a.address) > 0:
-            relay.release(rid, a.address)
+        return int(escrow - charged + op.deposit_of_micro(rid, a.address))
+
+    owed = [a for a in everyone if left_in_round(a) > 0]
+    _in_parallel(relayers, owed, lambda c, a: c.release(rid, a.address))
     balances_before = {a.address: op.token_balance_micro(a.address) for a in everyone}
-    for a in everyone:
-        if op.balance_of_micro(a.address) > 0:
-            MarketClient(w3, deployment, a).withdraw()
+    withdrawing = [a for a in everyone if op.balance_of_micro(a.address) > 0]
+    _in_parallel([MarketClient(w3, deployment, a) for a in withdrawing], list(range(len(withdrawing))),
+                 lambda c, _: c.withdraw())
     for a in everyone:
         got = op.token_balance_micro(a.address) - balances_before[a.address]
         if a is dso:
