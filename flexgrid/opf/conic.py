@@ -12,6 +12,12 @@ Clarabel (SOCP) or HiGHS (LP, MILP).
 The duals returned follow the convention `c + A' z = 0`, `z` in the dual cone, so the
 certificate (`check_kkt`) is the same for every formulation.
 
+Lazy cones (`lazy=True`, e.g. thermal limits, which on most branches and slots are far from
+binding) are left out of the first solve of a component; the cones the solution violates or comes
+near (within `LAZY_MARGIN`) are added and the component solved again, until none is. Exact: the
+problem without some cones is a relaxation, and its optimum, strictly inside the left-out cones,
+is optimal for the whole problem with zero duals on them (the KKT conditions hold as they are).
+
 Independent parts are solved apart: when the variables and constraints fall into several
 connected components (a round without batteries or other devices decouples into its slots),
 each component goes to the solver on its own and the solutions are stacked. This is exact (the
@@ -40,6 +46,9 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 ConeKind = Literal["zero", "nonneg", "soc"]
 
+
+LAZY_MARGIN = 1e-3  # a left-out cone is added when s0 - |s1| < LAZY_MARGIN (s0 + |s1|) at the solution
+LAZY_ROUNDS = 3  # after as many rounds with cones added, a component is solved with all of them
 
 _STATUS = {  # Clarabel's statuses in cvxpy's words, so that errors read the same whatever the backend
     "PrimalInfeasible": "infeasible",
@@ -96,6 +105,8 @@ class Group:
     b: FloatArray
     cone_dim: int = 0  # soc only: size of each cone (rows are cone after cone)
     category: str = ""  # for the price decomposition: balance, internal, voltage, congestion, losses, market
+    lazy: bool = False  # soc only: cones left out of a solve until the solution comes near them (see solve)
+    lazy_start: npt.NDArray[np.bool_] | None = None  # per cone: lazy cones in the first solve all the same
 
 
 @dataclass
@@ -139,7 +150,8 @@ class ConicModel:
         return c
 
     def add(self, name: str, kind: ConeKind, rows: npt.ArrayLike, cols: npt.ArrayLike, vals: npt.ArrayLike,
-            b: npt.ArrayLike, *, n_rows: int | None = None, cone_dim: int = 0, category: str = "") -> Group:
+            b: npt.ArrayLike, *, n_rows: int | None = None, cone_dim: int = 0, category: str = "",
+            lazy: bool = False, lazy_start: npt.NDArray[np.bool_] | None = None) -> Group:
         """Add a group from COO triplets (rows, cols, vals) and right-hand side `b`."""
         r = np.asarray(rows, dtype=np.int64)
         c = np.asarray(cols, dtype=np.int64).ravel()
@@ -151,7 +163,8 @@ class ConicModel:
             b_arr = np.full(m, b_arr[0])
         a = sp.csr_matrix((v, (r, c)), shape=(m, self.n))
         a.sum_duplicates()
-        group = Group(name, kind, a, b_arr, cone_dim, category)
+        group = Group(name, kind, a, b_arr, cone_dim, category, lazy and kind == "soc",
+                      None if lazy_start is None else np.asarray(lazy_start, dtype=bool))
         self.groups.append(group)
         return group
 
@@ -340,38 +353,55 @@ class ConicModel:
             for key, value in self.solver_options.items():
                 setattr(settings, key, value)
             tries.append(settings)
+        lazy = np.concatenate([np.full(g.a.shape[0], g.lazy) for g in order])
+        start = np.zeros(len(lazy), dtype=bool)  # lazy rows in the first solve all the same
+        pos = 0
+        for g in order:
+            if g.lazy and g.lazy_start is not None:
+                start[pos:pos + g.a.shape[0]] = np.repeat(g.lazy_start, g.cone_dim)
+            pos += g.a.shape[0]
+        lazy, start = lazy[row_perm], start[row_perm]
         elapsed = 0.0
         for rows, cols in parts:
-            kr = kinds[rows]
-            cones: list[object] = []
-            n_zero, n_nonneg = int(np.sum(kr == 0)), int(np.sum(kr == 1))
-            if n_zero:
-                cones.append(clarabel.ZeroConeT(n_zero))
-            if n_nonneg:
-                cones.append(clarabel.NonnegativeConeT(n_nonneg))
-            soc_dims = dims[rows][kr == 2]
-            pos = 0
-            while pos < len(soc_dims):  # runs of cones of one size
-                d = int(soc_dims[pos])
-                run = 1
-                while pos + run * d < len(soc_dims) and soc_dims[pos + run * d] == d:
-                    run += 1
-                cones.extend([clarabel.SecondOrderConeT(d)] * run)
-                pos += run * d
-            a = a_all[rows, cols].tocsc()
+            a_comp = a_all[rows, cols].tocsr()
+            b_comp = b_all[rows]
+            kr, dr, lz = kinds[rows], dims[rows], lazy[rows]
+            heads = np.flatnonzero(lz & (np.arange(len(kr)) == _cone_heads(kr, dr)))  # first rows of lazy cones
+            active = ~lz | start[rows]
             n_col = cols.stop - cols.start
             p = sp.csc_matrix((n_col, n_col))
-            for settings in tries:
-                t0 = time.perf_counter()
-                result = clarabel.DefaultSolver(p, c[cols], a, b_all[rows], cones, settings).solve()
-                elapsed += time.perf_counter() - t0
-                status = str(result.status)
-                if status == "Solved":
+            for round_ in range(LAZY_ROUNDS + 2):
+                sel = np.flatnonzero(active)
+                cones = _clarabel_cones(clarabel, kr[sel], dr[sel])
+                a = a_comp[sel].tocsc()
+                for settings in tries:
+                    t0 = time.perf_counter()
+                    result = clarabel.DefaultSolver(p, c[cols], a, b_comp[sel], cones, settings).solve()
+                    elapsed += time.perf_counter() - t0
+                    status = str(result.status)
+                    if status == "Solved":
+                        break
+                if status != "Solved":
+                    raise SolverError(_STATUS.get(status, status), f"Clarabel on a model with {self.n} variables")
+                xc = np.asarray(result.x, dtype=float)
+                out = heads[~active[heads]]
+                if len(out) == 0:
                     break
-            if status != "Solved":
-                raise SolverError(_STATUS.get(status, status), f"Clarabel on a model with {self.n} variables")
-            xp[cols] = np.asarray(result.x, dtype=float)
-            zp[rows] = np.asarray(result.z, dtype=float)
+                d = dr[out]
+                if np.any(d != d[0]):  # pragma: no cover - one lazy cone size per model here
+                    raise ValueError("lazy cones of different sizes")
+                r_idx = out[:, None] + np.arange(int(d[0]))[None, :]
+                slack = (b_comp[r_idx.ravel()] - a_comp[r_idx.ravel()] @ xc).reshape(r_idx.shape)
+                head, rest = slack[:, 0], np.linalg.norm(slack[:, 1:], axis=1)
+                near = head - rest < LAZY_MARGIN * (np.abs(head) + rest)
+                if not np.any(near):
+                    break
+                add = r_idx[near] if round_ < LAZY_ROUNDS else r_idx
+                active[add.ravel()] = True
+            xp[cols] = xc
+            zc = np.zeros(len(kr))
+            zc[np.flatnonzero(active)] = np.asarray(result.z, dtype=float)
+            zp[rows] = zc
         x = np.zeros(self.n)
         x[col_perm] = xp
         zall = np.zeros(len(zp))
@@ -440,6 +470,43 @@ class ConicModel:
             else:
                 z[g.name] = np.atleast_1d(np.asarray(dv, dtype=float)).ravel()
         return Solution(status, xv, z, float(prob.value), solver, elapsed, gap)
+
+
+def _cone_heads(kinds: IntArray, dims: IntArray) -> IntArray:
+    """For rows in solver order (zero, nonneg, then whole soc cones): the first row of each row's cone
+    (the row itself for zero and nonneg rows)."""
+    head = np.arange(len(kinds), dtype=np.int64)
+    soc = np.flatnonzero(kinds == 2)
+    pos = 0
+    while pos < len(soc):
+        d = int(dims[soc[pos]])
+        run = 1
+        while pos + run * d < len(soc) and dims[soc[pos + run * d]] == d:
+            run += 1
+        block = soc[pos:pos + run * d]
+        head[block] = block[0] + (np.arange(len(block)) // d) * d
+        pos += run * d
+    return head
+
+
+def _clarabel_cones(clarabel: object, kinds: IntArray, dims: IntArray) -> list[object]:
+    """Clarabel's cone list for rows in solver order (zero, nonneg, then whole soc cones)."""
+    cones: list[object] = []
+    n_zero, n_nonneg = int(np.sum(kinds == 0)), int(np.sum(kinds == 1))
+    if n_zero:
+        cones.append(clarabel.ZeroConeT(n_zero))  # type: ignore[attr-defined]
+    if n_nonneg:
+        cones.append(clarabel.NonnegativeConeT(n_nonneg))  # type: ignore[attr-defined]
+    soc_dims = dims[kinds == 2]
+    pos = 0
+    while pos < len(soc_dims):  # runs of cones of one size
+        d = int(soc_dims[pos])
+        run = 1
+        while pos + run * d < len(soc_dims) and soc_dims[pos + run * d] == d:
+            run += 1
+        cones.extend([clarabel.SecondOrderConeT(d)] * run)  # type: ignore[attr-defined]
+        pos += run * d
+    return cones
 
 
 @dataclass(frozen=True)

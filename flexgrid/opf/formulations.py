@@ -206,6 +206,30 @@ def _thermal_linear(model: ConicModel, view: GridView, t_count: int, p_idx: IntA
     return {"thermal": sig}, {"thermal": s_max * factor}, {"thermal": lim}
 
 
+LAZY_LOADING = 0.7  # thermal cones of lines the base withdrawals load beyond this are in the first solve
+
+
+def _base_loading(view: GridView, wp: Withdrawal, wq: Withdrawal) -> FloatArray:
+    """Radial only: |S| / i_max of every branch and slot under the constant withdrawals alone (no
+    losses, no flexibility), a guess of which thermal limits may bind (branch x slot; 0 without a limit)."""
+    import scipy.sparse as sp
+    import scipy.sparse.linalg as spla
+
+    n, nb = view.n_node, view.n_branch
+    keep = np.setdiff1d(np.arange(n), view.slack_nodes)
+    if len(keep) != nb:  # pragma: no cover - radial views have one branch per non-slack node
+        return np.zeros((nb, wp.constant_pu.shape[1]))
+    inc = sp.csr_matrix((np.concatenate([np.ones(nb), -np.ones(nb)]),
+                         (np.concatenate([view.to_node, view.from_node]), np.concatenate([np.arange(nb)] * 2))),
+                        shape=(n, nb))[keep].tocsc()
+    lu = spla.splu(inc)
+    p = lu.solve(np.ascontiguousarray(wp.constant_pu[keep]))
+    q = lu.solve(np.ascontiguousarray(wq.constant_pu[keep]))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        load = np.sqrt(p**2 + q**2) / view.i_max_pu[:, None]
+    return np.nan_to_num(load, nan=0.0, posinf=0.0)
+
+
 def _distflow(model: ConicModel, view: GridView, t_count: int, wp: Withdrawal, wq: Withdrawal, *, losses: bool,
               penalty_v: float, penalty_i: float) -> Network:
     n, nb, ns = view.n_node, view.n_branch, len(view.slack_nodes)
@@ -333,8 +357,12 @@ def _distflow(model: ConicModel, view: GridView, t_count: int, wp: Withdrawal, w
             b_t = np.zeros(4 * (m + n_recv))
             b_t[0::4] = 1.0
             b_t[3::4] = -1.0
+            # Most lines are far from their limit: the cones are lazy, those of lines loaded beyond
+            # LAZY_LOADING by the base withdrawals alone (no losses, no flexibility) in the first solve.
+            est = _base_loading(view, wp, wq)[lim_b]  # branch x slot
+            start = np.concatenate([est.T.ravel() >= LAZY_LOADING, est.ravel()[recv] >= LAZY_LOADING])
             model.add("thermal", "soc", np.concatenate(rows_t), np.concatenate(cols_t), np.concatenate(vals_t),
-                      b_t, cone_dim=4, category="congestion")
+                      b_t, cone_dim=4, category="congestion", lazy=True, lazy_start=start)
             model.bound("slack_thermal", si, 0.0, None, category="congestion")
             model.add_cost(si, penalty_i)
             soft["thermal"], limit["thermal"], rows_of["thermal"] = sig, view.i_max_pu[lim_b] ** 2, lim_b
