@@ -164,7 +164,9 @@ def n_minus_1(
 ) -> N1Report:
     """All single outages of in-operation lines and transformers, with tie-switch restoration.
 
-    `s_pu` is the injection per bus (default: the net's loads and generation as given)."""
+    `s_pu` is the injection per bus (default: the net's loads and generation as given); with it, the
+    load cut at a bus is its net consumption max(−P, 0) of those injections (without it, the net's
+    load at the bus)."""
     rel = reliability or ReliabilityData()
     s = model.s_injection_pu() if s_pu is None else np.asarray(s_pu, dtype=np.complex128)
     if s.shape != (model.n_bus,):
@@ -174,7 +176,10 @@ def n_minus_1(
     stated = _Limits(model.vm_min_pu, model.vm_max_pu, np.full(model.n_branch, rel.max_loading))
     base_viol, _, _ = _violations(model, base_flow.v[:, 0], base, base_flow.energised, stated)
     lim = _limits(model, base_flow.v[:, 0], rel.max_loading)
-    load_kw = model.load_p_pu * model.base_mva * 1000
+    if s_pu is None:
+        load_kw = model.load_p_pu * model.base_mva * 1000
+    else:
+        load_kw = np.clip(-s.real, 0.0, None) * model.base_mva * 1000
     ties = np.flatnonzero(model.is_tie & ~base)
     results: list[OutageResult] = []
     for k in np.flatnonzero(base):

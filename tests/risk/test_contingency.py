@@ -111,6 +111,9 @@ def test_n1_with_two_substations_picks_up_feeder_2_from_the_first(cigre_mv_two_g
     report = n_minus_1(model, s_pu=model.s_injection_pu(0.3, 1.0))
     o = next(x for x in report.outages if x.branch == "trafo 1")
     assert set(o.cut_buses) == {12, 13, 14}
+    scaled = model.s_injection_pu(0.3, 1.0)
+    cut = [model.bus_position(b) for b in o.cut_buses]
+    assert o.cut_load_kw == pytest.approx(1000 * model.base_mva * float(np.clip(-scaled.real[cut], 0, None).sum()))
     assert o.restoration == "line 14" and o.unserved_load_kw == 0.0
     option = next(opt for opt in o.options if opt.tie == "line 14")
     assert not option.feasible and o.flex_needed_kw > 0
