@@ -24,16 +24,15 @@ from typing import Any
 
 from eth_account import Account
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
 from web3 import Web3
 
 from flexgrid.chain.artifacts import load_artifact
 from flexgrid.chain.deploy import Deployment
+from flexgrid.chain.indexer import order_records
 from flexgrid.chain.market import offer_from_struct, p2p_from_struct, plain
 from flexgrid.errors import FlexGridError, InputError
 from flexgrid.grid.topology import GridView
 from flexgrid.market.clearing import check_orders
-from flexgrid.store.tables import OrderRecord
 from flexgrid.trading.canonical import order_accumulator
 from flexgrid.trading.eip712 import Eip712Domain, digest_bytes
 from flexgrid.trading.models import FlexOffer, FlexRequest, P2POrder, RoundConfig
@@ -210,16 +209,8 @@ def screen_orders(
 
 def accepted_orders(engine: Engine, deployment: Deployment, round_id: int) -> list[AcceptedOrder]:
     """The indexed orders of a round in acceptance order."""
-    with Session(engine) as session:
-        rows = session.exec(
-            select(OrderRecord)
-            .where(OrderRecord.chain_id == deployment.chain_id)
-            .where(OrderRecord.market == deployment.market)
-            .where(OrderRecord.round_id == round_id)
-            .order_by(col(OrderRecord.block_number), col(OrderRecord.log_index))
-        ).all()
     out: list[AcceptedOrder] = []
-    for r in rows:
+    for r in order_records(engine, deployment, round_id):
         model: Order
         if r.kind == "request":
             model = FlexRequest.model_validate_json(r.model_json)
