@@ -10,16 +10,16 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from flexgrid.cli.chain import DeploymentFile, RpcUrl
+
 console = Console()
 oracle_app = typer.Typer(help="The clearing oracle: clear closed rounds, commit, publish.", no_args_is_help=True)
 
 
 @oracle_app.command("run")
 def run_cmd(
-    deployment_file: Annotated[Path, typer.Option("--deployment", help="deployment JSON written by `chain deploy`")],
-    rpc_url: Annotated[
-        str | None, typer.Option("--rpc-url", envvar="FLEXGRID_RPC_URL", help="JSON-RPC endpoint of the chain")
-    ] = None,
+    deployment_file: DeploymentFile,
+    rpc_url: RpcUrl = None,
     key: Annotated[
         str, typer.Option("--key", help="name of the environment variable holding the oracle's private key")
     ] = "FLEXGRID_ORACLE_KEY",
