@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from flexgrid.cli.options import JsonOpt, NetArg, PlotsOpt
+from flexgrid.cli.options import JsonOpt, NetArg, PlotsOpt, grid_model, print_plots
 from flexgrid.cli.options import fail as _fail
 
 monitor_app = typer.Typer(help="Grid monitoring: state estimation and meter placement.", no_args_is_help=True)
@@ -96,14 +96,12 @@ def estimate_cmd(
     import numpy as np
 
     from flexgrid.errors import InputError
-    from flexgrid.grid import load_net
     from flexgrid.monitoring import (
         BAD_DATA_METER_TYPES,
         MeasurementSet,
         PseudoConfig,
         bad_data_redundancy,
         best_k_meters,
-        build_model,
         check_observability,
         estimate,
         meter_channels,
@@ -116,8 +114,7 @@ def estimate_cmd(
     )
 
     try:
-        pnet = load_net(net)
-        model = build_model(pnet, net)
+        _, model = grid_model(net)
         cfg = PseudoConfig(load_sigma_rel=pseudo_sigma)
         placed = _parse_meters(meters)
         if placed is None:
@@ -207,8 +204,7 @@ def estimate_cmd(
         for k, v in stats.items():
             t2.add_row(k, f"{v:.4f}")
         console.print(t2)
-    for p in result.get("plots", []):
-        console.print(f"plot: {p}")
+    print_plots(console, result)
 
 
 @monitor_app.command("place-meters")
@@ -230,22 +226,19 @@ def place_meters_cmd(
     """Cheapest meter set meeting the accuracy target, with the cost-accuracy curve, and for the
     meters chosen (substation included) which channels a gross error can be found in."""
     from flexgrid.errors import InputError
-    from flexgrid.grid import load_net
     from flexgrid.monitoring import (
         BAD_DATA_METER_TYPES,
         DEFAULT_METER_TYPES,
         PseudoConfig,
         bad_data_redundancy,
         best_k_meters,
-        build_model,
         greedy_placement,
         milp_placement,
         substation_meters,
     )
 
     try:
-        pnet = load_net(net)
-        model = build_model(pnet, net)
+        _, model = grid_model(net)
         cfg = PseudoConfig(load_sigma_rel=pseudo_sigma)
         cand = _parse_buses(candidates, "--candidates")
         types = BAD_DATA_METER_TYPES if bad_data_detectable else DEFAULT_METER_TYPES
@@ -322,8 +315,7 @@ def place_meters_cmd(
             t2.add_row(str(c["k"]), str(c["exhaustive_buses"]), f"{c['exhaustive_sigma_pu']:.5f}", str(c["greedy_buses"]),
                        f"{c['greedy_sigma_pu']:.5f}", f"{c['ratio']:.3f}")
         console.print(t2)
-    for p in result.get("plots", []):
-        console.print(f"plot: {p}")
+    print_plots(console, result)
 
 
 def register(app: typer.Typer) -> None:

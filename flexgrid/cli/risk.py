@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from flexgrid.cli.options import JsonOpt, NetArg, PlotsOpt
+from flexgrid.cli.options import JsonOpt, NetArg, PlotsOpt, VollOpt, grid_model, print_plots
 from flexgrid.cli.options import fail as _fail
 
 risk_app = typer.Typer(help="Grid risk: N-1 with restoration, Monte Carlo risk, FlexRequests.", no_args_is_help=True)
@@ -24,7 +24,7 @@ def n1_cmd(
     failure_rate: Annotated[float, typer.Option("--failure-rate", help="line failures per km and year")] = 0.1,
     repair_h: Annotated[float, typer.Option("--repair-h", help="line repair time (h)")] = 5.0,
     switching_h: Annotated[float, typer.Option("--switching-h", help="time to switch a tie (h)")] = 1.0,
-    voll: Annotated[float, typer.Option("--voll", help="value of lost load (EUR/MWh)")] = 10_000.0,
+    voll: VollOpt = 10_000.0,
     as_json: JsonOpt = False,
     plots: PlotsOpt = None,
 ) -> None:
@@ -32,13 +32,10 @@ def n1_cmd(
     import numpy as np
 
     from flexgrid.errors import InputError
-    from flexgrid.grid import load_net
-    from flexgrid.monitoring import build_model
     from flexgrid.risk import ReliabilityData, n_minus_1
 
     try:
-        pnet = load_net(net)
-        model = build_model(pnet, net)
+        pnet, model = grid_model(net)
         rel = ReliabilityData(line_failure_rate_per_km_yr=failure_rate, line_repair_time_h=repair_h,
                               switching_time_h=switching_h, voll_eur_per_mwh=voll)
         report = n_minus_1(model, model.s_injection_pu(load_scale), rel)
@@ -102,8 +99,7 @@ def n1_cmd(
     if report.base_violations:
         console.print(f"base case already violates: {', '.join(report.base_violations[:5])}"
                       + (" …" if len(report.base_violations) > 5 else ""))
-    for p in result.get("plots", []):
-        console.print(f"plot: {p}")
+    print_plots(console, result)
 
 
 @risk_app.command("probabilistic")
@@ -124,13 +120,10 @@ def probabilistic_cmd(
     import numpy as np
 
     from flexgrid.errors import InputError
-    from flexgrid.grid import load_net
-    from flexgrid.monitoring import build_model
     from flexgrid.risk import Uncertainty, probabilistic_risk
 
     try:
-        pnet = load_net(net)
-        model = build_model(pnet, net)
+        pnet, model = grid_model(net)
         unc = Uncertainty(load_sigma_rel=load_sigma, gen_sigma_rel=pv_sigma, correlation=correlation)
         r = probabilistic_risk(model, n_scenarios=scenarios, seed=seed, uncertainty=unc,
                                load_scale=load_scale, gen_scale=gen_scale, alpha=alpha)
@@ -182,8 +175,7 @@ def probabilistic_cmd(
         f"[{r.var_ci_kw[0]:.1f}, {r.var_ci_kw[1]:.1f}], CVaR{alpha:.0%} {r.cvar_kw:.1f} kW "
         f"[{r.cvar_ci_kw[0]:.1f}, {r.cvar_ci_kw[1]:.1f}]"
     )
-    for p in result.get("plots", []):
-        console.print(f"plot: {p}")
+    print_plots(console, result)
 
 
 @risk_app.command("requests")
@@ -197,7 +189,7 @@ def requests_cmd(
     scenarios: Annotated[int, typer.Option("--scenarios", help="Monte Carlo scenarios per slot")] = 2000,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     load_scale: Annotated[float, typer.Option("--load-scale", help="extra factor on the daily load shape")] = 1.0,
-    voll: Annotated[float, typer.Option("--voll", help="value of lost load (EUR/MWh)")] = 10_000.0,
+    voll: VollOpt = 10_000.0,
     cvar_cost: Annotated[float, typer.Option("--cvar-cost", help="EUR per MWh of CVaR removed")] = 2_000.0,
     dso: Annotated[str | None, typer.Option("--dso", help="the DSO's address, written into the requests")] = None,
     as_json: JsonOpt = False,
@@ -205,13 +197,10 @@ def requests_cmd(
 ) -> None:
     """FlexRequests (per bus and slot) that keep the violation probability within ε."""
     from flexgrid.errors import InputError
-    from flexgrid.grid import load_net
-    from flexgrid.monitoring import build_model
     from flexgrid.risk import RiskPricing, risk_flex_requests, slot_scales
 
     try:
-        pnet = load_net(net)
-        model = build_model(pnet, net)
+        pnet, model = grid_model(net)
         load, pv = slot_scales(slot_start_s, slot_seconds, slot_count)
         plan = risk_flex_requests(
             model, round_id=round_id, load_scale=load * load_scale, gen_scale=pv, slot_seconds=slot_seconds,
@@ -274,8 +263,7 @@ def requests_cmd(
         t2.add_row(q.order_id or "", str(q.bus), q.direction.name, ",".join(map(str, q.slots)),
                    ",".join(f"{k:.1f}" for k in q.kw), f"{q.price_cap_eur_per_mwh:,.2f}", f"{r.risk_premium_eur_per_mwh:,.2f}")
     console.print(t2)
-    for p in result.get("plots", []):
-        console.print(f"plot: {p}")
+    print_plots(console, result)
 
 
 def register(app: typer.Typer) -> None:
