@@ -150,11 +150,15 @@ class _Evaluator:
         return np.asarray(np.sqrt(np.clip(diag, 0, None)))
 
 
-def _check_target(tolerance_pu: float, probability: float) -> float:
+def _check_target(tolerance_pu: float, probability: float, meter_types: Sequence[MeterType]) -> float:
+    """The z of the accuracy target (two-sided normal quantile), after checking the target and
+    that there is a meter type to place."""
     if not np.isfinite(tolerance_pu) or tolerance_pu <= 0:
         raise InputError("tolerance_pu", f"must be a positive number, got {tolerance_pu!r}")
     if not 0.5 < probability < 1.0:
         raise InputError("probability", f"must be in (0.5, 1), got {probability!r}")
+    if not meter_types:
+        raise InputError("meter_types", "at least one meter type is needed")
     return float(norm.ppf(0.5 + probability / 2))
 
 
@@ -191,9 +195,7 @@ def greedy_placement(
     `bad_data_detectable`: then meters are added until a gross error of `gross_error_sigma` σ in any
     meter channel is found and removed (`add_bad_data_redundancy`); `placement.bad_data` reports
     every channel and the cost includes those meters (the curve stays the accuracy curve)."""
-    z = _check_target(tolerance_pu, probability)
-    if not meter_types:
-        raise InputError("meter_types", "at least one meter type is needed")
+    z = _check_target(tolerance_pu, probability, meter_types)
     for t in meter_types:
         if not np.isfinite(t.cost_eur) or t.cost_eur <= 0:
             raise InputError("meter_types.cost_eur", f"{t.name}: must be a positive cost, got {t.cost_eur!r}")
@@ -387,9 +389,7 @@ def milp_placement(
 
     from flexgrid.errors import SolverError
 
-    z = _check_target(tolerance_pu, probability)
-    if not meter_types:
-        raise InputError("meter_types", "at least one meter type is needed")
+    z = _check_target(tolerance_pu, probability, meter_types)
     ev = _Evaluator(model, pseudo, load_scale)
     buses = _candidates(model, candidate_buses)
     cands = [(b, t) for b in buses for t in meter_types]
