@@ -24,6 +24,18 @@ def _pyplot():  # type: ignore[no-untyped-def]
     return plt
 
 
+def _finish(plt, fig, ax, path: Path, title: str, *, grid: bool) -> Path:  # type: ignore[no-untyped-def]
+    """Title, legend (and grid) on `ax`, then write `fig` to `path` as PNG and close it."""
+    ax.set_title(title)
+    ax.legend()
+    if grid:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def bus_xy(net: pp.pandapowerNet, model: NetworkModel) -> FloatArray:
     """Plot coordinates per model bus: the net's geodata where present, else a tree layout
     (depth from the substation, leaves spread vertically)."""
@@ -81,13 +93,7 @@ def voltage_profile(
     ax.set_xticklabels([str(bus_ids[i]) for i in x[:: max(1, len(x) // 20)]])
     ax.set_xlabel("bus")
     ax.set_ylabel("voltage (pu)")
-    ax.set_title(title)
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _finish(plt, fig, ax, path, title, grid=True)
 
 
 def cost_accuracy(path: Path, costs: Sequence[float], bounds_pu: Sequence[float], tolerance_pu: float, title: str) -> Path:
@@ -97,13 +103,7 @@ def cost_accuracy(path: Path, costs: Sequence[float], bounds_pu: Sequence[float]
     ax.axhline(tolerance_pu * 100, color="r", ls="--", label="target")
     ax.set_xlabel("meter cost (EUR)")
     ax.set_ylabel("worst-bus 95 % error bound (% of nominal)")
-    ax.set_title(title)
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _finish(plt, fig, ax, path, title, grid=True)
 
 
 def risk_map(
@@ -130,13 +130,8 @@ def risk_map(
     for i, b in enumerate(model.bus_ids):
         ax.annotate(str(b), xy[i], fontsize=7, xytext=(3, 3), textcoords="offset points")
     fig.colorbar(sc, ax=ax, label=label)
-    ax.set_title(title)
-    ax.legend(loc="best")
     ax.set_axis_off()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _finish(plt, fig, ax, path, title, grid=False)
 
 
 def histogram(path: Path, values: FloatArray, markers: dict[str, float], title: str, xlabel: str) -> Path:
@@ -148,9 +143,4 @@ def histogram(path: Path, values: FloatArray, markers: dict[str, float], title: 
         ax.axvline(v, ls="--", label=f"{name} {v:.1f}")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("scenarios (shortfall > 0)")
-    ax.set_title(title)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _finish(plt, fig, ax, path, title, grid=False)
