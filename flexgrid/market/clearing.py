@@ -47,7 +47,7 @@ from flexgrid.errors import InputError
 from flexgrid.grid.profiles import Profiles
 from flexgrid.grid.topology import GridView, build_view
 from flexgrid.market.certificate import PRICE_DECIMALS, Certificate
-from flexgrid.opf.conic import ConeKind
+from flexgrid.opf.conic import Block, ConeKind, ConicModel
 from flexgrid.opf.devices import Devices
 from flexgrid.opf.problem import DispatchProblem, DispatchResult, Violation
 from flexgrid.opf.validate import ACReport, validate_ac
@@ -207,6 +207,18 @@ def _subtree_allowed(view: GridView, formulation: str) -> npt.NDArray[np.bool_]:
     return allowed
 
 
+def _entry_columns(
+    m: ConicModel, view: GridView, name: str, orders: Sequence[FlexOffer] | Sequence[FlexRequest],
+    entries: Sequence[tuple[int, int]],
+) -> tuple[Block, npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """A block `name` with one column per (order, slot position) entry: the block, its column
+    indices, and each entry's grid node and slot."""
+    blk = m.add_block(name, len(entries), 1)
+    node = np.array([view.node(orders[i].bus) for i, _ in entries], dtype=np.int64)
+    slot = np.array([orders[i].slots[k] for i, k in entries], dtype=np.int64)
+    return blk, blk.idx().ravel(), node, slot
+
+
 def _build(view: GridView, profiles: Profiles, rc: RoundConfig, offers: list[FlexOffer], requests: list[FlexRequest],
            p2p: list[P2POrder], wholesale: FloatArray, formulation: str, devices: Devices | None,
            exclude_offer: int | None = None, funded_only: bool = False) -> _Built:
@@ -220,10 +232,7 @@ def _build(view: GridView, profiles: Profiles, rc: RoundConfig, offers: list[Fle
     pairs = np.zeros((0, 2), dtype=np.int64)
     xo = None
     if off_entries:
-        xo = m.add_block("offer_x", len(off_entries), 1)
-        xi = xo.idx().ravel()
-        o_node = np.array([view.node(offers[i].bus) for i, _ in off_entries])
-        o_slot = np.array([offers[i].slots[k] for i, k in off_entries])
+        xo, xi, o_node, o_slot = _entry_columns(m, view, "offer_x", offers, off_entries)
         o_max = np.array([offers[i].max_kw[k] / 1e3 for i, k in off_entries])
         if exclude_offer is not None:
             o_max = np.where(np.array([i for i, _ in off_entries]) == exclude_offer, 0.0, o_max)
@@ -261,10 +270,7 @@ def _build(view: GridView, profiles: Profiles, rc: RoundConfig, offers: list[Fle
             m.integer.append(ui)
             int_idx = ui
     if req_entries:
-        yb = m.add_block("request_y", len(req_entries), 1)
-        yi = yb.idx().ravel()
-        r_node = np.array([view.node(requests[i].bus) for i, _ in req_entries])
-        r_slot = np.array([requests[i].slots[k] for i, k in req_entries])
+        _, yi, r_node, r_slot = _entry_columns(m, view, "request_y", requests, req_entries)
         m.bound("request_y", yi, 0.0, np.array([requests[i].kw[k] / 1e3 for i, k in req_entries]), category="market")
         m.add_cost(yi, np.array([-requests[i].price_cap_eur_per_mwh * h for i, _ in req_entries]))
         if off_entries:
