@@ -278,6 +278,16 @@ class ConicModel:
             pos += g.a.shape[0]
         return z
 
+    def _unpermuted(self, order: list[Group], xp: FloatArray, zp: FloatArray, row_perm: IntArray,
+                    col_perm: IntArray, solver: str, elapsed: float) -> Solution:
+        """The optimal solution of `_split`'s permuted problem (primal `xp`, duals `zp`) in the
+        model's own column and row order."""
+        x = np.zeros(self.n)
+        x[col_perm] = xp
+        zall = np.zeros(len(zp))
+        zall[row_perm] = zp
+        return Solution("optimal", x, self._unstack(order, zall), float(self.cost() @ x), solver, elapsed, None)
+
     def _solve_highs_lp(self) -> Solution:
         """A continuous LP straight to HiGHS (rows `A x = b` or `A x <= b`, free columns), one call
         per independent component."""
@@ -322,12 +332,7 @@ class ConicModel:
             sol = h.getSolution()
             xp[cols] = np.asarray(sol.col_value, dtype=float)
             zp[rows] = -np.asarray(sol.row_dual, dtype=float)  # HiGHS: c - A'y = reduced costs (0 for free columns)
-        x = np.zeros(self.n)
-        x[col_perm] = xp
-        zall = np.zeros(len(zp))
-        zall[row_perm] = zp
-        cost = self.cost()
-        return Solution("optimal", x, self._unstack(order, zall), float(cost @ x), "HIGHS", elapsed, None)
+        return self._unpermuted(order, xp, zp, row_perm, col_perm, "HIGHS", elapsed)
 
     def _solve_clarabel(self) -> Solution:
         """A continuous cone program straight to Clarabel, one call per independent component."""
@@ -402,12 +407,7 @@ class ConicModel:
             zc = np.zeros(len(kr))
             zc[np.flatnonzero(active)] = np.asarray(result.z, dtype=float)
             zp[rows] = zc
-        x = np.zeros(self.n)
-        x[col_perm] = xp
-        zall = np.zeros(len(zp))
-        zall[row_perm] = zp
-        cost = self.cost()
-        return Solution("optimal", x, self._unstack(order, zall), float(cost @ x), "CLARABEL", elapsed, None)
+        return self._unpermuted(order, xp, zp, row_perm, col_perm, "CLARABEL", elapsed)
 
     def _solve_cvxpy(self, solver: str, ints: IntArray, fixed: dict[int, float] | None) -> Solution:
         import time
