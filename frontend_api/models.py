@@ -1,4 +1,5 @@
-"""Tables of the API (SQLModel), kept with the chain index in the same database."""
+"""Tables of the API (SQLModel), kept with the chain index in the same database. The uploaded grid
+models' table (`UploadedGridModel`) is defined in `flexgrid.store.grid_models`: the oracle reads it."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from datetime import UTC, datetime
 
 from sqlalchemy import BigInteger, Column, Text
 from sqlmodel import Field, SQLModel
+
+from flexgrid.store.grid_models import UploadedGridModel as UploadedGridModel
 
 
 class ApiOrder(SQLModel, table=True):
@@ -41,23 +44,3 @@ class GridChoice(SQLModel, table=True):
     model: str  # a built-in network name
     grid_model_hash: str
     chosen_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
-
-
-class UploadedGridModel(SQLModel, table=True):
-    """A grid model a DSO uploaded (pandapower JSON or MATPOWER), kept as the canonical pandapower
-    JSON of the net as loaded; identified by its grid-model hash (the one rounds record on chain)."""
-
-    __tablename__ = "api_grid_model"
-
-    grid_model_hash: str = Field(primary_key=True)
-    name: str
-    source_format: str  # "pandapower" or "matpower"
-    uploaded_by: str = Field(index=True)  # checksummed DSO address
-    buses: int
-    nodes: int
-    branches: int
-    radial: bool
-    radial_reason: str
-    net_json: str = Field(sa_column=Column(Text, nullable=False))
-    content_sha256: str = Field(index=True)  # of the file as uploaded (format and text)
-    uploaded_at: datetime = Field(default_factory=lambda: datetime.now(UTC))

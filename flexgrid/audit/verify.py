@@ -5,8 +5,10 @@ signatures from the calldata of the transactions that brought each order, the ro
 configuration); `verify_round` is pure and checks, each as a named `Finding`:
 
 - `publication`: the published result is for this chain, market and round;
-- `grid-model`: the built-in net named by the publication hashes to the round's `gridModelHash`,
-  and its name hashes to the round's `gridId`;
+- `grid-model`: the grid model hashes to the round's `gridModelHash` and the publication's `gridId`
+  hashes to the round's `gridId`. The model is the pandapower JSON published beside the result
+  (`gridModel.file`, read by `audit_round` from the publication's folder) when the round's grid is
+  not a built-in network; else the built-in network with that hash (the one `gridId` names first);
 - `round-config`: the round configuration in the publication is the one on chain;
 - `order-accumulator`: the accumulator over the accepted orders' events equals the committed one;
 - `orders-accounted`: every accepted order is used or dropped (never silently omitted), and each
@@ -267,14 +269,74 @@ def _grid(grid_id: str) -> tuple[Any, Any, str]:
     return net, view, grid_model_hash(view)
 
 
+def _grid_model(doc: Mapping[str, Any], rc_chain: RoundConfig, text: str | None,
+                problem: str | None) -> tuple[Any, Any, list[str], str]:
+    """(net, view, problems, note) of the round's grid model: the published one when the
+    publication names one (`gridModel`) or its text is given, else the built-in network hashing to
+    the round's `gridModelHash` (the one `gridId` names first). Net and view are None when the
+    model cannot be had or does not hash to the chain's."""
+    from flexgrid.grid import BUILTIN_NETS
+    from flexgrid.store.grid_models import builtin_by_hash, model_from_json
+
+    want = _hex(rc_chain.grid_model_hash)
+    grid_name = str(doc.get("gridId", ""))
+    problems = []
+    if _hex(doc.get("gridModelHash")) != want:
+        problems.append(f"the publication's gridModelHash {doc.get('gridModelHash')} is not the round's {want}")
+    entry = doc.get("gridModel")
+    if entry or text is not None:
+        label = str(entry.get("file", "")) if isinstance(entry, Mapping) else "(given)"
+        label = f"published grid model {label}"
+        if text is None:
+            problems.append(problem or f"the {label} was not read")
+            return None, None, problems, label
+        try:
+            model = model_from_json(text, label, "published")
+        except InputError as exc:
+            problems.append(f"the {label} cannot be loaded: {exc.reason}")
+            return None, None, problems, label
+        if model.grid_model_hash != want:
+            problems.append(f"the {label} hashes to {model.grid_model_hash}, the round's gridModelHash is "
+                            f"{rc_chain.grid_model_hash}")
+            return None, None, problems, label
+        if isinstance(entry, Mapping) and _hex(entry.get("gridModelHash")) != want:
+            problems.append(f"the publication's gridModel.gridModelHash {entry.get('gridModelHash')} is not the "
+                            f"round's {want}")
+        return model.net, model.view, problems, label
+    if grid_name in BUILTIN_NETS:
+        try:
+            net, view, model_hash = _grid(grid_name)
+        except FlexGridError as exc:
+            problems.append(f"the grid {grid_name!r} named by the publication cannot be loaded: {exc}")
+            return None, None, problems, grid_name
+        if model_hash == want:
+            return net, view, problems, grid_name
+    try:
+        found = builtin_by_hash(want, grid_name if grid_name in BUILTIN_NETS else None)
+    except FlexGridError as exc:
+        problems.append(f"the built-in networks cannot be loaded: {exc}")
+        return None, None, problems, grid_name
+    if found is None:
+        problems.append(f"no built-in network hashes to the round's gridModelHash {rc_chain.grid_model_hash}"
+                        + (f" (built-in grid {grid_name!r} hashes to {_grid(grid_name)[2]})"
+                           if grid_name in BUILTIN_NETS else "")
+                        + ", and the publication publishes no grid model (gridModel)")
+        return None, None, problems, grid_name
+    return found.net, found.view, problems, f"built-in {found.name}"
+
+
 def verify_round(
     ev: RoundEvidence,
     publication: Mapping[str, Any] | None,
     *,
     resolve: bool = False,
     metering_readings: Sequence[MeterReading] | None = None,
+    grid_model_json: str | None = None,
+    grid_model_problem: str | None = None,
 ) -> AuditReport:
-    """Run every check on one round (see the module docstring)."""
+    """Run every check on one round (see the module docstring). `grid_model_json` is the text of
+    the grid model published beside the result (`gridModel`), or `grid_model_problem` says why it
+    could not be read."""
     rc_chain = ev.round_config
     rid = rc_chain.round_id
     report = AuditReport(round_id=rid)
@@ -312,19 +374,11 @@ def verify_round(
 
     # -- grid model ------------------------------------------------------------------------------------
     grid_name = str(doc.get("gridId", ""))
-    problems = []
-    net = view = None
+    net, view, problems, grid_note = _grid_model(doc, rc_chain, grid_model_json, grid_model_problem)
     if "0x" + grid_id_hash(grid_name).hex() != _hex(rc_chain.grid_id):
-        problems.append(f"grid {grid_name!r} hashes to 0x{grid_id_hash(grid_name).hex()}, "
+        problems.insert(0, f"grid {grid_name!r} hashes to 0x{grid_id_hash(grid_name).hex()}, "
                         f"the round's gridId is {rc_chain.grid_id}")
-    try:
-        net, view, model_hash = _grid(grid_name)
-        if model_hash != _hex(rc_chain.grid_model_hash):
-            problems.append(f"built-in grid {grid_name!r} hashes to {model_hash}, "
-                            f"the round's gridModelHash is {rc_chain.grid_model_hash}")
-    except FlexGridError as exc:
-        problems.append(f"the grid {grid_name!r} named by the publication cannot be loaded: {exc}")
-    report.add("grid-model", problems, f"{grid_name} = {rc_chain.grid_model_hash}")
+    report.add("grid-model", problems, f"{grid_note} = {rc_chain.grid_model_hash}")
 
     # -- round configuration -------------------------------------------------------------------------
     rc = rc_chain.model_copy(update={"grid_id": grid_name})
@@ -877,17 +931,33 @@ def audit_round(
     resolve: bool = False,
     publication: Mapping[str, Any] | None = None,
     metering_readings: Sequence[MeterReading] | None = None,
+    publication_source: str | None = None,
+    grid_model_json: str | None = None,
 ) -> AuditReport:
     """Gather the evidence for `round_id` and verify it; the publication is read from the URI
-    committed on chain unless given."""
+    committed on chain unless given (then `publication_source`, its path or URI, says where the
+    grid model it publishes beside it is). `grid_model_json` overrides the published grid model."""
+    from flexgrid.oracle.publication import published_grid_model
+
     ev = gather_evidence(w3, deployment, engine, round_id)
     committed = ev.committed()
     if publication is None and committed is not None:
-        publication = load_round_publication(str(committed.get("uri", "")))
+        publication_source = str(committed.get("uri", ""))
+        publication = load_round_publication(publication_source)
+    grid_problem = None
+    if grid_model_json is None and publication is not None and publication.get("gridModel"):
+        if publication_source is None:
+            grid_problem = "the publication names a grid model file, but not where the publication was read from"
+        else:
+            try:
+                grid_model_json = published_grid_model(publication_source, publication)
+            except (InputError, OSError) as exc:
+                grid_problem = str(exc)
     metering = ev.of("MeteringCommitted")
     if metering_readings is None and metering:
         metering_readings = _readings_at(str(metering[-1]["args"].get("uri", "")), round_id)
-    return verify_round(ev, publication, resolve=resolve, metering_readings=metering_readings)
+    return verify_round(ev, publication, resolve=resolve, metering_readings=metering_readings,
+                        grid_model_json=grid_model_json, grid_model_problem=grid_problem)
 
 
 def _readings_at(uri: str, round_id: int) -> list[MeterReading] | None:

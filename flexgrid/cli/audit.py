@@ -78,6 +78,11 @@ def audit_verify(
     publication: Annotated[
         Path | None, typer.Option("--publication", help="the published result (default: the URI committed on chain)")
     ] = None,
+    grid_model: Annotated[
+        Path | None,
+        typer.Option("--grid-model", help="pandapower JSON of the round's grid model (default: the built-in "
+                     "network with the round's hash, else the model published beside the result)"),
+    ] = None,
     metering: Annotated[
         Path | None,
         typer.Option("--metering", help="metering readings JSON (default: the file at the committed metering URI)"),
@@ -110,6 +115,12 @@ def audit_verify(
         doc = load_round_publication(str(publication))
         if doc is None:
             raise typer.BadParameter(f"no publication at {publication}", param_hint="--publication")
+    grid_json = None
+    if grid_model is not None:
+        try:
+            grid_json = grid_model.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise typer.BadParameter(f"cannot read {grid_model}: {exc}", param_hint="--grid-model") from exc
     readings = None
     if metering is not None:
         try:
@@ -121,7 +132,8 @@ def audit_verify(
         try:
             indexed = EventIndexer(w3, deployment, engine).run_once()
             report = audit_round(w3, deployment, engine, round_id, resolve=resolve, publication=doc,
-                                 metering_readings=readings)
+                                 metering_readings=readings, grid_model_json=grid_json,
+                                 publication_source=str(publication) if publication is not None else None)
         except FlexGridError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(code=2) from exc

@@ -43,6 +43,16 @@ def run_cmd(
         typer.Option("--ciphertexts-db-url", help="database where the API stores sealed-offer ciphertexts sent "
                      "off chain (default: --database-url, which the API shares by default)"),
     ] = None,
+    grid_models: Annotated[
+        Path | None,
+        typer.Option("--grid-models", help="folder of pandapower JSON grid models (any file name: each is "
+                     "matched to a round by its grid-model hash)"),
+    ] = None,
+    grid_models_db: Annotated[
+        str | None,
+        typer.Option("--grid-models-db-url", help="database where the API stores the grid models DSOs upload "
+                     "(default: --ciphertexts-db-url, else --database-url)"),
+    ] = None,
     formulation: Annotated[str, typer.Option(help="socp, lindistflow, dc or copperplate")] = "socp",
     wholesale: Annotated[float, typer.Option("--wholesale-eur-per-mwh", help="energy price at the substation")] = 60.0,
     poll_s: Annotated[float, typer.Option(help="seconds between passes without --once")] = 2.0,
@@ -50,6 +60,10 @@ def run_cmd(
 ) -> None:
     """Watch the chain; clear every round past gate closure (and past its reveal window), commit the
     result and publish it. Crash-safe: a restart resumes each round from its checkpoint.
+
+    A round's grid model is found by the grid-model hash the chain records: a built-in network, a
+    model a DSO uploaded through the API, or a file of --grid-models; it is published beside the
+    result when it is not a built-in. A hash that matches nothing refuses the round.
 
     Test hook: FLEXGRID_ORACLE_CRASH_AT=<checkpoint> kills the process at that checkpoint."""
     from eth_account import Account
@@ -79,7 +93,11 @@ def run_cmd(
             crash_at=os.environ.get(CRASH_ENV) or None,
             round_keys_dir=round_keys,
             ciphertexts_db_url=ciphertexts_db,
+            grid_models_db_url=grid_models_db,
+            grid_models_dir=grid_models,
         )
+        if grid_models is not None and not grid_models.is_dir():
+            raise ValueError(f"--grid-models: {grid_models} is not a directory")
     except (FlexGridError, ValueError) as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from exc

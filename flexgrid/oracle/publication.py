@@ -17,8 +17,15 @@ Content (top-level keys; every hex value is `0x` lower case, every quantity in i
 integer encoding unless its name has another unit)
 ---------------------------------------------------------------------------------------------
 - `format`: `"flexgrid-clearing-publication/1"`.
-- `chainId`, `market`, `roundId`, `gridId` (the built-in net's name, e.g. `"case33bw"`),
+- `chainId`, `market`, `roundId`, `gridId` (the built-in net's name, e.g. `"case33bw"`, when the
+  round's on-chain grid id is keccak256 of one; else the on-chain bytes32 grid id itself),
   `gridModelHash` (equal to the round's on-chain `gridModelHash`, checked by the oracle).
+- `gridModel` (only when the grid model is not a built-in network: uploaded by a DSO through the
+  API, or a file of `flexgrid oracle run --grid-models DIR`): `{"file", "gridModelHash"}`. `file`
+  is the name of the pandapower JSON of the net, published in the same folder as this document
+  (`grid-model-<hash>.json`, written before it and never changed; the text the oracle loaded,
+  unchanged). `flexgrid.store.grid_models.model_from_json(text)` reads it back and re-hashes it:
+  the auditor checks that hash against the chain's, never the name or the key.
 - `round`: the round's configuration as read from chain (`RoundConfig.model_dump(mode="json")`).
 - `orderAccumulator`, `orderCount`: the round's accumulator over *every* order the chain accepted
   (docs/contracts.md), as recomputed by the oracle from the events and checked against
@@ -135,8 +142,11 @@ def default_results_uri(results_dir: Path) -> str:
 
 def write_publication(path: Path, doc: Mapping[str, Any]) -> None:
     """Write `doc` to `path` atomically (a reader sees the old file or the whole new one)."""
+    _write_atomic(path, publication_bytes(doc))
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = publication_bytes(doc)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -147,6 +157,34 @@ def write_publication(path: Path, doc: Mapping[str, Any]) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def grid_model_path(folder: Path, grid_model_hash: str) -> Path:
+    """`<folder>/grid-model-<hash>.json`: a non-built-in grid model published beside the results."""
+    return Path(folder) / f"grid-model-{grid_model_hash.lower()}.json"
+
+
+def write_grid_model(path: Path, net_json: str) -> None:
+    """Write a grid model's pandapower JSON text atomically (as `write_publication`)."""
+    _write_atomic(path, net_json.encode("utf-8"))
+
+
+def published_grid_model(source: str | Path, doc: Mapping[str, Any]) -> str | None:
+    """The pandapower JSON text of the grid model a publication names in `gridModel.file`, read
+    from the folder of the publication at `source` (a path or a `file://` URI); None when the
+    publication names none. `InputError` (field `gridModel`) when it names one that is not there."""
+    entry = doc.get("gridModel")
+    if not entry:
+        return None
+    name = str(entry.get("file", "")) if isinstance(entry, Mapping) else ""
+    if not name or Path(name).name != name:
+        raise InputError("gridModel", f"the publication names the grid model file {name!r}, not a file name")
+    text = str(source)
+    base = Path(unquote(urlparse(text).path)) if text.startswith("file://") else Path(text)
+    path = base.parent / name
+    if not path.is_file():
+        raise InputError("gridModel", f"the grid model {name} the publication names is not at {path}")
+    return path.read_text(encoding="utf-8")
 
 
 def load_publication(path_or_uri: str | Path) -> dict[str, Any]:
@@ -375,16 +413,19 @@ __all__ = [
     "DroppedOrderRecord",
     "PublishedTrade",
     "default_results_uri",
+    "grid_model_path",
     "load_publication",
     "publication_bytes",
     "publication_hash",
     "publication_path",
     "publication_uri",
+    "published_grid_model",
     "published_round",
     "published_trades",
     "relative_path",
     "store_publication",
     "trade_json",
     "trades_from_publication",
+    "write_grid_model",
     "write_publication",
 ]

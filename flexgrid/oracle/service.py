@@ -30,6 +30,7 @@ crash-recovery tests; never set it in production.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -55,7 +56,7 @@ from flexgrid.chain.market import MarketClient, clearing_struct, grid_id_hash, t
 from flexgrid.chain.node import chain_time_s
 from flexgrid.chain.transact import revert_data
 from flexgrid.errors import ChainError, ContractRevert, FlexGridError, InputError, SolverError
-from flexgrid.grid import BUILTIN_NETS, build_view, load_net, synthetic_profiles
+from flexgrid.grid import BUILTIN_NETS, synthetic_profiles
 from flexgrid.market import clear_market
 from flexgrid.monitoring import build_model
 from flexgrid.opf.validate import validate_ac
@@ -64,16 +65,19 @@ from flexgrid.oracle.inputs import OracleInputError, RoundInputs, read_round_inp
 from flexgrid.oracle.publication import (
     FORMAT,
     default_results_uri,
+    grid_model_path,
     load_publication,
     publication_path,
     publication_uri,
     store_publication,
     trade_json,
     trades_from_publication,
+    write_grid_model,
     write_publication,
 )
 from flexgrid.oracle.risk_check import ac_json, load_margin_percent, n1_summary, risk_check, stressed_slot
 from flexgrid.store.db import init_db, make_engine
+from flexgrid.store.grid_models import ResolvedGridModel, resolve_grid_model
 from flexgrid.trading.canonical import canonical_inputs, input_hash
 from flexgrid.trading.merkle import TradeTree
 from flexgrid.trading.models import ClearingResult, RoundState, SealMode
@@ -143,6 +147,11 @@ class OracleSettings:
     # where ciphertexts sent through the API are stored (`flexgrid.oracle.ciphertexts`): the
     # API's database URL; default: the oracle's own database (the two share it by default)
     ciphertexts_db_url: str | None = None
+    # grid models that are not built-in (`flexgrid.store.grid_models`): the ones DSOs uploaded
+    # through the API (its database URL; default: ciphertexts_db_url, else the oracle's own
+    # database) and pandapower JSON files in a directory; each is checked against the round's hash
+    grid_models_db_url: str | None = None
+    grid_models_dir: Path | None = None
 
     def round_secret(self, round_id: int) -> str | None:
         if round_id in self.round_secrets:
@@ -199,6 +208,10 @@ class Oracle:
         self.log: Log = log or (lambda _msg: None)
         init_db(engine)
         self.ciphertext_engine = make_engine(settings.ciphertexts_db_url) if settings.ciphertexts_db_url else engine
+        self.grid_model_engine = (
+            make_engine(settings.grid_models_db_url) if settings.grid_models_db_url else self.ciphertext_engine
+        )
+        self._models: dict[str, ResolvedGridModel] = {}  # by grid-model hash, resolved in this process
 
     # -- checkpoints -----------------------------------------------------------------------------
 
@@ -458,20 +471,10 @@ class Oracle:
     def _read_and_solve(self, cp: OracleCheckpoint) -> None:
         round_id = cp.round_id
         on_chain = self.client.round_config(round_id)
-        name = grid_name_of(on_chain.grid_id)
-        if name is None:
-            raise OracleError(
-                f"round {round_id}: grid id {on_chain.grid_id} is not keccak256 of a built-in net "
-                f"({', '.join(sorted(BUILTIN_NETS))}); this oracle cannot load its grid model"
-            )
-        net = load_net(name)
-        view = build_view(net, name)
-        model_hash = view.model_hash()
-        if model_hash.lower() != on_chain.grid_model_hash.lower():
-            raise OracleError(
-                f"round {round_id}: the grid-model hash on chain is {on_chain.grid_model_hash}, but the "
-                f"built-in net {name!r} hashes to {model_hash}: refusing to clear over another grid"
-            )
+        model = self._grid_model(round_id, on_chain.grid_model_hash, grid_name_of(on_chain.grid_id))
+        net, view, model_hash = model.net, model.view, model.grid_model_hash
+        # the grid id as published: a built-in's name when the on-chain id is keccak256 of one, else the bytes32
+        name = grid_name_of(on_chain.grid_id) or on_chain.grid_id.lower()
         config = on_chain.model_copy(update={"grid_id": name})
         status = self.client.round_status(round_id)
         try:
@@ -545,6 +548,8 @@ class Oracle:
             "roundId": round_id,
             "gridId": name,
             "gridModelHash": model_hash.lower(),
+            **({"gridModel": {"file": grid_model_path(Path("."), model_hash).name, "gridModelHash": model_hash.lower()}}
+               if model.net_json is not None else {}),
             "round": config.model_dump(mode="json"),
             "orderAccumulator": inputs.order_accumulator,
             "orderCount": inputs.order_count,
@@ -590,6 +595,27 @@ class Oracle:
         )
         self.log(f"round {round_id}: solved, {len(trades)} leaves, root {root}")
         self._crash_point("after_solve")
+
+    def _grid_model(self, round_id: int, grid_model_hash: str, builtin_name: str | None) -> ResolvedGridModel:
+        """The round's grid model by its on-chain hash (`flexgrid.store.grid_models.resolve_grid_model`:
+        a built-in, an upload, a file of `grid_models_dir`), its content re-hashed; `OracleError`
+        naming the round and the hash when none matches."""
+        key = grid_model_hash.lower()
+        model = self._models.get(key)
+        if model is None:
+            try:
+                model = resolve_grid_model(key, engine=self.grid_model_engine, directory=self.settings.grid_models_dir,
+                                           prefer_builtin=builtin_name)
+            except InputError as exc:
+                raise OracleError(f"round {round_id}: cannot load the grid model of the round's grid-model hash "
+                                  f"{key}: {exc.reason}; refusing to clear it") from exc
+            if model.grid_model_hash != key:  # resolve_grid_model checks it; a second look costs nothing
+                raise OracleError(f"round {round_id}: the grid-model hash on chain is {key}, but the model found "
+                                  f"hashes to {model.grid_model_hash}: refusing to clear over another grid")
+            self._models[key] = model
+            self.log(f"round {round_id}: grid model {key} is the {model.source} model {model.name!r}")
+        return ResolvedGridModel(copy.deepcopy(model.net), model.view, model.grid_model_hash, model.source,
+                                 model.name, model.net_json)
 
     @staticmethod
     def _margins(
@@ -818,6 +844,12 @@ class Oracle:
                 f"read ({doc['orderAccumulator']})"
             )
         path = publication_path(self.settings.results_dir, self.deployment.chain_id, self.deployment.market, cp.round_id)
+        if doc.get("gridModel"):  # not a built-in: the model is published beside the result, first
+            model_path = grid_model_path(path.parent, doc["gridModelHash"])
+            if not model_path.is_file():
+                model = self._grid_model(cp.round_id, doc["gridModelHash"], None)
+                assert model.net_json is not None
+                write_grid_model(model_path, model.net_json)
         write_publication(path, doc)
         self._crash_point("during_publish")
         store_publication(

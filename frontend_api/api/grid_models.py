@@ -19,12 +19,11 @@ import pandapower as pp
 
 from flexgrid.errors import InputError
 from flexgrid.grid import BUILTIN_NETS, GridView, build_view, load_net
+from flexgrid.store.grid_models import check_json_types
 
 GridFormat = Literal["pandapower", "matpower"]
 MAX_UPLOAD_CHARS = 5_000_000
 MAX_BUSES = 5_000
-ALLOWED_MODULES = ("pandapower", "pandas", "numpy")
-FORBIDDEN_CLASSES = frozenset({"function", "method", "exec", "eval"})
 _SUFFIX = {"pandapower": ".json", "matpower": ".m"}
 
 
@@ -38,29 +37,9 @@ class CheckedModel:
     net_json: str  # canonical pandapower JSON of the loaded net
 
 
-def _check_types(value: Any, depth: int = 0) -> None:
-    """Refuse `_module`/`_class` markers outside pandapower, pandas and numpy, also inside the
-    JSON strings pandapower decodes again (`_object`)."""
-    if depth > 64:
-        raise InputError("content", "is nested too deeply")
-    if isinstance(value, dict):
-        module, cls = value.get("_module"), value.get("_class")
-        if module is not None or cls is not None:
-            mod = str(module or "")
-            if mod.split(".")[0] not in ALLOWED_MODULES or str(cls or "") in FORBIDDEN_CLASSES:
-                raise InputError("content", f"names the type {mod}.{cls}; a grid model may only hold "
-                                 "pandapower, pandas and numpy types")
-        for v in value.values():
-            _check_types(v, depth + 1)
-    elif isinstance(value, list):
-        for v in value:
-            _check_types(v, depth + 1)
-    elif isinstance(value, str) and value[:1] in ("{", "[") and "_module" in value:
-        try:
-            inner = json.loads(value)
-        except (ValueError, RecursionError):
-            return
-        _check_types(inner, depth + 1)
+def _check_types(value: Any) -> None:
+    """Refuse types outside pandapower, pandas and numpy (`flexgrid.store.grid_models`)."""
+    check_json_types(value, "content")
 
 
 def check_upload(name: str, source_format: GridFormat, content: str, *, require_radial: bool = True) -> CheckedModel:
