@@ -21,7 +21,7 @@ from flexgrid.cli.main import app
 from flexgrid.grid import load_net
 from flexgrid.oracle.publication import grid_model_path, load_publication, publication_path
 from flexgrid.oracle.service import Oracle, OracleSettings, Stage
-from flexgrid.store import make_engine
+from flexgrid.store import init_db, make_engine
 from flexgrid.store.grid_models import GridModelMismatch, model_from_json, resolve_grid_model
 from flexgrid.trading import RoundState
 from frontend_api.api.grid_models import check_upload
@@ -43,8 +43,6 @@ def _upload(engine_url: str, text: str, dso: str) -> str:
     """Store `text` as the API's POST /dso/grid-models does (its checks, its row); the hash."""
     checked = check_upload("feeder-7 (reinforced line 20)", "pandapower", text)
     engine = make_engine(engine_url)
-    from flexgrid.store import init_db
-
     init_db(engine)
     with Session(engine) as session:
         session.add(UploadedGridModel(
