@@ -1,16 +1,23 @@
 """Load test of the HTTP API on loopback, bounded in time and count.
 
-Starts an anvil, deploys and seeds the demo market, approves many providers, starts
-`flexgrid serve --rpc-url ... --deployment ...` in a subprocess, then:
+Starts an anvil, deploys and seeds the demo market, approves provider wallets, starts
+`flexgrid serve --rpc-url ... --deployment ...` in a subprocess (one uvicorn worker), then:
 
-1. write path: concurrent clients submit pre-signed offers (EIP-712, as wallets would); it
-   prints accepted offers per second at the API and end to end (API -> chain event -> database,
-   observed through GET /auditor/rounds/{id}/orders), p50/p99 latency of both, and how many were
-   lost;
-2. the naive path in the same run: the same kind of offers sent one transaction per offer;
-3. read path: 200 concurrent clients on read endpoints, p50/p99 latency.
+1. per-offer path: many clients POST /prosumer/offers, one signed offer per request;
+2. bulk path: aggregator clients POST /prosumer/offers/bulk, many signed offers per request;
+   for both it prints offers accepted per second at the API and end to end (API -> relayer's
+   batch transaction -> chain event -> indexer -> database, observed in the server's database),
+   p50/p99 latency of both, and the zero-lost check (every accepted order in the database once,
+   every wallet's on-chain nonce advanced by exactly its accepted orders);
+3. the naive path in the same run: the same kind of offers sent one transaction per offer;
+4. read endpoints, 200 clients: saturation (closed loop, each client sends its next request as
+   soon as the last one answered) and paced (each client sends N requests/s on a fixed schedule;
+   latency counted from the scheduled time, so a stalled server is not hidden).
 
-    .venv/bin/python scripts/load_api.py [--offers 3000] [--clients 64] [--max-seconds 60]
+Wallet signatures are EIP-712 (the same digest and signature as eth_signTypedData_v4; signed
+with coincurve before the measured window so the client's signing does not slow the run).
+
+    .venv/bin/python scripts/load_api.py [--offers 3000] [--bulk-offers 20000] [--max-seconds 60]
 """
 
 from __future__ import annotations
@@ -19,23 +26,32 @@ import argparse
 import asyncio
 import os
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
+from coincurve import PrivateKey
 from eth_account import Account
+from eth_account.signers.local import LocalAccount
 
+from flexgrid.chain.deploy import Deployment
 from flexgrid.chain.market import MarketClient
 from flexgrid.chain.node import AnvilNode
 from flexgrid.trading import Direction, FlexOffer
+from flexgrid.trading.eip712 import SignedOrder
+from frontend_api.core.intake import order_digest
 from frontend_api.core.seed import seed_demo_market
-from frontend_api.wallet import sign_in, signed_offer_body
+from frontend_api.wallet import sign_in
 
 ROOT = Path(__file__).resolve().parents[1]
+MASK = (1 << 64) - 1
 
 
 def free_port() -> int:
@@ -44,131 +60,242 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def pct(values: list[float], q: float) -> float:
+def pct(values: Sequence[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def make_offer(account: object, round_id: int, seq: int, gate_s: int, bus: int) -> FlexOffer:
-    return FlexOffer(provider=account.address, round_id=round_id, bus=bus,  # type: ignore[attr-defined]
-                     asset_id="0x" + "cd" * 32, direction=Direction.UP, slots=(0, 1), min_kw=(0.0, 0.0),
-                     max_kw=(5.0, 5.0), price_eur_per_mwh=100.0 + seq % 50, nonce=(round_id << 64) | seq,
-                     expiry_s=gate_s)
+def make_offer(address: str, round_id: int, seq: int, gate_s: int, bus: int) -> FlexOffer:
+    return FlexOffer(provider=address, round_id=round_id, bus=bus, asset_id="0x" + "cd" * 32, direction=Direction.UP,
+                     slots=(0, 1), min_kw=(0.0, 0.0), max_kw=(5.0, 5.0), price_eur_per_mwh=100.0 + seq % 50,
+                     nonce=(round_id << 64) | seq, expiry_s=gate_s)
 
 
-async def write_load(url: str, jobs: dict[str, list[dict]], tokens: dict[str, str], clients: int,
-                     round_id: int, max_seconds: float) -> dict[str, float]:
-    total = sum(len(v) for v in jobs.values())
+def signed_body(account: LocalAccount, order: FlexOffer, deployment: Deployment) -> dict[str, Any]:
+    """What a wallet's eth_signTypedData_v4 gives (r, s, v = 27 + recovery id)."""
+    digest = order_digest(order, deployment.domain)
+    sig = PrivateKey(bytes(account.key)).sign_recoverable(digest, hasher=None)
+    signature = "0x" + (sig[:64] + bytes([27 + sig[64]])).hex()
+    return SignedOrder(order=order, domain=deployment.domain, signature=signature).to_dict()
+
+
+class DbWatcher:
+    """Sees when orders reach the server's database (read-only SQLite, WAL: no lock on the writer)."""
+
+    def __init__(self, path: Path) -> None:
+        self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        self.last = 0
+        self.seen: dict[str, float] = {}
+        self.rows = 0
+
+    def poll(self) -> None:
+        now = time.perf_counter()
+        rows = self.db.execute("SELECT id, order_hash FROM order_record WHERE id > ? ORDER BY id", (self.last,)).fetchall()
+        for row_id, order_hash in rows:
+            self.seen.setdefault(order_hash, now)
+            self.last = max(self.last, row_id)
+        self.rows += len(rows)
+
+
+async def write_load(url: str, jobs: dict[str, list[dict[str, Any]]], tokens: dict[str, str], clients: int,
+                     bulk: int, max_seconds: float, watcher: DbWatcher, drain_seconds: float = 240.0
+                     ) -> dict[str, Any]:
+    """`bulk` = 0: one offer per POST /prosumer/offers; else POST /prosumer/offers/bulk with `bulk` offers."""
     submitted: dict[str, float] = {}
-    api_latency: list[float] = []
-    accepted = 0
+    api_latency: list[float] = []  # per offer: from its request's start to the answer
     errors: dict[int, int] = {}
     providers = list(jobs)
     t0 = time.perf_counter()
     deadline = t0 + max_seconds
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+
+        async def post(path: str, body: Any, address: str, key: str) -> httpx.Response:
+            headers = {"Authorization": f"Bearer {tokens[address]}", "Idempotency-Key": key}
+            try:
+                return await client.post(path, json=body, headers=headers)
+            except httpx.TransportError:  # retried with the same key: never doubled
+                return await client.post(path, json=body, headers=headers)
 
         async def worker(mine: list[str]) -> None:
-            nonlocal accepted
             for address in mine:
-                for body in jobs[address]:
+                bodies = jobs[address]
+                step = bulk or 1
+                for k in range(0, len(bodies), step):
                     if time.perf_counter() > deadline:
                         return
+                    chunk = bodies[k: k + step]
                     start = time.perf_counter()
-                    try:
-                        r = await client.post("/prosumer/offers", json=body,
-                                              headers={"Authorization": f"Bearer {tokens[address]}",
-                                                       "Idempotency-Key": body["signature"][:40]})
-                    except httpx.TransportError:  # retried once with the same key: never doubled
-                        r = await client.post("/prosumer/offers", json=body,
-                                              headers={"Authorization": f"Bearer {tokens[address]}",
-                                                       "Idempotency-Key": body["signature"][:40]})
-                    api_latency.append(time.perf_counter() - start)
-                    if r.status_code == 202:
-                        accepted += 1
-                        submitted[r.json()["order_hash"]] = start
+                    if bulk:
+                        r = await post("/prosumer/offers/bulk", {"offers": chunk}, address, chunk[0]["signature"][:40])
+                        answers: list[dict[str, Any]] = (r.json()["results"] if r.status_code == 200
+                                                         else [{"status": r.status_code}] * len(chunk))
                     else:
-                        errors[r.status_code] = errors.get(r.status_code, 0) + 1
-
-        seen: dict[str, float] = {}
-
-        async def watcher() -> None:
-            offset = 0
-            while time.perf_counter() < deadline + 30:
-                r = await client.get(f"/auditor/rounds/{round_id}/orders",
-                                     params={"kind": "offer", "offset": offset, "limit": 500})
-                items = r.json()["items"]
-                now = time.perf_counter()
-                for item in items:
-                    seen.setdefault(item["order_hash"], now)
-                offset += len(items)
-                if writers_done.is_set() and submitted and all(h in seen for h in submitted):
-                    return
-                if not items:
-                    await asyncio.sleep(0.05)
+                        r = await post("/prosumer/offers", chunk[0], address, chunk[0]["signature"][:40])
+                        answers = [{"status": r.status_code, "order": r.json() if r.status_code == 202 else {}}]
+                    end = time.perf_counter()
+                    for a in answers:
+                        api_latency.append(end - start)
+                        if a["status"] == 202:
+                            submitted[a["order"]["order_hash"]] = start
+                        else:
+                            errors[a["status"]] = errors.get(a["status"], 0) + 1
 
         writers_done = asyncio.Event()
+
+        async def watch() -> None:
+            while True:
+                watcher.poll()  # a small indexed query on the WAL file: microseconds
+                if writers_done.is_set() and all(h in watcher.seen for h in submitted):
+                    return
+                if time.perf_counter() > deadline + drain_seconds:  # what has not arrived by now counts as lost
+                    return
+                await asyncio.sleep(0.05)
+
         groups = [providers[i::clients] for i in range(clients)]
-        watch = asyncio.create_task(watcher())
+        watching = asyncio.create_task(watch())
         await asyncio.gather(*(worker(g) for g in groups if g))
         t_api = time.perf_counter() - t0
         writers_done.set()
-        await watch
-        t_e2e = max(seen.values()) - t0 if seen else float("nan")
-    e2e = [seen[h] - s for h, s in submitted.items() if h in seen]
-    lost = sum(1 for h in submitted if h not in seen)
-    return {"offered": total, "accepted": accepted, "errors": sum(errors.values()), "lost": lost,
-            "api_offers_per_s": accepted / t_api, "e2e_offers_per_s": len(e2e) / t_e2e if e2e else 0.0,
+        await watching
+    seen = [watcher.seen[h] for h in submitted if h in watcher.seen]
+    t_e2e = (max(seen) - t0) if seen else float("nan")
+    e2e = [watcher.seen[h] - s for h, s in submitted.items() if h in watcher.seen]
+    return {"offered": sum(len(v) for v in jobs.values()), "accepted": len(submitted), "errors": dict(errors),
+            "lost": sum(1 for h in submitted if h not in watcher.seen), "api_seconds": t_api, "e2e_seconds": t_e2e,
+            "api_offers_per_s": len(submitted) / t_api, "e2e_offers_per_s": len(e2e) / t_e2e if e2e else 0.0,
             "api_p50_ms": 1000 * pct(api_latency, 0.5), "api_p99_ms": 1000 * pct(api_latency, 0.99),
-            "e2e_p50_ms": 1000 * pct(e2e, 0.5), "e2e_p99_ms": 1000 * pct(e2e, 0.99), "seconds": t_e2e}
+            "e2e_p50_ms": 1000 * pct(e2e, 0.5), "e2e_p99_ms": 1000 * pct(e2e, 0.99),
+            "submitted": submitted}
 
 
-async def read_load(url: str, clients: int, seconds: float, round_id: int) -> dict[str, float]:
-    paths = ["/health", f"/auditor/rounds/{round_id}", "/auditor/rounds?limit=10",
-             f"/auditor/rounds/{round_id}/orders?limit=20"]
+READ_PATHS = ("/health", "/auditor/rounds/{rid}", "/auditor/rounds?limit=10", "/auditor/rounds/{rid}/orders?limit=20")
+
+
+class KeepAliveClient:
+    """One client's own keep-alive HTTP/1.1 connection, as a browser or a dashboard holds one.
+    (httpx's shared pool spends more CPU per request than the server at 200 connections.)"""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def get(self, path: str) -> int:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n\r\n".encode())
+        await self.writer.drain()
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        length = next(int(line.split(":", 1)[1]) for line in lines[1:] if line.lower().startswith("content-length:"))
+        await self.reader.readexactly(length)
+        return status
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+async def read_load(url: str, clients: int, seconds: float, round_id: int, rate_per_client: float | None
+                    ) -> dict[str, Any]:
+    """Closed loop (`rate_per_client` None) or paced: each client sends `rate_per_client` req/s."""
+    paths = [p.format(rid=round_id) for p in READ_PATHS]
     latency: dict[str, list[float]] = {p: [] for p in paths}
     failures = 0
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
-        stop = time.perf_counter() + seconds
+    host, port = url.removeprefix("http://").split(":")
+    t0 = time.perf_counter()
+    stop = t0 + seconds
 
-        async def worker(i: int) -> None:
-            nonlocal failures
-            k = i
-            while time.perf_counter() < stop:
+    async def worker(i: int) -> None:
+        nonlocal failures
+        client = KeepAliveClient(host, int(port))
+        k = i
+        period = 1.0 / rate_per_client if rate_per_client else 0.0
+        scheduled = t0 + (i / clients) * period  # spread the clients over one period
+        try:
+            while True:
+                if rate_per_client:
+                    if scheduled >= stop:
+                        return
+                    wait = scheduled - time.perf_counter()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                    start = scheduled  # latency from the scheduled time (no coordinated omission)
+                    scheduled += period
+                else:
+                    if time.perf_counter() >= stop:
+                        return
+                    start = time.perf_counter()
                 p = paths[k % len(paths)]
                 k += 1
-                start = time.perf_counter()
                 try:
-                    r = await client.get(p)
-                except httpx.TransportError:
+                    status = await client.get(p)
+                except (OSError, asyncio.IncompleteReadError, ValueError, StopIteration):
                     failures += 1
+                    await client.close()
+                    client = KeepAliveClient(host, int(port))
                     continue
                 latency[p].append(time.perf_counter() - start)
-                if r.status_code != 200:
+                if status != 200:
                     failures += 1
+        finally:
+            await client.close()
 
-        await asyncio.gather(*(worker(i) for i in range(clients)))
+    await asyncio.gather(*(worker(i) for i in range(clients)))
+    elapsed = time.perf_counter() - t0
     every = [x for v in latency.values() for x in v]
-    out = {"requests": len(every), "failures": failures, "req_per_s": len(every) / seconds,
-           "p50_ms": 1000 * pct(every, 0.5), "p99_ms": 1000 * pct(every, 0.99)}
-    for p, v in latency.items():
-        out[f"p99_ms {p}"] = 1000 * pct(v, 0.99)
-    return out
+    return {"requests": len(every), "failures": failures, "req_per_s": len(every) / elapsed,
+            "p50_ms": 1000 * pct(every, 0.5), "p99_ms": 1000 * pct(every, 0.99),
+            "per_path_p99_ms": {p: 1000 * pct(v, 0.99) for p, v in latency.items()}}
+
+
+def lost_check(w3: Any, deployment: Deployment, round_id: int, wallets: Sequence[LocalAccount],
+               result: dict[str, Any], db_path: Path) -> str:
+    """Every accepted order is in the database once and on chain once: each wallet's keyed nonce
+    advanced by exactly its accepted orders (the contract refuses a reused nonce)."""
+    client = MarketClient(w3, deployment)
+    accepted_by: dict[str, int] = {}
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    hashes = list(result["submitted"])
+    stored: dict[str, int] = {}
+    for i in range(0, len(hashes), 900):
+        part = hashes[i: i + 900]
+        q = f"SELECT order_hash, participant FROM order_record WHERE order_hash IN ({','.join('?' * len(part))})"
+        for order_hash, participant in db.execute(q, part).fetchall():
+            stored[order_hash] = stored.get(order_hash, 0) + 1
+            accepted_by[participant] = accepted_by.get(participant, 0) + 1
+    missing = sum(1 for h in hashes if h not in stored)
+    doubled = sum(1 for n in stored.values() if n > 1)
+    nonce_mismatch = sum(1 for w in wallets
+                         if client.nonce(w.address, round_id) & MASK != accepted_by.get(w.address, 0))
+    ok = missing == 0 and doubled == 0 and nonce_mismatch == 0
+    return (f"{'PASS' if ok else 'FAIL'}: {len(hashes)} accepted, {missing} missing from the database, {doubled} "
+            f"stored twice, {nonce_mismatch} of {len(wallets)} wallets whose on-chain nonce != accepted orders")
+
+
+def _brief(r: dict[str, Any]) -> str:
+    return (f"{r['accepted']} accepted, {r['api_offers_per_s']:.0f}/s at the API, {r['e2e_offers_per_s']:.0f}/s end to "
+            f"end, API p99 {r['api_p99_ms']:.0f} ms, end-to-end p99 {r['e2e_p99_ms']:.0f} ms, lost {r['lost']}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--offers", type=int, default=3000, help="offers on the batched API path")
-    parser.add_argument("--providers", type=int, default=100, help="approved provider wallets")
-    parser.add_argument("--clients", type=int, default=64, help="concurrent HTTP clients submitting")
-    parser.add_argument("--naive-offers", type=int, default=200, help="offers on the one-tx-per-offer path")
+    parser.add_argument("--offers", type=int, default=3000, help="offers on the per-offer endpoint")
+    parser.add_argument("--clients", type=int, default=64, help="concurrent HTTP clients on the per-offer endpoint")
+    parser.add_argument("--bulk-offers", type=int, default=20000, help="offers on the bulk endpoint")
+    parser.add_argument("--bulk-size", type=int, default=250, help="offers per bulk request")
+    parser.add_argument("--bulk-clients", type=int, default=8, help="concurrent aggregator clients")
+    parser.add_argument("--providers", type=int, default=50, help="provider wallets per write path")
+    parser.add_argument("--naive-offers", type=int, default=100, help="offers on the one-tx-per-offer path")
     parser.add_argument("--read-clients", type=int, default=200)
     parser.add_argument("--read-seconds", type=float, default=10.0)
-    parser.add_argument("--max-seconds", type=float, default=60.0, help="bound on the write phase")
+    parser.add_argument("--paced-rate", type=float, default=2.0, help="requests/s per client on the paced read run")
+    parser.add_argument("--max-seconds", type=float, default=60.0, help="bound on each write phase")
     args = parser.parse_args()
 
     with AnvilNode() as node, tempfile.TemporaryDirectory(prefix="flexgrid-load-") as tmp:
@@ -177,20 +304,26 @@ def main() -> None:
         deployment_file = Path(tmp) / "deployment.json"
         demo.deployment.save(deployment_file)
         op = MarketClient(w3, demo.deployment, demo.operator)
-        wallets = [Account.create() for _ in range(args.providers + 1)]
-        print(f"approving {len(wallets)} provider wallets ...", flush=True)
-        for wallet in wallets:
+        single = [Account.create() for _ in range(args.providers)]
+        bulkers = [Account.create() for _ in range(args.providers)]
+        naive_wallet = Account.create()
+        print(f"approving {2 * args.providers + 1} provider wallets ...", flush=True)
+        for wallet in (*single, *bulkers, naive_wallet):
             op.approve_provider(wallet.address)
-        naive_wallet, wallets = wallets[0], wallets[1:]
         config = op.round_config(demo.round_id)
-        per_provider = max(1, args.offers // len(wallets))
-        print(f"signing {per_provider * len(wallets)} offers ...", flush=True)
-        jobs = {w.address: [signed_offer_body(w, demo.deployment, make_offer(w, demo.round_id, s,
-                                                                              config.gate_closure_s, 2 + i % 30))
-                            for s in range(per_provider)] for i, w in enumerate(wallets)}
+        rid, gate = demo.round_id, config.gate_closure_s
+
+        def jobs_for(wallets: list[LocalAccount], total: int) -> dict[str, list[dict[str, Any]]]:
+            per = max(1, total // len(wallets))
+            return {w.address: [signed_body(w, make_offer(w.address, rid, s, gate, 2 + i % 30), demo.deployment)
+                                for s in range(per)] for i, w in enumerate(wallets)}
+
+        print(f"signing {args.offers} + {args.bulk_offers} offers ...", flush=True)
+        single_jobs, bulk_jobs = jobs_for(single, args.offers), jobs_for(bulkers, args.bulk_offers)
         port = free_port()
+        db_path = Path(tmp) / "api.db"
         env = {**os.environ, "FLEXGRID_RELAYER_KEY": "0x" + bytes(demo.relayer.key).hex(),
-               "FLEXGRID_DATABASE_URL": f"sqlite:///{tmp}/api.db", "FLEXGRID_HOME": tmp}
+               "FLEXGRID_DATABASE_URL": f"sqlite:///{db_path}", "FLEXGRID_HOME": tmp}
         server = subprocess.Popen(
             [sys.executable, "-m", "flexgrid.cli.main", "serve", "--port", str(port), "--rpc-url", node.url,
              "--deployment", str(deployment_file)], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
@@ -206,50 +339,72 @@ def main() -> None:
                         time.sleep(0.1)
                 else:
                     raise SystemExit("the API did not start")
-                tokens = {w.address: sign_in(c, w) for w in wallets}
-            print(f"write path: {per_provider * len(wallets)} offers from {len(wallets)} wallets, "
-                  f"{args.clients} clients, at most {args.max_seconds:.0f} s", flush=True)
-            batched = asyncio.run(write_load(url, jobs, tokens, args.clients, demo.round_id, args.max_seconds))
-            print(f"  {batched}", flush=True)
+                tokens = {w.address: sign_in(c, w) for w in (*single, *bulkers)}
+            watcher = DbWatcher(db_path)
+            print(f"per-offer path: {sum(map(len, single_jobs.values()))} offers, {args.clients} clients, "
+                  f"at most {args.max_seconds:.0f} s", flush=True)
+            per_offer = asyncio.run(write_load(url, single_jobs, tokens, args.clients, 0, args.max_seconds, watcher))
+            per_offer_check = lost_check(w3, demo.deployment, rid, single, per_offer, db_path)
+            print(f"  {_brief(per_offer)}; {per_offer_check}", flush=True)
+            print(f"bulk path: {sum(map(len, bulk_jobs.values()))} offers, {args.bulk_size} per request, "
+                  f"{args.bulk_clients} clients, at most {args.max_seconds:.0f} s", flush=True)
+            bulk = asyncio.run(write_load(url, bulk_jobs, tokens, args.bulk_clients, args.bulk_size, args.max_seconds,
+                                          watcher))
+            bulk_check = lost_check(w3, demo.deployment, rid, bulkers, bulk, db_path)
+            print(f"  {_brief(bulk)}; {bulk_check}", flush=True)
 
             print(f"naive path: {args.naive_offers} offers, one transaction each", flush=True)
-            relayer = MarketClient(w3, demo.deployment, demo.relayer)
+            # another funded account relays here: the server's relayer may still be sending
+            relayer = MarketClient(w3, demo.deployment, demo.metering)
             naive_lat = []
             t0 = time.perf_counter()
             for s in range(args.naive_offers):
-                signed = make_offer(naive_wallet, demo.round_id, s, config.gate_closure_s, 5).sign(
-                    naive_wallet, demo.deployment.domain)
+                signed = make_offer(naive_wallet.address, rid, s, gate, 5).sign(naive_wallet, demo.deployment.domain)
                 start = time.perf_counter()
                 relayer.submit_offer(signed)
                 naive_lat.append(time.perf_counter() - start)
             naive_s = time.perf_counter() - t0
 
-            print(f"read path: {args.read_clients} concurrent clients for {args.read_seconds:.0f} s", flush=True)
-            reads = asyncio.run(read_load(url, args.read_clients, args.read_seconds, demo.round_id))
+            print(f"read path: {args.read_clients} clients, closed loop then {args.paced_rate:g} req/s each, "
+                  f"{args.read_seconds:.0f} s each", flush=True)
+            saturated = asyncio.run(read_load(url, args.read_clients, args.read_seconds, rid, None))
+            paced = asyncio.run(read_load(url, args.read_clients, args.read_seconds, rid, args.paced_rate))
         finally:
             server.terminate()
             server.wait(timeout=30)
 
     print()
-    print("| path | offers | accepted | lost | offers/s | p50 ms | p99 ms |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    print(f"| API accept (batched relayer) | {batched['offered']:.0f} | {batched['accepted']:.0f} | - | "
-          f"{batched['api_offers_per_s']:.0f} | {batched['api_p50_ms']:.0f} | {batched['api_p99_ms']:.0f} |")
-    print(f"| API -> chain event -> DB (batched) | {batched['offered']:.0f} | {batched['accepted']:.0f} | "
-          f"{batched['lost']:.0f} | {batched['e2e_offers_per_s']:.0f} | {batched['e2e_p50_ms']:.0f} | "
-          f"{batched['e2e_p99_ms']:.0f} |")
-    print(f"| naive: one tx per offer | {args.naive_offers} | {args.naive_offers} | 0 | "
-          f"{args.naive_offers / naive_s:.0f} | {1000 * statistics.median(naive_lat):.0f} | "
+    print(f"machine: {os.cpu_count()} cores shared with other work (load average {os.getloadavg()[0]:.1f} at the end); "
+          "the load generator, anvil and the API (one uvicorn worker) run on it together")
+    print()
+    print("| path | offers | accepted | lost | offers/s at the API | offers/s end to end | API p50 / p99 ms | "
+          "end-to-end p50 / p99 ms |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, r in (("per-offer POST /prosumer/offers", per_offer),
+                    (f"bulk POST /prosumer/offers/bulk ({args.bulk_size}/request)", bulk)):
+        print(f"| {name} | {r['offered']} | {r['accepted']} | {r['lost']} | {r['api_offers_per_s']:.0f} | "
+              f"{r['e2e_offers_per_s']:.0f} | {r['api_p50_ms']:.0f} / {r['api_p99_ms']:.0f} | "
+              f"{r['e2e_p50_ms']:.0f} / {r['e2e_p99_ms']:.0f} |")
+    print(f"| naive: one transaction per offer | {args.naive_offers} | {args.naive_offers} | 0 | - | "
+          f"{args.naive_offers / naive_s:.0f} | - | {1000 * statistics.median(naive_lat):.0f} / "
           f"{1000 * pct(naive_lat, 0.99):.0f} |")
     print()
-    print(f"read endpoints, {args.read_clients} concurrent clients: {reads['requests']:.0f} requests, "
-          f"{reads['failures']:.0f} failed, {reads['req_per_s']:.0f} req/s, p50 {reads['p50_ms']:.1f} ms, "
-          f"p99 {reads['p99_ms']:.1f} ms")
-    for k, v in reads.items():
-        if k.startswith("p99_ms "):
-            print(f"  {k[7:]}: p99 {v:.1f} ms")
-    if batched["errors"]:
-        print(f"write path: {batched['errors']:.0f} offers refused by the API")
+    print(f"zero lost, per-offer path: {per_offer_check}")
+    print(f"zero lost, bulk path: {bulk_check}")
+    for name, r in (("per-offer", per_offer), ("bulk", bulk)):
+        if r["errors"]:
+            print(f"{name} path: offers refused by the API, by status: {r['errors']}")
+        print(f"{name} path: {r['api_seconds']:.1f} s of submission, last offer in the database after "
+              f"{r['e2e_seconds']:.1f} s")
+    print()
+    print("| read endpoints, 200 clients | requests | failed | req/s | p50 ms | p99 ms |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, r in (("saturation: closed loop, back to back", saturated),
+                    (f"paced: {args.paced_rate:g} req/s per client", paced)):
+        print(f"| {name} | {r['requests']} | {r['failures']} | {r['req_per_s']:.0f} | {r['p50_ms']:.1f} | "
+              f"{r['p99_ms']:.1f} |")
+    for name, r in (("saturation", saturated), ("paced", paced)):
+        print(f"{name} p99 by path: " + ", ".join(f"{p} {v:.1f} ms" for p, v in r["per_path_p99_ms"].items()))
 
 
 if __name__ == "__main__":
