@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import socket
 import sqlite3
@@ -109,17 +110,23 @@ async def write_load(url: str, jobs: dict[str, list[dict[str, Any]]], tokens: di
     providers = list(jobs)
     t0 = time.perf_counter()
     deadline = t0 + max_seconds
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+    host, port = url.removeprefix("http://").split(":")
+    # one keep-alive connection per client (httpx's shared pool spent more CPU than the server)
 
-        async def post(path: str, body: Any, address: str, key: str) -> httpx.Response:
-            headers = {"Authorization": f"Bearer {tokens[address]}", "Idempotency-Key": key}
-            try:
-                return await client.post(path, json=body, headers=headers)
-            except httpx.TransportError:  # retried with the same key: never doubled
-                return await client.post(path, json=body, headers=headers)
+    async def post(conn: KeepAliveClient, path: str, body: Any, address: str, key: str) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {tokens[address]}", "Idempotency-Key": key}
+        data = json.dumps(body).encode()
+        try:
+            status, raw = await conn.request("POST", path, data, headers)
+        except (OSError, asyncio.IncompleteReadError):  # retried with the same key: never doubled
+            await conn.close()
+            conn.writer = None
+            status, raw = await conn.request("POST", path, data, headers)
+        return status, json.loads(raw) if raw else None
 
-        async def worker(mine: list[str]) -> None:
+    async def worker(mine: list[str]) -> None:
+        conn = KeepAliveClient(host, int(port))
+        try:
             for address in mine:
                 bodies = jobs[address]
                 step = bulk or 1
@@ -129,12 +136,14 @@ async def write_load(url: str, jobs: dict[str, list[dict[str, Any]]], tokens: di
                     chunk = bodies[k: k + step]
                     start = time.perf_counter()
                     if bulk:
-                        r = await post("/prosumer/offers/bulk", {"offers": chunk}, address, chunk[0]["signature"][:40])
-                        answers: list[dict[str, Any]] = (r.json()["results"] if r.status_code == 200
-                                                         else [{"status": r.status_code}] * len(chunk))
+                        status, doc = await post(conn, "/prosumer/offers/bulk", {"offers": chunk}, address,
+                                                 chunk[0]["signature"][:40])
+                        answers: list[dict[str, Any]] = (doc["results"] if status == 200
+                                                         else [{"status": status}] * len(chunk))
                     else:
-                        r = await post("/prosumer/offers", chunk[0], address, chunk[0]["signature"][:40])
-                        answers = [{"status": r.status_code, "order": r.json() if r.status_code == 202 else {}}]
+                        status, doc = await post(conn, "/prosumer/offers", chunk[0], address,
+                                                 chunk[0]["signature"][:40])
+                        answers = [{"status": status, "order": doc if status == 202 else {}}]
                     end = time.perf_counter()
                     for a in answers:
                         api_latency.append(end - start)
@@ -142,24 +151,26 @@ async def write_load(url: str, jobs: dict[str, list[dict[str, Any]]], tokens: di
                             submitted[a["order"]["order_hash"]] = start
                         else:
                             errors[a["status"]] = errors.get(a["status"], 0) + 1
+        finally:
+            await conn.close()
 
-        writers_done = asyncio.Event()
+    writers_done = asyncio.Event()
 
-        async def watch() -> None:
-            while True:
-                watcher.poll()  # a small indexed query on the WAL file: microseconds
-                if writers_done.is_set() and all(h in watcher.seen for h in submitted):
-                    return
-                if time.perf_counter() > deadline + drain_seconds:  # what has not arrived by now counts as lost
-                    return
-                await asyncio.sleep(0.05)
+    async def watch() -> None:
+        while True:
+            watcher.poll()  # a small indexed query on the WAL file: microseconds
+            if writers_done.is_set() and all(h in watcher.seen for h in submitted):
+                return
+            if time.perf_counter() > deadline + drain_seconds:  # what has not arrived by now counts as lost
+                return
+            await asyncio.sleep(0.05)
 
-        groups = [providers[i::clients] for i in range(clients)]
-        watching = asyncio.create_task(watch())
-        await asyncio.gather(*(worker(g) for g in groups if g))
-        t_api = time.perf_counter() - t0
-        writers_done.set()
-        await watching
+    groups = [providers[i::clients] for i in range(clients)]
+    watching = asyncio.create_task(watch())
+    await asyncio.gather(*(worker(g) for g in groups if g))
+    t_api = time.perf_counter() - t0
+    writers_done.set()
+    await watching
     seen = [watcher.seen[h] for h in submitted if h in watcher.seen]
     t_e2e = (max(seen) - t0) if seen else float("nan")
     e2e = [watcher.seen[h] - s for h, s in submitted.items() if h in watcher.seen]
@@ -183,18 +194,26 @@ class KeepAliveClient:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    async def get(self, path: str) -> int:
+    async def request(self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+                      ) -> tuple[int, bytes]:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         assert self.reader is not None
-        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n\r\n".encode())
+        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+        for k, v in (headers or {}).items():
+            head += f"{k}: {v}\r\n"
+        if method == "POST":
+            head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        self.writer.write(head.encode() + b"\r\n" + body)
         await self.writer.drain()
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
+        answer = await self.reader.readuntil(b"\r\n\r\n")
+        lines = answer.decode("latin-1").split("\r\n")
         status = int(lines[0].split()[1])
         length = next(int(line.split(":", 1)[1]) for line in lines[1:] if line.lower().startswith("content-length:"))
-        await self.reader.readexactly(length)
-        return status
+        return status, await self.reader.readexactly(length)
+
+    async def get(self, path: str) -> int:
+        return (await self.request("GET", path))[0]
 
     async def close(self) -> None:
         if self.writer is not None:
