@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import os
 import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -27,6 +31,7 @@ from web3 import HTTPProvider, Web3
 
 from flexgrid.errors import ChainError
 
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 DEFAULT_MNEMONIC = "test test test test test test test test test test test junk"
 ANVIL_CHAIN_ID = 31337
 _LISTENING = re.compile(r"Listening on ([0-9.]+):(\d+)")
@@ -129,7 +134,8 @@ class AnvilNode:
         with os.fdopen(fd, "wb") as log:
             # A new session so that stopping it also stops any child (the npm wrapper spawns one).
             self._process = subprocess.Popen(
-                args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+                args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                preexec_fn=_die_with_parent(),
             )
         _RUNNING.add(self)
         try:
@@ -198,6 +204,28 @@ class AnvilNode:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """On Linux, a `preexec_fn` that has the kernel send anvil SIGTERM when the process that started
+    it dies, so that a SIGKILLed FlexGrid (where `atexit` cannot run) leaves no anvil behind.
+
+    The kernel sends the signal when the starting *thread* ends, so it is only armed when anvil is
+    started from the main thread (whose end is the process's)."""
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here, before the fork
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def arm() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os._exit(1)
+
+    return arm
 
 
 @atexit.register

@@ -122,3 +122,36 @@ def test_anvil_is_stopped_when_the_interpreter_exits_without_closing(tmp_path: P
     )
     pid = int(out.stdout.split()[0])
     assert not _alive(pid)
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a killed anvil whose parent died waits for init to reap it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux (prctl parent-death signal)")
+def test_anvil_does_not_outlive_a_killed_process() -> None:
+    """SIGKILL skips atexit: the kernel's parent-death signal must stop anvil anyway."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = "import time\nfrom flexgrid.chain import connect\nchain = connect()\nprint(chain.node._process.pid, flush=True)\ntime.sleep(120)\n"
+    env = {k: v for k, v in os.environ.items() if k != "FLEXGRID_RPC_URL"}
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        pid = int(proc.stdout.readline().split()[0])
+        assert _running(pid)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _running(pid)
