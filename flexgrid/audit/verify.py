@@ -44,7 +44,6 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from eth_utils import keccak
 from sqlalchemy import Engine
 from web3 import Web3
 
@@ -52,7 +51,7 @@ from flexgrid.chain.deploy import Deployment
 from flexgrid.chain.indexer import EventIndexer, accepted_order_hashes, jsonable, round_events, round_orders
 from flexgrid.chain.market import MarketClient, grid_id_hash, offer_from_struct, p2p_from_struct
 from flexgrid.errors import FlexGridError, InputError
-from flexgrid.trading.canonical import canonical_inputs, canonical_json, order_accumulator
+from flexgrid.trading.canonical import canonical_hash, canonical_inputs, canonical_json, order_accumulator
 from flexgrid.trading.eip712 import Eip712Domain, digest, recover_signer
 from flexgrid.trading.merkle import MeteringTree, TradeTree
 from flexgrid.trading.models import (
@@ -452,7 +451,7 @@ def verify_round(
     used_p2p = [o for o in used if isinstance(o, P2POrder)]
     mine = canonical_inputs(round_id=rid, domain=ev.domain, grid_model_hash=rc_chain.grid_model_hash,
                             requests=used_requests, offers=used_offers, p2p=used_p2p)
-    my_hash = "0x" + bytes(keccak(canonical_json(mine))).hex()
+    my_hash = canonical_hash(mine)
     if my_hash != _hex(committed["inputHash"]):
         problems.append(f"the orders used hash to {my_hash}, the committed inputHash is {committed['inputHash']}")
     if canonical_json(mine) != canonical_json(inputs):

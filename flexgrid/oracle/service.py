@@ -78,7 +78,7 @@ from flexgrid.oracle.publication import (
 from flexgrid.oracle.risk_check import ac_json, load_margin_percent, n1_summary, risk_check, stressed_slot
 from flexgrid.store.db import init_db, make_engine
 from flexgrid.store.grid_models import ResolvedGridModel, resolve_grid_model
-from flexgrid.trading.canonical import canonical_inputs, input_hash
+from flexgrid.trading.canonical import canonical_hash, canonical_inputs
 from flexgrid.trading.merkle import TradeTree
 from flexgrid.trading.models import ClearingResult, RoundState, SealMode
 from flexgrid.trading.sealing import OpenedCommitment, commitments_from_events, open_commitments, revealable
@@ -485,7 +485,7 @@ class Oracle:
             inputs = read_round_inputs(self.w3, self.deployment, self.engine, config, view, status.values)
         for d in inputs.dropped:
             self.log(f"round {round_id}: dropped {d.kind} {d.order_hash}: {d.reason}")
-        ihash = self._input_hash(inputs)
+        ihash = canonical_hash(self._canonical(inputs))
         if cp.stage == Stage.READ and cp.input_hash != ihash:
             raise OracleError(f"round {round_id}: inputs changed since the last read ({cp.input_hash} -> {ihash})")
         self._save(cp, Stage.READ, input_hash=ihash)
@@ -655,16 +655,6 @@ class Oracle:
 
     def _canonical(self, inputs: RoundInputs) -> dict[str, Any]:
         return canonical_inputs(
-            round_id=inputs.config.round_id,
-            domain=self.deployment.domain,
-            grid_model_hash=inputs.config.grid_model_hash,
-            requests=inputs.requests,
-            offers=inputs.offers,
-            p2p=inputs.p2p,
-        )
-
-    def _input_hash(self, inputs: RoundInputs) -> str:
-        return input_hash(
             round_id=inputs.config.round_id,
             domain=self.deployment.domain,
             grid_model_hash=inputs.config.grid_model_hash,

@@ -125,7 +125,12 @@ def input_hash(
         offers=offers,
         p2p=p2p,
     )
-    return "0x" + bytes(keccak(canonical_json(inputs))).hex()
+    return canonical_hash(inputs)
+
+
+def canonical_hash(doc: dict[str, Any]) -> str:
+    """`keccak256` of `canonical_json(doc)`, `0x` hex: the input hash of a `canonical_inputs` object."""
+    return "0x" + bytes(keccak(canonical_json(doc))).hex()
 
 
 def order_accumulator(round_id: int, order_hashes: Sequence[str]) -> str:
