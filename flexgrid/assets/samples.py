@@ -41,15 +41,19 @@ def _r(x: float, digits: int = 3) -> float:
     return round(float(x), digits)
 
 
+def _check_sample(count: int, kinds: tuple[str, ...], allowed: tuple[str, ...], what: str) -> None:
+    if count < 0:
+        raise InputError("count", f"must be >= 0, got {count}")
+    for k in kinds:
+        if k not in allowed:
+            raise InputError("kinds", f"unknown {what} {k!r} (one of {', '.join(allowed)})")
+
+
 def sample_assets(round_config: RoundConfig, count: int, *, seed: int,
                   kinds: tuple[str, ...] = KINDS) -> list[AssetBase]:
     """`count` assets cycling through `kinds`, their parameters drawn from a seeded generator;
     every one fits the round (windows inside it, PV forecast per slot)."""
-    if count < 0:
-        raise InputError("count", f"must be >= 0, got {count}")
-    for k in kinds:
-        if k not in KINDS:
-            raise InputError("kinds", f"unknown kind {k!r} (one of {', '.join(KINDS)})")
+    _check_sample(count, kinds, KINDS, "kind")
     rng = np.random.default_rng(seed)
     n = round_config.slot_count
     h = round_config.slot_seconds / 3600
@@ -104,11 +108,7 @@ def feeder_sites(round_config: RoundConfig, count: int, *, seed: int,
                  kinds: tuple[str, ...] = SITE_KINDS) -> list[AssetBase]:
     """`count` MV-connected sites cycling through `kinds` (no PV: a site's PV is behind its meter),
     drawn from a seeded generator; every one fits the round."""
-    if count < 0:
-        raise InputError("count", f"must be >= 0, got {count}")
-    for k in kinds:
-        if k not in SITE_KINDS:
-            raise InputError("kinds", f"unknown site kind {k!r} (one of {', '.join(SITE_KINDS)})")
+    _check_sample(count, kinds, SITE_KINDS, "site kind")
     rng = np.random.default_rng(seed)
     n = round_config.slot_count
     h = round_config.slot_seconds / 3600
