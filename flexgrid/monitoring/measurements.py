@@ -143,12 +143,7 @@ def substation_meters(model: NetworkModel, **kwargs: float) -> list[Meter]:
 def meter_channels(model: NetworkModel, meters: Sequence[Meter]) -> Channels:
     """Expand meters into measurement channels (flows of the feeding branch, or the
     branches leaving the substation)."""
-    kind: list[int] = []
-    element: list[int] = []
-    s_abs: list[float] = []
-    s_rel: list[float] = []
-    owner: list[int] = []
-    labels: list[str] = []
+    rows: list[tuple[int, int, float, float, int, str]] = []  # kind, element, s_abs, s_rel, owner, label
     parents = model.parents()
     for mi, m in enumerate(meters):
         if not np.isfinite(m.v_sigma_pu) or m.v_sigma_pu <= 0:
@@ -158,46 +153,24 @@ def meter_channels(model: NetworkModel, meters: Sequence[Meter]) -> Channels:
         b: int = model.bus_position(m.bus, "meter.bus")
         tag = m.name or f"bus {m.bus}"
         if m.voltage:
-            kind.append(Kind.V)
-            element.append(b)
-            s_abs.append(m.v_sigma_pu)
-            s_rel.append(0.0)
-            owner.append(mi)
-            labels.append(f"{tag}: V")
+            rows.append((Kind.V, b, m.v_sigma_pu, 0.0, mi, f"{tag}: V"))
         floor_pu = m.flow_sigma_floor_kw / 1000.0 / model.base_mva
         if m.injection:
             for kd, q in ((Kind.P_INJ, "P"), (Kind.Q_INJ, "Q")):
-                kind.append(kd)
-                element.append(b)
-                s_abs.append(floor_pu)
-                s_rel.append(m.flow_sigma_rel)
-                owner.append(mi)
-                labels.append(f"{tag}: {q} injection")
-        branches: list[tuple[int, bool]] = []
+                rows.append((kd, b, floor_pu, m.flow_sigma_rel, mi, f"{tag}: {q} injection"))
+        feeding = parents[b]
         if model.is_slack[b]:
-            for kk in np.flatnonzero(model.base_status & ((model.f == b) | (model.t == b))):
-                branches.append((int(kk), True))
+            branches = [int(kk) for kk in np.flatnonzero(model.base_status & ((model.f == b) | (model.t == b)))]
         else:
-            feeding = parents[b]
-            if feeding is not None:
-                branches.append((feeding, True))
-        for k, _ in branches:
+            branches = [] if feeding is None else [int(feeding)]
+        for k in branches:
             name = f"{model.branch_kind[k]} {int(model.branch_element[k])}"
             if m.flow:
                 for kd, q in ((Kind.P_FLOW, "P"), (Kind.Q_FLOW, "Q")):
-                    kind.append(kd)
-                    element.append(k)
-                    s_abs.append(floor_pu)
-                    s_rel.append(m.flow_sigma_rel)
-                    owner.append(mi)
-                    labels.append(f"{tag}: {q} {name}")
+                    rows.append((kd, k, floor_pu, m.flow_sigma_rel, mi, f"{tag}: {q} {name}"))
             if m.current:
-                kind.append(Kind.I_FLOW)
-                element.append(k)
-                s_abs.append(floor_pu)
-                s_rel.append(m.i_sigma_rel)
-                owner.append(mi)
-                labels.append(f"{tag}: I {name}")
+                rows.append((Kind.I_FLOW, k, floor_pu, m.i_sigma_rel, mi, f"{tag}: I {name}"))
+    kind, element, s_abs, s_rel, owner, labels = zip(*rows, strict=True) if rows else ((),) * 6
     return Channels(
         np.array(kind, dtype=np.int64),
         np.array(element, dtype=np.int64),
