@@ -139,25 +139,27 @@ def model_from_json(text: str, name: str, source: Source, field: str = "grid_mod
     return ResolvedGridModel(net, view, view.model_hash().lower(), source, name, text)
 
 
-_builtin_hashes: dict[str, str] = {}
+_builtins: dict[str, ResolvedGridModel] = {}
 _lock = threading.Lock()
 
 
-def _builtin_hash(name: str) -> str:
+def _builtin(name: str) -> ResolvedGridModel:
+    """The built-in net `name`, loaded and hashed once per process (callers get `fresh` copies)."""
     with _lock:
-        if name not in _builtin_hashes:
-            _builtin_hashes[name] = build_view(load_net(name), name).model_hash().lower()
-        return _builtin_hashes[name]
+        if name not in _builtins:
+            net = load_net(name)
+            view = build_view(net, name)
+            _builtins[name] = ResolvedGridModel(net, view, view.model_hash().lower(), "built-in", name, None)
+        return _builtins[name]
 
 
 def builtin_by_hash(grid_model_hash: str, prefer: str | None = None) -> ResolvedGridModel | None:
-    """The built-in net hashing to `grid_model_hash` (`prefer` is tried first; hashes are cached)."""
+    """The built-in net hashing to `grid_model_hash` (`prefer` is tried first; nets are cached)."""
     want = grid_model_hash.lower()
     names = ([prefer] if prefer in BUILTIN_NETS else []) + [n for n in sorted(BUILTIN_NETS) if n != prefer]
     for name in names:
-        if _builtin_hash(name) == want:
-            net = load_net(name)
-            return ResolvedGridModel(net, build_view(net, name), want, "built-in", name, None)
+        if _builtin(name).grid_model_hash == want:
+            return fresh(_builtin(name))
     return None
 
 
@@ -219,8 +221,8 @@ def resolve_grid_model(
     `GridModelNotFound` names the hash and where it was looked for; `GridModelMismatch` when a
     model stored under the hash hashes to another one."""
     want = grid_model_hash.lower()
-    if prefer_builtin in BUILTIN_NETS and _builtin_hash(prefer_builtin) == want:
-        return builtin_by_hash(want, prefer_builtin)  # type: ignore[return-value]
+    if prefer_builtin in BUILTIN_NETS and _builtin(prefer_builtin).grid_model_hash == want:
+        return fresh(_builtin(prefer_builtin))
     if engine is not None:
         found = uploaded_by_hash(engine, want)
         if found is not None:
