@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from flexgrid.chain.indexer import EventIndexer, accepted_order_hashes, round_orders
 from flexgrid.chain.node import AnvilNode, revert_to, snapshot
@@ -40,6 +40,7 @@ from flexgrid.trading.canonical import canonical_inputs, canonical_json, order_a
 from flexgrid.trading.merkle import TradeTree
 from flexgrid.trading.units import value_micro_down
 from tests.conftest import MarketEnv
+from tests.oracle.helpers import OracleRound
 
 pytestmark = [pytest.mark.chain, pytest.mark.xdist_group("audit-verify")]
 
@@ -300,20 +301,29 @@ def test_certificate_with_a_raised_dlmp_does_not_verify(fresh: Round) -> None:
     assert "certificate: the certificate does not verify: stated DLMPs differ from the duals" in output
 
 
-def test_a_round_committed_by_the_oracle_service_verifies(market: MarketEnv, anvil: AnvilNode,
-                                                          tmp_path: Path) -> None:
+def _oracle_commits_then_audit(market: MarketEnv, anvil: AnvilNode, tmp_path: Path, r: OracleRound,
+                               *extra: str) -> Result:
+    """Close `r`, let the real oracle service clear, commit and publish it, then run
+    `flexgrid audit verify --resolve` on it from the chain."""
     from flexgrid.oracle.service import Oracle, OracleSettings, Stage
-    from tests.oracle.helpers import close_round, open_round
+    from tests.oracle.helpers import close_round
 
-    r = open_round(market, offer_buses=(17, 16, 999))  # one offer the oracle must drop
     close_round(market, r)
     oracle = Oracle(market.w3, market.deployment, market.oracle, make_engine(f"sqlite:///{tmp_path / 'o.db'}"),
                     OracleSettings(results_dir=tmp_path / "results"))
     [outcome] = oracle.run_once()
     assert outcome.stage == Stage.PUBLISHED, outcome.detail
     market.deployment.save(tmp_path / "deployment.json")
-    result = CliRunner().invoke(app, ["audit", "verify", "--round", str(r.round_id), "--deployment",
-                                      str(tmp_path / "deployment.json"), "--rpc-url", anvil.url, "--resolve"])
+    return CliRunner().invoke(app, ["audit", "verify", "--round", str(r.round_id), "--deployment",
+                                    str(tmp_path / "deployment.json"), "--rpc-url", anvil.url, "--resolve", *extra])
+
+
+def test_a_round_committed_by_the_oracle_service_verifies(market: MarketEnv, anvil: AnvilNode,
+                                                          tmp_path: Path) -> None:
+    from tests.oracle.helpers import open_round
+
+    r = open_round(market, offer_buses=(17, 16, 999))  # one offer the oracle must drop
+    result = _oracle_commits_then_audit(market, anvil, tmp_path, r)
     assert result.exit_code == 0, result.output
     assert f"round {r.round_id}: VERIFIED" in result.output
 
@@ -326,18 +336,10 @@ def test_a_funded_dlmp_round_verifies_and_a_raised_dlmp_price_is_caught(market: 
     every leaf from the certificate."""
     from flexgrid.audit.verify import gather_evidence, load_round_publication, verify_round
     from flexgrid.oracle.publication import trades_from_publication
-    from flexgrid.oracle.service import Oracle, OracleSettings, Stage
-    from tests.oracle.helpers import close_round, open_round
+    from tests.oracle.helpers import open_round
 
     r = open_round(market, offer_buses=(17, 16), request_kw=400.0, pricing_rule=PricingRule.DLMP)
-    close_round(market, r)
-    oracle = Oracle(market.w3, market.deployment, market.oracle, make_engine(f"sqlite:///{tmp_path / 'o.db'}"),
-                    OracleSettings(results_dir=tmp_path / "results"))
-    [outcome] = oracle.run_once()
-    assert outcome.stage == Stage.PUBLISHED, outcome.detail
-    market.deployment.save(tmp_path / "deployment.json")
-    result = CliRunner().invoke(app, ["audit", "verify", "--round", str(r.round_id), "--deployment",
-                                      str(tmp_path / "deployment.json"), "--rpc-url", anvil.url, "--resolve", "--json"])
+    result = _oracle_commits_then_audit(market, anvil, tmp_path, r, "--json")
     assert result.exit_code == 0, result.output
     checks = {f["check"]: f for f in json.loads(result.output)["findings"]}
     assert checks["funded-pricing"]["ok"] and checks["trades"]["ok"]
