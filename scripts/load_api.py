@@ -41,6 +41,7 @@ import httpx
 from coincurve import PrivateKey
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from load_reads import add_read_args, print_reads, run_reads
 
 from flexgrid.chain.deploy import Deployment
 from flexgrid.chain.market import MarketClient
@@ -182,9 +183,6 @@ async def write_load(url: str, jobs: dict[str, list[dict[str, Any]]], tokens: di
             "submitted": submitted}
 
 
-READ_PATHS = ("/health", "/auditor/rounds/{rid}", "/auditor/rounds?limit=10", "/auditor/rounds/{rid}/orders?limit=20")
-
-
 class KeepAliveClient:
     """One client's own keep-alive HTTP/1.1 connection, as a browser or a dashboard holds one.
     (httpx's shared pool spends more CPU per request than the server at 200 connections.)"""
@@ -218,59 +216,6 @@ class KeepAliveClient:
     async def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
-
-
-async def read_load(url: str, clients: int, seconds: float, round_id: int, rate_per_client: float | None
-                    ) -> dict[str, Any]:
-    """Closed loop (`rate_per_client` None) or paced: each client sends `rate_per_client` req/s."""
-    paths = [p.format(rid=round_id) for p in READ_PATHS]
-    latency: dict[str, list[float]] = {p: [] for p in paths}
-    failures = 0
-    host, port = url.removeprefix("http://").split(":")
-    t0 = time.perf_counter()
-    stop = t0 + seconds
-
-    async def worker(i: int) -> None:
-        nonlocal failures
-        client = KeepAliveClient(host, int(port))
-        k = i
-        period = 1.0 / rate_per_client if rate_per_client else 0.0
-        scheduled = t0 + (i / clients) * period  # spread the clients over one period
-        try:
-            while True:
-                if rate_per_client:
-                    if scheduled >= stop:
-                        return
-                    wait = scheduled - time.perf_counter()
-                    if wait > 0:
-                        await asyncio.sleep(wait)
-                    start = scheduled  # latency from the scheduled time (no coordinated omission)
-                    scheduled += period
-                else:
-                    if time.perf_counter() >= stop:
-                        return
-                    start = time.perf_counter()
-                p = paths[k % len(paths)]
-                k += 1
-                try:
-                    status = await client.get(p)
-                except (OSError, asyncio.IncompleteReadError, ValueError, StopIteration):
-                    failures += 1
-                    await client.close()
-                    client = KeepAliveClient(host, int(port))
-                    continue
-                latency[p].append(time.perf_counter() - start)
-                if status != 200:
-                    failures += 1
-        finally:
-            await client.close()
-
-    await asyncio.gather(*(worker(i) for i in range(clients)))
-    elapsed = time.perf_counter() - t0
-    every = [x for v in latency.values() for x in v]
-    return {"requests": len(every), "failures": failures, "req_per_s": len(every) / elapsed,
-            "p50_ms": 1000 * pct(every, 0.5), "p99_ms": 1000 * pct(every, 0.99),
-            "per_path_p99_ms": {p: 1000 * pct(v, 0.99) for p, v in latency.items()}}
 
 
 def lost_check(w3: Any, deployment: Deployment, round_id: int, wallets: Sequence[LocalAccount],
@@ -311,9 +256,7 @@ def main() -> None:
     parser.add_argument("--bulk-clients", type=int, default=8, help="concurrent aggregator clients")
     parser.add_argument("--providers", type=int, default=50, help="provider wallets per write path")
     parser.add_argument("--naive-offers", type=int, default=100, help="offers on the one-tx-per-offer path")
-    parser.add_argument("--read-clients", type=int, default=200)
-    parser.add_argument("--read-seconds", type=float, default=10.0)
-    parser.add_argument("--paced-rate", type=float, default=2.0, help="requests/s per client on the paced read run")
+    add_read_args(parser)
     parser.add_argument("--max-seconds", type=float, default=60.0, help="bound on each write phase")
     args = parser.parse_args()
 
@@ -384,10 +327,7 @@ def main() -> None:
                 naive_lat.append(time.perf_counter() - start)
             naive_s = time.perf_counter() - t0
 
-            print(f"read path: {args.read_clients} clients, closed loop then {args.paced_rate:g} req/s each, "
-                  f"{args.read_seconds:.0f} s each", flush=True)
-            saturated = asyncio.run(read_load(url, args.read_clients, args.read_seconds, rid, None))
-            paced = asyncio.run(read_load(url, args.read_clients, args.read_seconds, rid, args.paced_rate))
+            reads = run_reads(url, rid, args)
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -416,15 +356,7 @@ def main() -> None:
         print(f"{name} path: {r['api_seconds']:.1f} s of submission, last offer in the database after "
               f"{r['e2e_seconds']:.1f} s")
     print()
-    print("| read endpoints, 200 clients | requests | failed | req/s | p50 ms | p99 ms |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for name, r in (("saturation: closed loop, back to back", saturated),
-                    (f"paced: {args.paced_rate:g} req/s per client", paced)):
-        print(f"| {name} | {r['requests']} | {r['failures']} | {r['req_per_s']:.0f} | {r['p50_ms']:.1f} | "
-              f"{r['p99_ms']:.1f} |")
-    for name, r in (("saturation", saturated), ("paced", paced)):
-        print(f"{name} p99 by path: " + ", ".join(f"{p} {v:.1f} ms" for p, v in r["per_path_p99_ms"].items()))
-
+    print_reads(reads, args)
 
 if __name__ == "__main__":
     main()
