@@ -1,0 +1,521 @@
+"""Sensitivity-based clearing iterated against an exact AC power flow (successive linear programming).
+
+The `sensitivity` formulation, for radial networks. At an AC operating point (the nodal
+withdrawals `w0` of every slot and their exact AC voltages), the substation import, the squared
+voltage magnitudes and the squared branch currents are linearised in the nodal active
+withdrawals (loss factors, voltage and current sensitivities, from the adjoint of the AC power
+flow Jacobian). The LP over the market variables alone (offers, requests, P2P, devices), with one
+energy balance per slot and slack (import = losses included through the loss factors) and only the
+voltage and current limits that are near binding (lazy rows, dense in the withdrawals below them),
+is solved with HiGHS; a batched AC power flow of all slots at once (radial backward/forward sweep)
+at the LP's withdrawals gives the next operating point. Repeat until the withdrawals move by less
+than `tol_mw` and no further limit comes near binding.
+
+At convergence the LP's solution is its own linearisation point: the import, voltages and currents
+it uses are the AC ones (the linearisation is exact at its point), so the result satisfies the AC
+power flow, not a relaxation of it; the reported voltages are the AC power flow's. The LP is a
+first-order model of the AC problem at that point, so its duals are the DLMPs, decomposed as the
+textbook does: energy (the balance dual) + losses (loss factor x energy) + congestion (current-limit
+duals x current sensitivities) + voltage (voltage-limit duals x voltage sensitivities).
+
+The LP is a `ConicModel` like the others (the final one is certified by `check_kkt`): the market's
+blocks first, then the nodal withdrawals `w_p` (node x slot), the import `p_slack` (slack x slot)
+and the limit slacks. Its `balance_p` rows (`w_p - market terms = constant withdrawal`, scaled as in
+`DispatchProblem`) carry the DLMPs as their duals, so the certificate recomputes them the same way.
+
+When it does not converge (the LP's vertex keeps moving, e.g. oscillating between two vertices of
+nearly equal cost, or the AC power flow diverges) a `SolverError` names the reason; there is no
+silent result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+from flexgrid.errors import InputError, SolverError
+from flexgrid.grid.profiles import Profiles
+from flexgrid.grid.topology import GridView
+from flexgrid.opf.conic import Block, ConicModel, Solution
+from flexgrid.opf.devices import Devices
+from flexgrid.opf.formulations import Network, _node_shunts
+from flexgrid.opf.problem import (
+    COMPONENTS,
+    PENALTY_I_EUR,
+    PENALTY_V_EUR,
+    DispatchProblem,
+    DispatchResult,
+    Violation,
+)
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+ComplexArray = npt.NDArray[np.complex128]
+
+NAME = "sensitivity"
+TOL_MW = 1e-7  # converged when no withdrawal moves by more than this between iterations
+MAX_ITER = 30
+NEAR_V2 = 0.01  # a voltage row joins the LP when v^2 is within this of its limit (~0.005 pu of |V|)
+NEAR_I = 0.9  # a current row joins the LP when |I| reaches this fraction of its limit
+SPARSE_TOL = 1e-12  # sensitivities below this (relative to the row's largest) are left out
+ADJOINT_CHUNK = 32  # adjoint right-hand sides solved at once
+V_MAX, V_MIN, I_FROM, I_TO = 0, 1, 2, 3  # kinds of limit rows
+
+
+class RadialAC:
+    """Exact AC power flow of a radial network for many slots at once (backward/forward sweep), and
+    the adjoint sensitivities of scalar quantities to the nodal active withdrawals.
+
+    Node currents (withdrawal and shunts, `conj(S / V) + y_sh V`) are summed up the tree (backward),
+    voltages dropped down it (forward), both as sparse triangular solves with one column per slot.
+    """
+
+    def __init__(self, view: GridView) -> None:
+        if not view.is_radial:
+            raise InputError("formulation", f"{NAME} needs a radial network but grid {view.name!r} is meshed "
+                             f"({view.radial_reason}); use --formulation dc (or copperplate)")
+        n, nb = view.n_node, view.n_branch
+        self.view = view
+        f, t = view.from_node, view.to_node
+        kin = np.full(n, -1, dtype=np.int64)
+        kin[t] = np.arange(nb)
+        if nb != n - len(view.slack_nodes) or np.any(kin[np.setdiff1d(np.arange(n), view.slack_nodes)] < 0):
+            raise InputError("formulation", f"{NAME}: grid {view.name!r} is not a tree fed by its slacks")
+        self.kin = kin
+        z = view.r_pu + 1j * view.x_pu
+        if np.any(np.abs(z) == 0):
+            raise InputError("formulation", f"{NAME}: a branch of grid {view.name!r} has zero impedance")
+        self.z = z
+        self.inv_tap = 1.0 / view.tap_ratio
+        g_sh, b_sh = _node_shunts(view)
+        self.y_sh = g_sh + 1j * b_sh
+        # M I = J[to]: I_k - sum over children k' of I_k' / tap_k' = J_to(k); forward with M^T
+        up = kin[f]
+        child = np.flatnonzero(up >= 0)
+        m = sp.csc_matrix((np.concatenate([np.ones(nb), -self.inv_tap[child]]),
+                           (np.concatenate([np.arange(nb), up[child]]), np.concatenate([np.arange(nb), child]))),
+                          shape=(nb, nb))
+        self.lu = spla.splu(m)
+        self.from_slack = np.flatnonzero(up < 0)
+        # component of every node: the slack it hangs from
+        comp = np.full(n, -1, dtype=np.int64)
+        comp[view.slack_nodes] = np.arange(len(view.slack_nodes))
+        order = np.argsort(self._depth(), kind="stable")  # parents before children
+        for node in order:
+            if comp[node] < 0:
+                comp[node] = comp[f[kin[node]]]
+        self.comp = comp
+        # bus admittance matrix
+        y = 1.0 / z
+        ys = view.g_shunt_pu + 1j * view.b_shunt_pu
+        it = self.inv_tap
+        rows = np.concatenate([f, f, t, t, np.arange(n)])
+        cols = np.concatenate([f, t, f, t, np.arange(n)])
+        vals = np.concatenate([(y + ys / 2) * it**2, -y * it, -y * it, y + ys / 2, view.node_g_pu + 1j * view.node_b_pu])
+        self.ybus = sp.csr_matrix((vals, (rows, cols)), shape=(n, n))
+        self.ybus.sum_duplicates()
+        self.yff, self.yft = (y + ys / 2) * it**2, -y * it
+        self.ytf, self.ytt = -y * it, y + ys / 2
+
+    def _depth(self) -> IntArray:
+        v = self.view
+        n = v.n_node
+        parent = np.full(n, -1, dtype=np.int64)
+        parent[v.to_node] = v.from_node
+        depth = np.zeros(n, dtype=np.int64)
+        cur = parent.copy()
+        while np.any(cur >= 0):  # at most the tree's height
+            depth += cur >= 0
+            cur = np.where(cur >= 0, parent[np.maximum(cur, 0)], -1)
+        return depth
+
+    def _solve(self, rhs: ComplexArray, trans: bool) -> ComplexArray:
+        k = rhs.shape[1]
+        out = self.lu.solve(np.ascontiguousarray(np.hstack([rhs.real, rhs.imag])), trans="T" if trans else "N")
+        return np.asarray(out[:, :k] + 1j * out[:, k:])
+
+    def flow(self, s_w: ComplexArray, v_init: ComplexArray | None = None, *, tol_pu: float = 1e-11,
+             max_iter: int = 200) -> ComplexArray:
+        """Complex voltages (node x slot) for the complex withdrawals `s_w` (node x slot, pu)."""
+        view = self.view
+        n, t_count = s_w.shape
+        vs = view.slack_v_pu.astype(complex)
+        v = np.empty((n, t_count), dtype=complex)
+        if v_init is None:
+            v[:] = vs[self.comp][:, None]
+        else:
+            v[:] = v_init
+        v[view.slack_nodes] = vs[:, None]
+        f, t = view.from_node, view.to_node
+        step = np.inf
+        for _ in range(max_iter):
+            j = np.conj(s_w / v) + self.y_sh[:, None] * v
+            i_s = self._solve(j[t], trans=False)
+            rhs = -self.z[:, None] * i_s
+            rhs[self.from_slack] += (self.inv_tap[self.from_slack, None] * v[f[self.from_slack]])
+            v_new = v.copy()
+            v_new[t] = self._solve(rhs, trans=True)
+            step = float(np.max(np.abs(v_new - v), initial=0.0))
+            v = v_new
+            if not np.isfinite(step):
+                break
+            if step < tol_pu:
+                return v
+        raise SolverError("ac_not_converged", f"{NAME}: the AC power flow (backward/forward sweep) did not "
+                          f"converge (last step {step:.3g} pu): the withdrawals are beyond what the feeder can carry")
+
+    def slack_import(self, v: ComplexArray, s_w: ComplexArray) -> FloatArray:
+        """Active power each slack imports (slack x slot, pu): its own withdrawal plus what it injects."""
+        sl = self.view.slack_nodes
+        s_calc = v[sl] * np.conj(self.ybus[sl] @ v)
+        return np.asarray(s_w[sl].real + s_calc.real)
+
+    def mismatch(self, v: ComplexArray, s_w: ComplexArray) -> float:
+        """Largest nodal power mismatch (pu) of the non-slack nodes: 0 for an exact AC solution."""
+        s_calc = v * np.conj(self.ybus @ v)
+        free = np.flatnonzero(self.kin >= 0)
+        return float(np.max(np.abs(s_calc[free] + s_w[free]), initial=0.0))
+
+    def currents2(self, v: ComplexArray) -> tuple[FloatArray, FloatArray]:
+        """Squared current magnitudes at the from and to terminals (branch x slot, pu)."""
+        f, t = self.view.from_node, self.view.to_node
+        i_f = self.yff[:, None] * v[f] + self.yft[:, None] * v[t]
+        i_t = self.ytf[:, None] * v[f] + self.ytt[:, None] * v[t]
+        return np.abs(i_f) ** 2, np.abs(i_t) ** 2
+
+    def sensitivities(self, v: ComplexArray, kind: IntArray, element: IntArray, slot: IntArray
+                      ) -> tuple[FloatArray, FloatArray]:
+        """At voltages `v` (node x slot): d(import)/dw (node x slot: 1 + loss factor, w the active
+        withdrawal), and for every constraint c (kind V_MAX / V_MIN: |V|^2 of node element[c]; I_FROM /
+        I_TO: |I|^2 at the from / to terminal of branch element[c]; in slot slot[c]) its row d/dw (c x node)."""
+        view = self.view
+        n, t_count = v.shape
+        nb = view.n_branch
+        kin = self.kin
+        size = 2 * nb * t_count
+        base = (2 * nb * np.arange(t_count, dtype=np.int64))[None, :]
+        vm = np.abs(v)
+        vn = v / vm
+        ib = np.asarray(self.ybus @ v)
+        coo = self.ybus.tocoo()
+        keep = (kin[coo.row] >= 0) & (kin[coo.col] >= 0)
+        ri, ci, yv = coo.row[keep], coo.col[keep], coo.data[keep]
+        d_vm = v[ri] * np.conj(yv[:, None] * vn[ci])
+        d_va = -1j * v[ri] * np.conj(yv[:, None] * v[ci])
+        free = np.flatnonzero(kin >= 0)
+        d_vm_d = np.conj(ib[free]) * vn[free]
+        d_va_d = 1j * v[free] * np.conj(ib[free])
+        pr = np.concatenate([kin[ri], kin[free]])[:, None] + base  # P rows; Q rows are + nb
+        th = np.concatenate([kin[ci], kin[free]])[:, None] + base  # theta columns; Vm columns are + nb
+        dva = np.concatenate([d_va, d_va_d])
+        dvm = np.concatenate([d_vm, d_vm_d])
+        rows = np.concatenate([pr, pr, pr + nb, pr + nb]).ravel()
+        cols = np.concatenate([th, th + nb, th, th + nb]).ravel()
+        vals = np.concatenate([dva.real, dvm.real, dva.imag, dvm.imag]).ravel()
+        jac = sp.csc_matrix((vals, (rows, cols)), shape=(size, size))
+        try:
+            lu = spla.splu(jac, permc_spec="MMD_AT_PLUS_A")
+        except RuntimeError as exc:
+            raise SolverError("singular_jacobian", f"{NAME}: the AC power flow Jacobian is singular at the "
+                              "operating point (voltage collapse)") from exc
+
+        # column 0: the import of every slack (each lives in its own component, so one column serves all)
+        sl = np.zeros(n, dtype=bool)
+        sl[view.slack_nodes] = True
+        s_rows = sl[coo.row] & (kin[coo.col] >= 0)
+        rs, cs, ys = coo.row[s_rows], coo.col[s_rows], coo.data[s_rows]
+        g_th = np.real(-1j * v[rs] * np.conj(ys[:, None] * v[cs]))
+        g_vm = np.real(v[rs] * np.conj(ys[:, None] * vn[cs]))
+        g0 = np.zeros(size)
+        np.add.at(g0, (kin[cs][:, None] + base).ravel(), g_th.ravel())
+        np.add.at(g0, (kin[cs][:, None] + base + nb).ravel(), g_vm.ravel())
+        adj0 = lu.solve(g0, trans="T")
+        a = np.ones((n, t_count))
+        a[free] = -adj0[(kin[free][:, None] + base)]
+
+        n_c = len(kind)
+        sens = np.zeros((n_c, n))
+        if n_c == 0:
+            return a, sens
+        order = np.lexsort((np.arange(n_c), slot))
+        first = np.searchsorted(slot[order], slot[order], side="left")
+        rank = np.empty(n_c, dtype=np.int64)
+        rank[order] = np.arange(n_c) - first  # the c-th constraint of its slot
+        # gradient entries (constraint, position, value) with respect to (theta, Vm) of its slot
+        ent_c: list[IntArray] = []
+        ent_p: list[IntArray] = []
+        ent_v: list[FloatArray] = []
+        is_v = np.flatnonzero(kind <= V_MIN)
+        if len(is_v):
+            nd, sv = element[is_v], slot[is_v]
+            ent_c.append(is_v)
+            ent_p.append(2 * nb * sv + nb + kin[nd])
+            ent_v.append(2 * vm[nd, sv])
+        for end in (I_FROM, I_TO):
+            sel = np.flatnonzero(kind == end)
+            if not len(sel):
+                continue
+            k, s = element[sel], slot[sel]
+            fa, ta = view.from_node[k], view.to_node[k]
+            if end == I_FROM:
+                ya, yb = self.yff[k], self.yft[k]
+            else:
+                ya, yb = self.ytf[k], self.ytt[k]
+            cur = ya * v[fa, s] + yb * v[ta, s]
+            for node, yc in ((fa, ya), (ta, yb)):
+                ok = kin[node] >= 0
+                c_, nd_, s_, y_ = sel[ok], node[ok], s[ok], yc[ok]
+                cc = np.conj(cur[ok])
+                ent_c += [c_, c_]
+                ent_p += [2 * nb * s_ + kin[nd_], 2 * nb * s_ + nb + kin[nd_]]
+                ent_v += [2 * np.real(cc * 1j * y_ * v[nd_, s_]), 2 * np.real(cc * y_ * vn[nd_, s_])]
+        ec, ep, ev = np.concatenate(ent_c), np.concatenate(ent_p), np.concatenate(ent_v)
+        n_cols = int(rank.max()) + 1
+        for lo in range(0, n_cols, ADJOINT_CHUNK):
+            hi = min(n_cols, lo + ADJOINT_CHUNK)
+            pick = (rank[ec] >= lo) & (rank[ec] < hi)
+            rhs = np.zeros((size, hi - lo))
+            np.add.at(rhs, (ep[pick], rank[ec[pick]] - lo), ev[pick])
+            adj = lu.solve(rhs, trans="T")
+            cs_ = np.flatnonzero((rank >= lo) & (rank < hi))
+            sens[np.ix_(cs_, free)] = -adj[2 * nb * slot[cs_][:, None] + kin[free][None, :], (rank[cs_] - lo)[:, None]]
+        return a, sens
+
+
+@dataclass
+class _Rows:
+    """The limit rows in the LP (monotone: a row once in stays in): kind, element, slot."""
+
+    kind: IntArray
+    element: IntArray
+    slot: IntArray
+
+    def add(self, kind: int, mask: npt.NDArray[np.bool_], elements: IntArray) -> int:
+        """Add the rows where `mask` (element x slot) holds and that are not in yet; return how many."""
+        e, s = np.nonzero(mask)
+        if not len(e):
+            return 0
+        have = set(zip(self.kind.tolist(), self.element.tolist(), self.slot.tolist(), strict=True))
+        new = [(kind, int(elements[i]), int(t)) for i, t in zip(e.tolist(), s.tolist(), strict=True)
+               if (kind, int(elements[i]), int(t)) not in have]
+        if not new:
+            return 0
+        arr = np.array(new, dtype=np.int64)
+        self.kind = np.concatenate([self.kind, arr[:, 0]])
+        self.element = np.concatenate([self.element, arr[:, 1]])
+        self.slot = np.concatenate([self.slot, arr[:, 2]])
+        order = np.lexsort((self.element, self.kind, self.slot))
+        self.kind, self.element, self.slot = self.kind[order], self.element[order], self.slot[order]
+        return len(new)
+
+
+class SensitivityProblem(DispatchProblem):
+    """`DispatchProblem`'s interface (model, add_withdrawal_mw, rows, build, solve -> DispatchResult)
+    with the successive-LP physics of the module docstring. `model` is the market's model until
+    `solve`, then the final LP (market blocks at the same positions)."""
+
+    def __init__(self, view: GridView, profiles: Profiles, *, slot_seconds: int, wholesale_eur_per_mwh: npt.ArrayLike,
+                 formulation: str = NAME, devices: Devices | None = None, penalty_v_eur: float = PENALTY_V_EUR,
+                 penalty_i_eur: float = PENALTY_I_EUR, tol_mw: float = TOL_MW, max_iter: int = MAX_ITER) -> None:
+        if not view.is_radial:
+            raise InputError("formulation", f"{NAME} needs a radial network but grid {view.name!r} is meshed "
+                             f"({view.radial_reason}); use --formulation dc (or copperplate)")
+        super().__init__(view, profiles, slot_seconds=slot_seconds, wholesale_eur_per_mwh=wholesale_eur_per_mwh,
+                         formulation=NAME, devices=devices, penalty_v_eur=penalty_v_eur, penalty_i_eur=penalty_i_eur)
+        self.market = self.model
+        self.ac = RadialAC(self.view)
+        self.tol_mw = tol_mw
+        self.max_iter = max_iter
+        self.k = self.base / self.price_base
+        self.iterations = 0
+        self._a: FloatArray | None = None
+        self._rows = _Rows(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
+        self._v: ComplexArray | None = None
+
+    # ----------------------------------------------------------------------------- building
+    def build(self) -> Network:
+        """The names the other layers need (the LP itself is built in `solve`, at each operating point)."""
+        n, t_count, ns = self.view.n_node, self.t_count, len(self.view.slack_nodes)
+        ps = Block("p_slack", self.market.n + n * t_count, ns, t_count)  # where `_lp` puts it
+        return Network(NAME, ps, ["w_p", "p_slack"], "balance_p", None, True, {}, {}, {})
+
+    def _lp(self, v: ComplexArray, w0: FloatArray) -> ConicModel:
+        """The LP linearised at voltages `v` and withdrawals `w0` (node x slot, model pu)."""
+        mk = self.market
+        mk.finalise()
+        m = ConicModel(n=mk.n, blocks=dict(mk.blocks), groups=[dataclasses.replace(g) for g in mk.groups],
+                       _cost=list(mk._cost), integer=list(mk.integer), solver_options=dict(mk.solver_options))
+        view, t_count = self.view, self.t_count
+        n, ns = view.n_node, len(view.slack_nodes)
+        wb = m.add_block("w_p", n, t_count)
+        ps = m.add_block("p_slack", ns, t_count)
+        wi, psi = wb.idx(), ps.idx()
+        k = self.k
+        # nodal balance: w - market withdrawal terms = constant withdrawal (scaled: duals per pu of the grid's base)
+        wr, wc, wv = self.wp.triplets()
+        m.add("balance_p", "zero", np.concatenate([np.arange(n * t_count), wr]),
+              np.concatenate([wi.T.ravel(), wc]), np.concatenate([np.full(n * t_count, k), -k * wv]),
+              k * self.wp.constant_pu.T.ravel(), n_rows=n * t_count, category="balance")
+        # energy balance per slack and slot: p_slack - sum_i a_i w_i = P0 - sum_i a_i w0_i
+        s_w = w0 + 1j * self.wq.constant_pu
+        p0 = self.ac.slack_import(v, s_w)
+        rows = self._rows
+        kinds, elems, slots = rows.kind, rows.element, rows.slot
+        a, sens = self.ac.sensitivities(v, kinds, elems, slots)
+        self._a = a
+        comp = self.ac.comp
+        er = (comp[:, None] + ns * np.arange(t_count)[None, :]).ravel()  # row of each (node, slot)
+        m.add("energy_balance", "zero", np.concatenate([np.arange(ns * t_count), er]),
+              np.concatenate([psi.T.ravel(), wi.ravel()]), np.concatenate([np.ones(ns * t_count), -a.ravel()]),
+              (p0 - np.asarray(np.bincount(er, weights=(a * w0).ravel(), minlength=ns * t_count)).reshape(t_count, ns).T
+               ).T.ravel(), category="energy")
+        m.add_cost(psi, np.broadcast_to((self.wholesale * self.base * self.slot_h)[None, :], psi.shape))
+        # limit rows, each with its penalised slack
+        vm2 = np.abs(v) ** 2
+        i2f, i2t = self.ac.currents2(v)
+        for kind_name, sel, sign, lim, value, penalty in self._limit_rows(vm2, i2f, i2t):
+            c = len(sel)
+            if c == 0:
+                continue
+            sig = m.add_block(f"slack_{kind_name}", c, 1)
+            si = sig.idx().ravel()
+            s_rows = sens[sel]
+            big = np.max(np.abs(s_rows), axis=1, initial=0.0)
+            rr, nn = np.nonzero(np.abs(s_rows) > SPARSE_TOL * np.maximum(big, 1e-300)[:, None])
+            coef = sign * s_rows[rr, nn]
+            cols = wi[nn, slots[sel][rr]]
+            # sign * (value + s (w - w0)) - slack <= sign * lim
+            rhs = sign * (lim - value) + np.bincount(rr, weights=coef * w0[nn, slots[sel][rr]], minlength=c)
+            m.add(kind_name, "nonneg", np.concatenate([rr, np.arange(c)]), np.concatenate([cols, si]),
+                  np.concatenate([coef, -np.ones(c)]), rhs, n_rows=c,
+                  category="congestion" if kind_name == "thermal" else "voltage")
+            m.bound(f"slack_{kind_name}", si, 0.0, None,
+                    category="congestion" if kind_name == "thermal" else "voltage")
+            m.add_cost(si, penalty)
+        return m
+
+    def _limit_rows(self, vm2: FloatArray, i2f: FloatArray, i2t: FloatArray
+                    ) -> list[tuple[str, IntArray, float, FloatArray, FloatArray, float]]:
+        """(name, positions in the rows, sign, limit, value at the point, penalty) of each kind of limit row."""
+        r = self._rows
+        view = self.view
+        out = []
+        for name, kind, sign, lim in (("v_max", V_MAX, 1.0, view.v_max_pu**2), ("v_min", V_MIN, -1.0, view.v_min_pu**2)):
+            sel = np.flatnonzero(r.kind == kind)
+            out.append((name, sel, sign, lim[r.element[sel]], vm2[r.element[sel], r.slot[sel]], self.penalty_v))
+        th = np.flatnonzero(r.kind >= I_FROM)
+        val = np.where(r.kind[th] == I_FROM, i2f[r.element[th], r.slot[th]], i2t[r.element[th], r.slot[th]])
+        out.append(("thermal", th, 1.0, view.i_max_pu[r.element[th]] ** 2, val, self.penalty_i * self.k**2))
+        return out
+
+    def _near(self, v: ComplexArray) -> int:
+        """Add the limit rows that are near binding (or violated) at voltages `v`; return how many were new."""
+        view = self.view
+        vm2 = np.abs(v) ** 2
+        free = np.flatnonzero(self.ac.kin >= 0)
+        added = self._rows.add(V_MAX, vm2[free] >= (view.v_max_pu[free] ** 2 - NEAR_V2)[:, None], free)
+        added += self._rows.add(V_MIN, vm2[free] <= (view.v_min_pu[free] ** 2 + NEAR_V2)[:, None], free)
+        lim = np.flatnonzero(np.isfinite(view.i_max_pu))
+        if len(lim):
+            i2f, i2t = self.ac.currents2(v)
+            thr = ((NEAR_I * view.i_max_pu[lim]) ** 2)[:, None]
+            added += self._rows.add(I_FROM, i2f[lim] >= thr, lim)
+            two = (np.abs(view.g_shunt_pu[lim]) + np.abs(view.b_shunt_pu[lim]) > 0) | (
+                np.abs(view.tap_ratio[lim] - 1.0) > 1e-12)
+            added += self._rows.add(I_TO, (i2t[lim] >= thr) & two[:, None], lim)
+        return added
+
+    # ----------------------------------------------------------------------------- solving
+    def solve(self, *, fixed: dict[int, float] | None = None, backend: str = "direct") -> DispatchResult:
+        """Iterate LP <-> AC power flow to convergence (see the module docstring); raises `SolverError`
+        when an LP is not optimal, the AC power flow diverges, or the iteration does not converge."""
+        self.build()
+        wq = self.wq.constant_pu
+        w0 = self.wp.constant_pu.copy()
+        v = self.ac.flow(w0 + 1j * wq)
+        self._near(v)
+        step = np.inf
+        for it in range(1, self.max_iter + 1):
+            lp = self._lp(v, w0)
+            sol = lp.solve(fixed=fixed, backend=backend, solver="HIGHS")
+            w1 = sol.x[lp.blocks["w_p"].idx()]
+            v = self.ac.flow(w1 + 1j * wq, v)
+            added = self._near(v)
+            step = float(np.max(np.abs(w1 - w0), initial=0.0)) * self.base
+            w0 = w1
+            if step <= self.tol_mw and not added:
+                self.iterations = it
+                self.model = lp
+                self._v = v
+                return self.result(sol)
+        raise SolverError("not_converged", f"{NAME}: the withdrawals still moved by {step:.3g} MW after "
+                          f"{self.max_iter} LP / AC power flow iterations (the LP's solution oscillates between "
+                          "vertices); use --formulation socp")
+
+    # ----------------------------------------------------------------------------- extraction
+    def decompose(self, sol: Solution) -> dict[str, FloatArray]:
+        m = self.model
+        n, t_count, ns = self.view.n_node, self.t_count, len(self.view.slack_nodes)
+        assert self._a is not None
+        scale = 1.0 / (self.k * self.price_base * self.slot_h)
+        z_e = sol.z["energy_balance"].reshape(t_count, ns).T  # slack x slot
+        ze = z_e[self.ac.comp]  # node x slot
+        comps = {c: np.zeros((n, t_count)) for c in COMPONENTS}
+        comps["energy"] = -ze * scale
+        comps["losses"] = -(self._a - 1.0) * ze * scale
+        wi = m.blocks["w_p"].idx()
+        for g in m.groups:
+            if g.category in ("voltage", "congestion") and g.kind == "nonneg" and g.name in ("v_max", "v_min", "thermal"):
+                part = np.asarray(g.a.T @ sol.z[g.name])[wi] * scale
+                comps["congestion" if g.name == "thermal" else "voltage"] += part
+        return comps
+
+    def violations(self, sol: Solution, tol: float = 1e-6) -> list[Violation]:
+        out: list[Violation] = []
+        m, r, view = self.model, self._rows, self.view
+        vm2 = np.abs(self._v) ** 2 if self._v is not None else None
+        i2 = self.ac.currents2(self._v) if self._v is not None else None
+        assert vm2 is not None and i2 is not None
+        for name, sel, _sign, lim, _val, _pen in self._limit_rows(vm2, *i2):
+            if f"slack_{name}" not in m.blocks or not len(sel):
+                continue
+            val = sol.x[m.blocks[f"slack_{name}"].idx().ravel()]
+            for j in np.flatnonzero(val > tol).tolist():
+                pos, s = int(sel[j]), int(r.slot[sel[j]])
+                e = int(r.element[pos])
+                if name == "thermal":
+                    element = f"{view.branch_kind[e]} {int(view.branch_element[e])}"
+                    amount = (np.sqrt(1 + val[j] / lim[j]) - 1) * 100
+                    unit = "% loading"
+                else:
+                    element = f"bus {int(view.bus_of_node[e])}"
+                    amount = abs(np.sqrt(max(lim[j] + (val[j] if name == "v_max" else -val[j]), 0)) - np.sqrt(lim[j]))
+                    unit = "pu"
+                if amount > 1e-4:
+                    out.append(Violation(name, element, s, float(amount), unit))
+        return out
+
+    def result(self, sol: Solution) -> DispatchResult:
+        net = self.build()
+        assert self._v is not None
+        v = self._v
+        s_w = self.wp.value(sol.x) + 1j * self.wq.constant_pu
+        return DispatchResult(
+            solution=sol,
+            dlmp_eur_per_mwh=self.dlmp(sol),
+            components=self.decompose(sol),
+            v_pu=np.abs(v),
+            withdrawal_p_mw=self.wp.value(sol.x) * self.base,
+            withdrawal_q_mvar=self.wq.value(sol.x) * self.base,
+            slack_p_mw=sol.x[net.slack_p.idx()] * self.base,
+            violations=self.violations(sol),
+            relaxation_gap_mw=None,
+            devices_mw={name: sol.x[blk.idx()] for name, blk in self.device_blocks.items()},
+            extra={"iterations": self.iterations, "ac_mismatch_pu": self.ac.mismatch(v, s_w),
+                   "limit_rows": len(self._rows.kind)},
+        )
