@@ -16,6 +16,7 @@ from flexgrid.errors import FlexGridError
 class Formulation(StrEnum):
     socp = "socp"
     lindistflow = "lindistflow"
+    sensitivity = "sensitivity"
     dc = "dc"
     copperplate = "copperplate"
 

@@ -35,7 +35,7 @@ IntArray = npt.NDArray[np.int64]
 SQRT3 = math.sqrt(3.0)
 DEFAULT_V_MIN_PU = 0.90
 DEFAULT_V_MAX_PU = 1.10
-RADIAL_FORMULATIONS = ("socp", "lindistflow", "dc", "copperplate")
+RADIAL_FORMULATIONS = ("socp", "lindistflow", "sensitivity", "dc", "copperplate")
 MESHED_FORMULATIONS = ("dc", "copperplate")
 
 

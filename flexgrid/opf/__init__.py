@@ -1,10 +1,12 @@
-"""Optimal power flow: the dispatch problem, its formulations (SOCP, LinDistFlow, DC, copper plate),
+"""Optimal power flow: the dispatch problem, its formulations (SOCP, LinDistFlow, DC, copper plate, and
+the sensitivity-based successive LP against an AC power flow),
 time-coupled devices, locational prices with their decomposition, and AC validation."""
 
 from flexgrid.opf.conic import ConicModel, KKTReport, Solution, check_kkt
 from flexgrid.opf.devices import Battery, CurtailablePV, Devices, EVCharger, ShiftableLoad
 from flexgrid.opf.formulations import FORMULATIONS
 from flexgrid.opf.problem import COMPONENTS, DispatchProblem, DispatchResult, Violation
+from flexgrid.opf.sensitivity import SensitivityProblem
 from flexgrid.opf.validate import ACReport, validate_ac
 
 __all__ = [
@@ -19,6 +21,7 @@ __all__ = [
     "DispatchResult",
     "EVCharger",
     "KKTReport",
+    "SensitivityProblem",
     "ShiftableLoad",
     "Solution",
     "Violation",
