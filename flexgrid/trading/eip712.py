@@ -8,6 +8,7 @@ eth-account's `encode_typed_data`, which follows EIP-712 exactly like OpenZeppel
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from eth_account import Account
@@ -58,6 +59,12 @@ P2P_ORDER_TYPE = [
 SignableOrder = FlexOffer | P2POrder
 
 
+@lru_cache(maxsize=1024)
+def _checksummed(address: str) -> str | None:
+    """EIP-55 form of `address`, None if it is not one (cached: a domain is parsed with every order)."""
+    return str(to_checksum_address(address)) if is_address(address) else None
+
+
 @dataclass(frozen=True)
 class Eip712Domain:
     """The FlexGrid EIP-712 domain: one FlexMarket contract on one chain."""
@@ -70,9 +77,10 @@ class Eip712Domain:
     def __post_init__(self) -> None:
         if isinstance(self.chain_id, bool) or not isinstance(self.chain_id, int) or self.chain_id <= 0:
             raise InputError("chain_id", f"must be a positive integer, got {self.chain_id!r}")
-        if not isinstance(self.verifying_contract, str) or not is_address(self.verifying_contract):
+        checksummed = _checksummed(self.verifying_contract) if isinstance(self.verifying_contract, str) else None
+        if checksummed is None:
             raise InputError("verifying_contract", f"{self.verifying_contract!r} is not an Ethereum address")
-        object.__setattr__(self, "verifying_contract", str(to_checksum_address(self.verifying_contract)))
+        object.__setattr__(self, "verifying_contract", checksummed)
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from enum import IntEnum
+from functools import lru_cache
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Self, cast
 
 from eth_utils import is_address, is_checksum_address, keccak, to_checksum_address
@@ -94,15 +95,27 @@ def _field(info: ValidationInfo) -> str:
 
 def _address(value: str, info: ValidationInfo) -> str:
     """Any-case hex address -> checksummed; a mixed-case address must have a valid checksum."""
-    if not isinstance(value, str) or not is_address(value) or not value.startswith("0x"):
+    if not isinstance(value, str):
         raise InputError(
             _field(info),
             f"{value!r} is not an Ethereum address (0x + 40 hex digits, valid EIP-55 checksum if mixed case)",
         )
+    checksummed, problem = _checked_address(value)
+    if problem:
+        raise InputError(_field(info), problem)
+    return checksummed
+
+
+@lru_cache(maxsize=65536)
+def _checked_address(value: str) -> tuple[str, str]:
+    """(checksummed address, "") or ("", why not); cached: each check costs two keccaks, and the
+    same few addresses come back in every order of a wallet."""
+    if not is_address(value) or not value.startswith("0x"):
+        return "", f"{value!r} is not an Ethereum address (0x + 40 hex digits, valid EIP-55 checksum if mixed case)"
     digits = value[2:]
     if digits != digits.lower() and digits != digits.upper() and not is_checksum_address(value):
-        raise InputError(_field(info), f"{value!r} has mixed case but an invalid EIP-55 checksum")
-    return str(to_checksum_address(value))
+        return "", f"{value!r} has mixed case but an invalid EIP-55 checksum"
+    return str(to_checksum_address(value)), ""
 
 
 def _optional_address(value: str | None, info: ValidationInfo) -> str | None:
