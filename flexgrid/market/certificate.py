@@ -3,7 +3,8 @@ the objective and the prices, serialised canonically and hashed for the chain.
 
 `verify` needs no solver: it checks the primal residuals, that the duals lie in the dual cones
 and satisfy stationarity (`c + A'z = 0`), the relative duality gap (<= 1e-6), that the stated
-objective is `c'x`, and recomputes the DLMPs from the balance duals.
+objective is `c'x`, and recomputes the DLMPs from the balance duals (on a reduced network, those of
+the nodes that were solved, `price_nodes`).
 """
 
 from __future__ import annotations
@@ -38,7 +39,12 @@ class Certificate:
     def from_model(cls, model: ConicModel, sol: Solution, *, round_id: int, formulation: str, pricing: str,
                    base_mva: float, slot_h: float, n_node: int, slot_count: int, balance_group: str,
                    per_node_balance: bool, dlmp_eur_per_mwh: np.ndarray, inputs_hash: str,
-                   mip_gap: float | None) -> Certificate:
+                   mip_gap: float | None, price_nodes: np.ndarray | None = None) -> Certificate:
+        """`n_node` is the node count of the problem solved. When it was solved on a reduced network
+        (`flexgrid.grid.reduction`), `price_nodes` gives the full network's node of each of its nodes and
+        `dlmp_eur_per_mwh` holds the prices of every node of the full network: those at `price_nodes`
+        are checked against the duals, the others (buses with nothing connected) are derived from them
+        by the reduction."""
         groups = []
         for g in model.groups:
             coo = g.a.tocoo()
@@ -69,6 +75,8 @@ class Certificate:
             "mip_gap": None if mip_gap is None else float(mip_gap),
             "dlmp_eur_per_mwh": [[round(float(v), PRICE_DECIMALS) for v in row] for row in dlmp_eur_per_mwh],
         }
+        if price_nodes is not None:  # only then, so that certificates of unreduced clearings stay what they were
+            doc["price_nodes"] = [int(v) for v in price_nodes]
         return cls(doc)
 
     def to_json(self) -> str:
@@ -103,8 +111,13 @@ def dlmp_from_duals(cert: Certificate) -> np.ndarray:
     """The DLMPs (node x slot, EUR/MWh, unrounded) recomputed from the certificate's balance duals."""
     d = cert.doc
     try:
-        return _prices(d, np.asarray(d["z"][d["balance_group"]], dtype=float))
-    except (KeyError, TypeError, ValueError) as exc:
+        prices = _prices(d, np.asarray(d["z"][d["balance_group"]], dtype=float))
+        if "price_nodes" not in d:
+            return prices
+        full = np.asarray(d["dlmp_eur_per_mwh"], dtype=float).copy()  # eliminated nodes: as stated
+        full[np.asarray(d["price_nodes"], dtype=np.int64)] = prices
+        return full
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise InputError("certificate", f"malformed: {exc}") from exc
 
 
@@ -166,6 +179,11 @@ def verify(cert: Certificate, *, tol_feas: float = 1e-6, tol_gap: float = 1e-6) 
         reasons.append(f"stated objective {d['objective']} is not c'x = {obj}")
     prices = _prices(d, z[d["balance_group"]])
     stated = np.asarray(d["dlmp_eur_per_mwh"], dtype=float)
+    if "price_nodes" in d:  # a reduced network: the solved nodes' rows of the full table
+        try:
+            stated = stated[np.asarray(d["price_nodes"], dtype=np.int64)]
+        except (IndexError, TypeError, ValueError) as exc:
+            raise InputError("certificate.price_nodes", f"malformed: {exc}") from exc
     if stated.shape != prices.shape:
         reasons.append(f"price table has shape {stated.shape}, expected {prices.shape}")
         price_err = math.inf

@@ -45,11 +45,14 @@ from eth_utils import keccak
 
 from flexgrid.errors import InputError
 from flexgrid.grid.profiles import Profiles
+from flexgrid.grid.reduction import Reduction, reduce_view
 from flexgrid.grid.topology import GridView, build_view
 from flexgrid.market.certificate import PRICE_DECIMALS, Certificate
 from flexgrid.opf.conic import Block, ConeKind, ConicModel
 from flexgrid.opf.devices import Devices
 from flexgrid.opf.problem import DispatchProblem, DispatchResult, Violation
+from flexgrid.opf.sensitivity import NAME as SENSITIVITY
+from flexgrid.opf.sensitivity import SensitivityProblem
 from flexgrid.opf.validate import ACReport, validate_ac
 from flexgrid.trading import (
     ZERO_BYTES32,
@@ -114,6 +117,7 @@ class ClearingOutcome:
     timings_s: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     dispatch: DispatchResult | None = None
+    reduced_nodes: int | None = None  # nodes of the network the problem was solved on (None: not reduced)
 
 
 def leaf_order_id(order: Order) -> str:
@@ -223,8 +227,9 @@ def _build(view: GridView, profiles: Profiles, rc: RoundConfig, offers: list[Fle
            p2p: list[P2POrder], wholesale: FloatArray, formulation: str, devices: Devices | None,
            exclude_offer: int | None = None, funded_only: bool = False) -> _Built:
     h = rc.slot_seconds / 3600.0
-    pr = DispatchProblem(view, profiles, slot_seconds=rc.slot_seconds, wholesale_eur_per_mwh=wholesale,
-                         formulation=formulation, devices=devices)
+    problem_cls = SensitivityProblem if formulation == SENSITIVITY else DispatchProblem
+    pr = problem_cls(view, profiles, slot_seconds=rc.slot_seconds, wholesale_eur_per_mwh=wholesale,
+                     formulation=formulation, devices=devices)
     m = pr.model
     off_entries = [(i, k) for i, o in enumerate(offers) for k in range(len(o.slots))]
     req_entries = [(i, k) for i, r in enumerate(requests) for k in range(len(r.slots))]
@@ -321,6 +326,67 @@ def _build(view: GridView, profiles: Profiles, rc: RoundConfig, offers: list[Fle
     return _Built(pr, offers, requests, p2p, off_entries, req_entries, pairs, int_idx, has_pool)
 
 
+def keep_nodes(view: GridView, profiles: Profiles, orders: Sequence[Order], devices: Devices | None) -> set[int]:
+    """The nodes a reduced network must keep: slacks, every node with a load or PV profile (in any
+    slot), with an order or with a device (`flexgrid.grid.reduction` keeps transformer terminals and
+    shunts itself)."""
+    keep = {int(n) for n in view.slack_nodes}
+    active = (np.any(profiles.load_p_mw != 0, axis=1) | np.any(profiles.load_q_mvar != 0, axis=1)
+              | np.any(profiles.pv_p_mw != 0, axis=1))
+    keep.update(int(n) for n in np.flatnonzero(active))
+    keep.update(view.node(o.bus) for o in orders)
+    if devices is not None:
+        buses = [d.bus for d in devices.batteries] + [d.bus for d in devices.shiftable] + [
+            d.bus for d in devices.evs] + [d.bus for d in devices.pv]
+        keep.update(view.node(b) for b in buses)
+    return keep
+
+
+def reduce_profiles(red: Reduction, profiles: Profiles) -> Profiles:
+    """The profiles of the reduced network's nodes (eliminated nodes have none)."""
+    return Profiles(load_p_mw=red.reduce_nodes(profiles.load_p_mw), load_q_mvar=red.reduce_nodes(profiles.load_q_mvar),
+                    pv_p_mw=red.reduce_nodes(profiles.pv_p_mw))
+
+
+def expand_dispatch(red: Reduction, pr: DispatchProblem, res: DispatchResult) -> tuple[DispatchResult, list[int]]:
+    """The reduced problem's result on the full network (`Reduction.expand_v` / `expand_prices`), and
+    the eliminated nodes to re-include (`Reduction.check`: empty when it is the full problem's result).
+
+    DLMPs are exact at every node. Their components at an eliminated node: a dangling node has its
+    parent's; an inner node of a merged chain has the energy, congestion and voltage components of the
+    chain's upstream end and the rest of its (exact) DLMP in the losses component, so they add up."""
+    sol, m = res.solution, pr.model
+    k = pr.base / red.full.base_mva  # the model's per unit over the view's
+    p, q, v2 = (sol.x[m.blocks[b].idx()] for b in ("P", "Q", "v"))
+    l_ = sol.x[m.blocks["L"].idx()] if "L" in m.blocks else None
+    v_full = red.expand_v(v2, p, q, l_, r_scale=k)
+    scale = -1.0 / (pr.price_base * pr.slot_h)
+    t_count, n_red = pr.t_count, red.reduced.n_node
+    nu = (sol.z["balance_q"] * scale).reshape(t_count, n_red).T
+    lam_full, _ = red.expand_prices(res.dlmp_eur_per_mwh, nu, v_full, p, q, l_, r_scale=k)
+    anchor = red.anchors()
+    comps = {c: red.expand_nodes(val) for c, val in res.components.items()}
+    elim = np.flatnonzero(red.node_map < 0)
+    if len(elim) and comps:
+        for c in comps:
+            if c != "losses":
+                comps[c][elim] = comps[c][anchor[elim]]
+        if "losses" in comps:
+            comps["losses"][elim] = lam_full[elim] - sum(comps[c][elim] for c in comps if c != "losses")
+    if l_ is None:  # LinDistFlow: the squared current the merged limit is on, near enough for the check
+        v_from = np.maximum(v2[red.reduced.from_node], 1e-6)
+        l_check = (p**2 + q**2) / v_from
+    else:
+        l_check = l_
+    bad_v, bad_t = red.check(v_full, l_check, l_scale=k**2)
+    full = DispatchResult(
+        solution=sol, dlmp_eur_per_mwh=lam_full, components=comps, v_pu=np.sqrt(np.maximum(v_full, 0.0)),
+        withdrawal_p_mw=red.expand_nodes(res.withdrawal_p_mw), withdrawal_q_mvar=red.expand_nodes(res.withdrawal_q_mvar),
+        slack_p_mw=res.slack_p_mw, violations=res.violations, relaxation_gap_mw=res.relaxation_gap_mw,
+        devices_mw=res.devices_mw, extra={**res.extra, "reduced_dlmp_eur_per_mwh": res.dlmp_eur_per_mwh})
+    return full, sorted(set(bad_v) | set(bad_t))
+
+
 def _solve(b: _Built, view: GridView, profiles: Profiles, rc: RoundConfig, wholesale: FloatArray, formulation: str,
            devices: Devices | None, exclude_offer: int | None = None,
            funded_only: bool = False) -> tuple[DispatchResult, float | None, list[str]]:
@@ -330,10 +396,11 @@ def _solve(b: _Built, view: GridView, profiles: Profiles, rc: RoundConfig, whole
     if len(b.int_idx) == 0:
         return b.problem.solve(), None, notes
     stage = b
-    if formulation == "socp":
+    if formulation in ("socp", SENSITIVITY):
         stage = _build(view, profiles, rc, b.offers, b.requests, b.p2p, wholesale, "lindistflow", devices, exclude_offer,
                        funded_only)
-        notes.append("binaries chosen by the LinDistFlow MILP, SOCP solved with them fixed")
+        notes.append(f"binaries chosen by the LinDistFlow MILP, {formulation.upper() if formulation == 'socp' else formulation} "
+                     "solved with them fixed")
     sol = stage.problem.model.solve()
     u = np.round(sol.x[stage.int_idx])
     m.add("integer_fix", "zero", np.arange(len(b.int_idx)), b.int_idx, 1.0, u, category="market")
@@ -470,6 +537,7 @@ def clear_market(
     now_s: int | None = None,
     check_grid_hash: bool = True,
     funded_only: bool = False,
+    reduce_network: bool = True,
 ) -> ClearingOutcome:
     """Clear one round: validate -> build -> solve -> check status -> extract -> price -> AC-validate -> certify.
 
@@ -484,6 +552,13 @@ def clear_market(
     payer leaves always cover the payee leaves, under every pricing rule. Without it the clearing
     may buy offers where the grid's limits or the energy price make them worth it (proactive mode). Raises `InputError` for bad input and
     `SolverError` when a solve is not optimal.
+
+    `reduce_network=True` (SOCP and LinDistFlow) solves the problem on the network without the buses
+    where nothing is connected (`flexgrid.grid.reduction`: dangling branches dropped, series lines
+    merged; exact), re-including any eliminated bus whose reconstructed voltage breaks its limits (or
+    whose chain's current limit binds) and solving again until none does. The outcome (voltages,
+    withdrawals, DLMPs, AC validation) is given for the full network; the certificate certifies the
+    reduced problem that was solved and states its prices for every node (`price_nodes`).
     """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -504,13 +579,39 @@ def clear_market(
     p2p = [o for o in ordered if isinstance(o, P2POrder)]
     h = round_config.slot_seconds / 3600.0
 
-    built = _build(view, profiles, round_config, offers, requests, p2p, wholesale, formulation, devices,
-                   funded_only=funded_only)
-    timings["build_s"] = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    res, mip_gap, notes = _solve(built, view, profiles, round_config, wholesale, formulation, devices,
-                                 funded_only=funded_only)
-    timings["solve_s"] = time.perf_counter() - t1
+    full_view = view
+    red: Reduction | None = None
+    keep: set[int] = set()
+    if reduce_network and formulation in ("socp", "lindistflow") and view.is_radial:
+        keep = keep_nodes(view, profiles, ordered, devices)
+        red = reduce_view(view, keep)
+    timings["build_s"] = timings["solve_s"] = 0.0
+    passes = 0
+    while True:
+        tb = time.perf_counter()
+        rview = view if red is None else red.reduced
+        rprof = profiles if red is None else reduce_profiles(red, profiles)
+        built = _build(rview, rprof, round_config, offers, requests, p2p, wholesale, formulation, devices,
+                       funded_only=funded_only)
+        t1 = time.perf_counter()
+        timings["build_s"] += t1 - tb
+        res_red, mip_gap, notes = _solve(built, rview, rprof, round_config, wholesale, formulation, devices,
+                                         funded_only=funded_only)
+        timings["solve_s"] += time.perf_counter() - t1
+        passes += 1
+        if red is None or red.is_identity:
+            res = res_red
+            break
+        res, extra = expand_dispatch(red, built.problem, res_red)
+        if not extra:
+            break
+        keep |= set(extra)
+        red = reduce_view(view, keep)
+    if red is not None and red.is_identity:
+        red = None
+    if red is not None:
+        notes.append(f"network reduced from {view.n_node} to {red.reduced.n_node} nodes "
+                     f"({passes} solve{'s' if passes > 1 else ''})")
     sol = res.solution
     m = built.problem.model
     x_off = sol.x[m.blocks["offer_x"].idx().ravel()] if offers else np.zeros(0)
@@ -557,9 +658,9 @@ def clear_market(
     if rule == PricingRule.VCG and off_acc:
         tv = time.perf_counter()
         for i in sorted({built.off_entries[e][0] for e, _ in off_acc}):
-            b2 = _build(view, profiles, round_config, offers, requests, p2p, wholesale, formulation, devices,
+            b2 = _build(rview, rprof, round_config, offers, requests, p2p, wholesale, formulation, devices,
                         exclude_offer=i, funded_only=funded_only)
-            r2, _, _ = _solve(b2, view, profiles, round_config, wholesale, formulation, devices, exclude_offer=i,
+            r2, _, _ = _solve(b2, rview, rprof, round_config, wholesale, formulation, devices, exclude_offer=i,
                               funded_only=funded_only)
             ent = [e for e, _ in off_acc if built.off_entries[e][0] == i]
             energy = float(sum(x_off[e] for e in ent)) * h
@@ -671,11 +772,11 @@ def clear_market(
         net_ = built.problem.build()
         cert = Certificate.from_model(
             m, sol, round_id=round_config.round_id, formulation=formulation, pricing=rule.name, base_mva=view.base_mva,
-            slot_h=h, n_node=view.n_node, slot_count=round_config.slot_count, balance_group=net_.balance_p,
+            slot_h=h, n_node=rview.n_node, slot_count=round_config.slot_count, balance_group=net_.balance_p,
             per_node_balance=net_.per_node_balance, dlmp_eur_per_mwh=dlmp,
-            inputs_hash=inputs_hash(round_config, view.model_hash(), ordered, wholesale, formulation, rule,
+            inputs_hash=inputs_hash(round_config, full_view.model_hash(), ordered, wholesale, formulation, rule,
                                     funded_only=funded_only),
-            mip_gap=mip_gap)
+            mip_gap=mip_gap, price_nodes=None if red is None else red.kept)
     timings["total_s"] = time.perf_counter() - t0
     return ClearingOutcome(
         trades=tuple(trades), merkle_root=root, accepted=tuple(accepted), leaf_order_ids=leaf_ids,
@@ -683,5 +784,5 @@ def clear_market(
         objective_eur=sol.objective, mip_gap=mip_gap, relaxation_gap_mw=res.relaxation_gap_mw, ac=ac, certificate=cert,
         certificate_hash=None if cert is None else cert.hash(), pricing=rule, formulation=formulation,
         p2p_price_eur_per_mwh=pool, budget_balance_eur=micro_to_eur(balance_micro), timings_s=timings, notes=notes,
-        dispatch=res,
+        dispatch=res, reduced_nodes=None if red is None else red.reduced.n_node,
     )
