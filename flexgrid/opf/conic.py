@@ -17,6 +17,16 @@ binding) are left out of the first solve of a component; the cones the solution 
 near (within `LAZY_MARGIN`) are added and the component solved again, until none is. Exact: the
 problem without some cones is a relaxation, and its optimum, strictly inside the left-out cones,
 is optimal for the whole problem with zero duals on them (the KKT conditions hold as they are).
+Lazy `nonneg` rows work the same way (a row is a cone of size 1).
+
+Soft-limit slacks (`bound(..., slack=True)`: lower bound 0, positive cost, used in no other row
+than their limits) are fixed at 0 in the first solve, their columns and bound rows left out: the
+limits are hard. That solution is optimal for the soft problem when every slack's reduced cost
+`c_j + A_j' z` is non-negative (the limit's dual below the penalty): the left-out bound row then
+gets that reduced cost as its dual, and the KKT conditions of the whole problem hold. Slacks whose
+reduced cost is not clearly positive (or all of them, if the hard problem has no solution) are
+added and the component solved again. x and z always cover the whole model, so the certificate
+and its auditors see the soft model as built.
 
 Independent parts are solved apart: when the variables and constraints fall into several
 connected components (a round without batteries or other devices decouples into its slots),
@@ -49,6 +59,7 @@ ConeKind = Literal["zero", "nonneg", "soc"]
 
 LAZY_MARGIN = 1e-3  # a left-out cone is added when s0 - |s1| < LAZY_MARGIN (s0 + |s1|) at the solution
 LAZY_ROUNDS = 3  # after as many rounds with cones added, a component is solved with all of them
+SLACK_MARGIN = 1e-3  # a left-out slack column is added when its reduced cost is below this times its cost
 
 _STATUS = {  # Clarabel's statuses in cvxpy's words, so that errors read the same whatever the backend
     "PrimalInfeasible": "infeasible",
@@ -105,8 +116,9 @@ class Group:
     b: FloatArray
     cone_dim: int = 0  # soc only: size of each cone (rows are cone after cone)
     category: str = ""  # for the price decomposition: balance, internal, voltage, congestion, losses, market
-    lazy: bool = False  # soc only: cones left out of a solve until the solution comes near them (see solve)
-    lazy_start: npt.NDArray[np.bool_] | None = None  # per cone: lazy cones in the first solve all the same
+    lazy: bool = False  # soc and nonneg: cones (rows) left out of a solve until the solution comes near them
+    lazy_start: npt.NDArray[np.bool_] | None = None  # per cone (row): lazy ones in the first solve all the same
+    lazy_slack: bool = False  # rows -x_j <= 0 of soft-limit slacks (positive cost): x_j = 0 until needed
 
 
 @dataclass
@@ -163,19 +175,22 @@ class ConicModel:
             b_arr = np.full(m, b_arr[0])
         a = sp.csr_matrix((v, (r, c)), shape=(m, self.n))
         a.sum_duplicates()
-        group = Group(name, kind, a, b_arr, cone_dim, category, lazy and kind == "soc",
+        group = Group(name, kind, a, b_arr, cone_dim, category, lazy and kind in ("soc", "nonneg"),
                       None if lazy_start is None else np.asarray(lazy_start, dtype=bool))
         self.groups.append(group)
         return group
 
     def bound(self, name: str, idx: npt.ArrayLike, lower: npt.ArrayLike | None, upper: npt.ArrayLike | None,
-              category: str = "bounds") -> None:
-        """Simple bounds as `nonneg` rows (-x <= -lower, x <= upper)."""
+              category: str = "bounds", *, slack: bool = False) -> None:
+        """Simple bounds as `nonneg` rows (-x <= -lower, x <= upper). `slack`: the columns are soft-limit
+        slacks (lower bound 0, positive cost), left at 0 by the direct Clarabel backend until a limit's
+        dual nears the slack's cost (see the module docstring)."""
         shape = np.shape(idx)
         i = np.asarray(idx, dtype=np.int64).ravel()
         if lower is not None:
             lo = np.broadcast_to(np.asarray(lower, dtype=float), shape).ravel()
-            self.add(f"{name}.lower", "nonneg", np.arange(len(i)), i, -1.0, -lo, category=category)
+            g = self.add(f"{name}.lower", "nonneg", np.arange(len(i)), i, -1.0, -lo, category=category)
+            g.lazy_slack = slack and not np.any(lo)
         if upper is not None:
             hi = np.broadcast_to(np.asarray(upper, dtype=float), shape).ravel()
             self.add(f"{name}.upper", "nonneg", np.arange(len(i)), i, 1.0, hi, category=category)
@@ -335,17 +350,14 @@ class ConicModel:
         return self._unpermuted(order, xp, zp, row_perm, col_perm, "HIGHS", elapsed)
 
     def _solve_clarabel(self) -> Solution:
-        """A continuous cone program straight to Clarabel, one call per independent component."""
-        import time
-
+        """A continuous cone program straight to Clarabel, one call per independent component, lazy
+        cones, rows and slack columns left out until needed (see the module docstring)."""
         import clarabel
 
         order, a_all, b_all, row_perm, col_perm, parts, c = self._split()
         kind_code = {"zero": 0, "nonneg": 1, "soc": 2}
-        kinds = np.concatenate([np.full(g.a.shape[0], kind_code[g.kind]) for g in order])[row_perm]
-        dims = np.concatenate([np.full(g.a.shape[0], g.cone_dim) for g in order])[row_perm]
-        xp = np.zeros(self.n)
-        zp = np.zeros(a_all.shape[0])
+        kinds = np.concatenate([np.full(g.a.shape[0], kind_code[g.kind], dtype=np.int64) for g in order])[row_perm]
+        dims = np.concatenate([np.full(g.a.shape[0], g.cone_dim, dtype=np.int64) for g in order])[row_perm]
         # Clarabel's 1e-8 feasibility tolerance is relative to the data's scale: on small components it
         # can leave prices 1e-8 off; 1e-10 costs an iteration or two. A component that cannot reach it
         # is solved again with Clarabel's defaults.
@@ -358,54 +370,38 @@ class ConicModel:
             for key, value in self.solver_options.items():
                 setattr(settings, key, value)
             tries.append(settings)
-        lazy = np.concatenate([np.full(g.a.shape[0], g.lazy) for g in order])
-        start = np.zeros(len(lazy), dtype=bool)  # lazy rows in the first solve all the same
+        m_all = a_all.shape[0]
+        lazy = np.zeros(m_all, dtype=bool)
+        start = np.zeros(m_all, dtype=bool)  # lazy rows in the first solve all the same
+        slack_row = np.zeros(m_all, dtype=bool)  # bound rows -x_j <= 0 of lazy slack columns
         pos = 0
         for g in order:
-            if g.lazy and g.lazy_start is not None:
-                start[pos:pos + g.a.shape[0]] = np.repeat(g.lazy_start, g.cone_dim)
-            pos += g.a.shape[0]
-        lazy, start = lazy[row_perm], start[row_perm]
+            m = g.a.shape[0]
+            if g.lazy:
+                lazy[pos:pos + m] = True
+                if g.lazy_start is not None:
+                    start[pos:pos + m] = np.repeat(g.lazy_start, g.cone_dim) if g.kind == "soc" else g.lazy_start
+            if g.lazy_slack:
+                slack_row[pos:pos + m] = True
+            pos += m
+        lazy, start, slack_row = lazy[row_perm], start[row_perm], slack_row[row_perm]
+        inv_col = np.empty(self.n, dtype=np.int64)
+        inv_col[col_perm] = np.arange(self.n)
+        slack_col = np.full(m_all, -1, dtype=np.int64)  # permuted column of each lazy slack row
+        if np.any(slack_row):
+            sr = a_all[np.flatnonzero(slack_row)]
+            slack_col[slack_row] = sr.indices[sr.indptr[:-1]]
+        xp = np.zeros(self.n)
+        zp = np.zeros(m_all)
         elapsed = 0.0
         for rows, cols in parts:
-            a_comp = a_all[rows, cols].tocsr()
-            b_comp = b_all[rows]
-            kr, dr, lz = kinds[rows], dims[rows], lazy[rows]
-            heads = np.flatnonzero(lz & (np.arange(len(kr)) == _cone_heads(kr, dr)))  # first rows of lazy cones
-            active = ~lz | start[rows]
-            n_col = cols.stop - cols.start
-            p = sp.csc_matrix((n_col, n_col))
-            for round_ in range(LAZY_ROUNDS + 2):
-                sel = np.flatnonzero(active)
-                cones = _clarabel_cones(clarabel, kr[sel], dr[sel])
-                a = a_comp[sel].tocsc()
-                for settings in tries:
-                    t0 = time.perf_counter()
-                    result = clarabel.DefaultSolver(p, c[cols], a, b_comp[sel], cones, settings).solve()
-                    elapsed += time.perf_counter() - t0
-                    status = str(result.status)
-                    if status == "Solved":
-                        break
-                if status != "Solved":
-                    raise SolverError(_STATUS.get(status, status), f"Clarabel on a model with {self.n} variables")
-                xc = np.asarray(result.x, dtype=float)
-                out = heads[~active[heads]]
-                if len(out) == 0:
-                    break
-                d = dr[out]
-                if np.any(d != d[0]):  # pragma: no cover - one lazy cone size per model here
-                    raise ValueError("lazy cones of different sizes")
-                r_idx = out[:, None] + np.arange(int(d[0]))[None, :]
-                slack = (b_comp[r_idx.ravel()] - a_comp[r_idx.ravel()] @ xc).reshape(r_idx.shape)
-                head, rest = slack[:, 0], np.linalg.norm(slack[:, 1:], axis=1)
-                near = head - rest < LAZY_MARGIN * (np.abs(head) + rest)
-                if not np.any(near):
-                    break
-                add = r_idx[near] if round_ < LAZY_ROUNDS else r_idx
-                active[add.ravel()] = True
+            a_comp = a_all[rows, cols].tocsr() if (rows.stop - rows.start, cols.stop - cols.start) != a_all.shape \
+                else a_all
+            xc, zc, spent = _solve_component(clarabel, tries, a_comp, b_all[rows], c[cols], kinds[rows], dims[rows],
+                                             lazy[rows], start[rows], slack_row[rows],
+                                             slack_col[rows] - cols.start)
+            elapsed += spent
             xp[cols] = xc
-            zc = np.zeros(len(kr))
-            zc[np.flatnonzero(active)] = np.asarray(result.z, dtype=float)
             zp[rows] = zc
         return self._unpermuted(order, xp, zp, row_perm, col_perm, "CLARABEL", elapsed)
 
@@ -471,6 +467,99 @@ class ConicModel:
                 z[g.name] = np.atleast_1d(np.asarray(dv, dtype=float)).ravel()
         return Solution(status, xv, z, float(prob.value), solver, elapsed, gap)
 
+
+
+def _solve_component(clarabel: object, tries: list[object], a_comp: sp.csr_matrix, b: FloatArray, c: FloatArray,
+                     kr: IntArray, dr: IntArray, lz: npt.NDArray[np.bool_], start: npt.NDArray[np.bool_],
+                     slack_row: npt.NDArray[np.bool_], slack_col: IntArray) -> tuple[FloatArray, FloatArray, float]:
+    """One component with Clarabel: (x, z, solver seconds). Lazy rows (`lz`, those of `start` in the
+    first solve) and the lazy slack columns (each with its bound row `slack_row`, its column
+    `slack_col`) are left out until the solution calls for them: a left-out row or cone is added when
+    the solution violates or nears it; a left-out slack column (fixed at 0) when its reduced cost
+    `c_j + A_j' z` is not clearly positive, i.e. when the limit's dual nears the slack's penalty. When
+    none is, the solution is optimal for the whole component: left-out rows get zero duals, left-out
+    slack bounds the reduced cost of their column (exactly the KKT conditions of the whole)."""
+    import time
+
+    n_col = a_comp.shape[1]
+    m = len(kr)
+    heads = np.flatnonzero(lz & (np.arange(m) == _cone_heads(kr, dr)))  # first rows of lazy cones and rows
+    active = (~lz | start) & ~slack_row
+    col_on = np.ones(n_col, dtype=bool)
+    s_rows = np.flatnonzero(slack_row)
+    s_cols = slack_col[s_rows]
+    col_on[s_cols] = False
+    a_csc = a_comp.tocsc()
+    elapsed = 0.0
+    for round_ in range(LAZY_ROUNDS + 4):
+        sel = np.flatnonzero(active)
+        on = np.flatnonzero(col_on)
+        cones = _clarabel_cones(clarabel, kr[sel], dr[sel])
+        a = a_csc[:, on][sel] if len(on) < n_col else a_csc[sel]
+        p = sp.csc_matrix((len(on), len(on)))
+        for settings in tries:
+            t0 = time.perf_counter()
+            result = clarabel.DefaultSolver(p, c[on], a.tocsc(), b[sel], cones, settings).solve()  # type: ignore[attr-defined]
+            elapsed += time.perf_counter() - t0
+            status = str(result.status)
+            if status == "Solved":
+                break
+        if status != "Solved":
+            if not np.all(col_on):  # perhaps infeasible without the soft limits' slacks: with them
+                col_on[:] = True
+                active[s_rows] = True
+                continue
+            raise SolverError(_STATUS.get(status, status), f"Clarabel on a component with {n_col} variables")
+        xc = np.zeros(n_col)
+        xc[on] = np.asarray(result.x, dtype=float)
+        zc = np.zeros(m)
+        zc[sel] = np.asarray(result.z, dtype=float)
+        last = round_ >= LAZY_ROUNDS
+        added = False
+        out = heads[~active[heads]]
+        if len(out):
+            d = np.maximum(dr[out], 1)
+            near_rows = _near(a_comp, b, xc, out, d, last)
+            if len(near_rows):
+                active[near_rows] = True
+                added = True
+        off = np.flatnonzero(~col_on)
+        if len(off):
+            reduced = c[off] + a_csc[:, off].T @ zc
+            low = reduced < SLACK_MARGIN * np.abs(c[off])
+            if np.any(low):
+                turn = off[low] if not last else off
+                col_on[turn] = True
+                active[s_rows[np.isin(s_cols, turn)]] = True
+                added = True
+        if not added:
+            if len(off):
+                zc[s_rows[~col_on[s_cols]]] = (c[s_cols] + a_csc[:, s_cols].T @ zc)[~col_on[s_cols]]
+            return xc, zc, elapsed
+    raise AssertionError("unreachable: the last round has every row and column")  # pragma: no cover
+
+
+def _near(a_comp: sp.csr_matrix, b: FloatArray, x: FloatArray, heads: IntArray, dims: IntArray,
+          every: bool) -> IntArray:
+    """Rows of the left-out cones (nonneg rows: cones of size 1) starting at `heads` that `x` violates
+    or comes near (within LAZY_MARGIN), all of them if `every`."""
+    out: list[IntArray] = []
+    for d in np.unique(dims):
+        h = heads[dims == d]
+        r_idx = h[:, None] + np.arange(int(d))[None, :]
+        if not every:
+            flat = r_idx.ravel()
+            ax = a_comp[flat] @ x
+            slack = (b[flat] - ax).reshape(r_idx.shape)
+            if d == 1:
+                head, rest = slack[:, 0], np.zeros(len(h))
+                scale = np.abs(b[h]) + np.abs(ax)
+            else:
+                head, rest = slack[:, 0], np.linalg.norm(slack[:, 1:], axis=1)
+                scale = np.abs(head) + rest
+            r_idx = r_idx[head - rest < LAZY_MARGIN * scale]
+        out.append(r_idx.ravel())
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 def _cone_heads(kinds: IntArray, dims: IntArray) -> IntArray:
     """For rows in solver order (zero, nonneg, then whole soc cones): the first row of each row's cone

@@ -201,7 +201,7 @@ def _thermal_linear(model: ConicModel, view: GridView, t_count: int, p_idx: IntA
         b.append(np.broadcast_to((s_max * factor)[:, None], r.shape).T.ravel())
     model.add("thermal", "nonneg", np.concatenate(rows), np.concatenate(cols), np.concatenate(vals),
               np.concatenate(b), category="congestion")
-    model.bound("slack_thermal", si, 0.0, None, category="congestion")
+    model.bound("slack_thermal", si, 0.0, None, category="congestion", slack=True)
     model.add_cost(si, penalty_i)
     return {"thermal": sig}, {"thermal": s_max * factor}, {"thermal": lim}
 
@@ -301,7 +301,7 @@ def _distflow(model: ConicModel, view: GridView, t_count: int, wp: Withdrawal, w
                       np.concatenate([vi[free].ravel(), si.ravel()]),
                       np.concatenate([np.full(m, sign), np.full(m, -1.0)]),
                       np.broadcast_to((sign * lim)[:, None], rr.shape).T.ravel(), category="voltage")
-            model.bound(f"slack_{kind}", si, 0.0, None, category="voltage")
+            model.bound(f"slack_{kind}", si, 0.0, None, category="voltage", slack=True)
             model.add_cost(si, penalty_v)
             soft[kind], limit[kind], rows_of[kind] = sig, lim, free
     if lb is not None:
@@ -363,7 +363,7 @@ def _distflow(model: ConicModel, view: GridView, t_count: int, wp: Withdrawal, w
             start = np.concatenate([est.T.ravel() >= LAZY_LOADING, est.ravel()[recv] >= LAZY_LOADING])
             model.add("thermal", "soc", np.concatenate(rows_t), np.concatenate(cols_t), np.concatenate(vals_t),
                       b_t, cone_dim=4, category="congestion", lazy=True, lazy_start=start)
-            model.bound("slack_thermal", si, 0.0, None, category="congestion")
+            model.bound("slack_thermal", si, 0.0, None, category="congestion", slack=True)
             model.add_cost(si, penalty_i)
             soft["thermal"], limit["thermal"], rows_of["thermal"] = sig, view.i_max_pu[lim_b] ** 2, lim_b
     else:

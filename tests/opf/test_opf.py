@@ -274,3 +274,22 @@ def test_lazy_thermal_cones_give_the_optimum_of_the_whole_problem() -> None:
     np.testing.assert_allclose(a.dlmp_eur_per_mwh, b.dlmp_eur_per_mwh, rtol=1e-5, atol=1e-3)
     assert np.max(np.abs(a.components["congestion"])) > 1.0
     assert _kkt_ok(lazy, a.solution)
+
+
+def test_soft_limit_slacks_left_out_first_still_give_the_soft_optimum() -> None:
+    # The direct backend first solves with hard limits (slacks fixed at 0) and adds a slack where the
+    # limit's dual reaches the penalty: twice the load must still violate v_min, with the optimum and
+    # prices of the problem with every slack (cvxpy), KKT included; at normal load no slack is used and
+    # the slacks' bound duals are their reduced costs.
+    _, view = _grid("case33bw")
+    for load, violated in ((2.0, True), (1.0, False)):
+        lazy = DispatchProblem(view, _profiles("case33bw", load=load), slot_seconds=3600, wholesale_eur_per_mwh=60.0)
+        whole = DispatchProblem(view, _profiles("case33bw", load=load), slot_seconds=3600, wholesale_eur_per_mwh=60.0)
+        a, b = lazy.solve(), whole.solve(backend="cvxpy")
+        assert bool(a.violations) is violated
+        assert [(v.kind, v.element, v.slot) for v in a.violations] == [(v.kind, v.element, v.slot) for v in b.violations]
+        assert a.solution.objective == pytest.approx(b.solution.objective, rel=1e-6)
+        np.testing.assert_allclose(a.dlmp_eur_per_mwh, b.dlmp_eur_per_mwh, rtol=1e-5, atol=1e-3)
+        assert _kkt_ok(lazy, a.solution)
+        if not violated:  # every slack left out: its bound's dual is its reduced cost, positive
+            assert np.all(a.solution.z["slack_v_min.lower"] > 0)
