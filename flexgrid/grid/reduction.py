@@ -36,7 +36,10 @@ solution is a solution of the full problem.
 DLMPs at eliminated nodes (`expand_prices`) are exact too (the marginal cost of a withdrawal
 there, given unique duals): from the reduced solution's P and Q balance duals at the chain's ends
 the stationarity conditions of the full problem are solved along the chain (closed form, see
-`_chain_prices`); a dangling node gets its parent's prices.
+`_chain_prices`); a dangling node gets its parent's prices. (Where a dangling node's voltage
+limit is reached because its parent's binds, its duals are not unique: the parent's prices are
+one valid choice, the lowest, what an injection there would earn; a full interior-point solve
+may report another point of that interval.)
 
 Everything is a deterministic function of the view and the keep set (nodes and branches in
 ascending order of the full view's positions), so the auditor's re-run rebuilds the same problem.
@@ -161,15 +164,19 @@ class Reduction:
     def check(self, v_full: FloatArray, l_: FloatArray | None, *, tol_v2: float = 1e-6,
               thermal_margin: float = 0.99, l_scale: float = 1.0) -> tuple[list[int], list[int]]:
         """What the reduced problem left out and a full solve might see (see the module docstring):
-        the eliminated nodes whose reconstructed squared voltage breaks their limits by more than
-        `tol_v2`, and the inner nodes of the chains whose squared current reaches `thermal_margin`
+        the inner chain nodes whose reconstructed squared voltage reaches their limits to within
+        `tol_v2` or breaks them (a limit binding there changes the optimum or its prices), the dangling
+        nodes whose voltage (their parent's) breaks their limits by more than `tol_v2`, and the inner nodes of the chains whose squared current reaches `thermal_margin`
         of the merged limit (`l_scale`: the model's base over the view's, squared, for l in model pu).
         Both ascending; empty when the reduced solution is a full one."""
         elim = np.flatnonzero(self.node_map < 0)
         bad_v: list[int] = []
         if len(elim):
-            lo = self.full.v_min_pu[elim, None] ** 2 - tol_v2
-            hi = self.full.v_max_pu[elim, None] ** 2 + tol_v2
+            # inner chain nodes: reached or broken; dangling ones: broken (see above)
+            dangling = np.isin(elim, [d[0] for d in self.dangling])
+            tol = np.where(dangling, -tol_v2, tol_v2)[:, None]
+            lo = self.full.v_min_pu[elim, None] ** 2 + tol
+            hi = self.full.v_max_pu[elim, None] ** 2 - tol
             vv = v_full[elim]
             bad_v = sorted(int(n) for n in elim[np.any((vv < lo) | (vv > hi), axis=1)])
         bad_t: list[int] = []
