@@ -209,20 +209,16 @@ def _chain_prices(red: Reduction, k: int, ch: Chain, lam: FloatArray, nu: FloatA
     big_r = float(sum(r[b] for b in ch.branches))
     big_x = float(sum(x[b] for b in ch.branches))
     t_count = lam.shape[1]
-    mu = np.zeros(t_count)
-    alpha = np.zeros(t_count)
-    for s in range(t_count):
-        dl, dn = lam[j, s] - lam[i, s], nu[j, s] - nu[i, s]
-        if l_ is None:
-            a_mat = np.array([[2 * big_r], [2 * big_x]])
-            rhs = np.array([dl, dn])
-        else:
-            a_mat = np.array([[2 * big_r, 2 * p[s]], [2 * big_x, 2 * q[s]], [big_r**2 + big_x**2, v_full[i, s]]])
-            rhs = np.array([dl, dn, big_r * lam[j, s] + big_x * nu[j, s]])
-        sol = np.linalg.lstsq(a_mat, rhs, rcond=None)[0]
-        mu[s] = sol[0]
-        if l_ is not None:
-            alpha[s] = sol[1]
+    dl, dn = lam[j] - lam[i], nu[j] - nu[i]
+    if l_ is None:  # 2 R mu = dl, 2 X mu = dn in least squares
+        mu = (big_r * dl + big_x * dn) / (2 * (big_r**2 + big_x**2))
+    else:  # rows (2R, 2P | dl), (2X, 2Q | dn), (R^2+X^2, v_i | R lam_j + X nu_j): normal equations, every slot at once
+        c1 = np.array([np.full(t_count, 2 * big_r), np.full(t_count, 2 * big_x), np.full(t_count, big_r**2 + big_x**2)])
+        c2 = np.array([2 * p, 2 * q, v_full[i]])
+        rhs = np.array([dl, dn, big_r * lam[j] + big_x * nu[j]])
+        a11, a12, a22 = (c1 * c1).sum(0), (c1 * c2).sum(0), (c2 * c2).sum(0)
+        b1, b2 = (c1 * rhs).sum(0), (c2 * rhs).sum(0)
+        mu = (a22 * b1 - a12 * b2) / (a11 * a22 - a12**2)
     # sending-end flows of each segment
     flows: list[tuple[FloatArray, FloatArray]] = []
     pk, qk = p.copy(), q.copy()
