@@ -44,20 +44,25 @@ def _net(name: str) -> Any:
 
     from flexgrid.grid import load_net
 
-    if not name.startswith("case33bw_x"):
+    if "_x" not in name:
         return load_net(name)
-    copies = int(name.split("_x")[1])
-    base = load_net("case33bw")
-    net = pp.create_empty_network(sn_mva=base.sn_mva)
-    sub = pp.create_bus(net, vn_kv=12.66, name="substation")
-    pp.create_ext_grid(net, sub, vm_pu=1.0)
-    for _ in range(copies):
+    # `<net>_x<N>`: N copies of a real feeder joined at one substation: the first copy's slack bus (the
+    # head of case33bw, the MV side of ieee_european_lv's MV/LV transformer) is the substation's
+    # busbar, every other copy's slack bus joins it by a closed bus-bus switch
+    base_name, copies_s = name.rsplit("_x", 1)
+    copies = int(copies_s)
+    base = load_net(base_name)
+    head = int(base.ext_grid.bus.iloc[0])
+    head_pos = sorted(base.bus.index).index(head)
+    net = copy.deepcopy(base)
+    sub = head
+    for _ in range(copies - 1):
         part = copy.deepcopy(base)
         part.ext_grid.drop(part.ext_grid.index, inplace=True)
         before = set(net.bus.index)
         net = pp.toolbox.merge_nets(net, part, validate=False, std_prio_on_net1=True)
         new_buses = sorted(set(net.bus.index) - before)
-        pp.create_switch(net, sub, new_buses[0], et="b", closed=True)  # the copy's head bus joins the substation
+        pp.create_switch(net, sub, new_buses[head_pos], et="b", closed=True)  # the copy's head joins the substation
     return net
 
 
@@ -70,11 +75,14 @@ def _round(view: Any, grid_id: str, cap: float = 3000.0) -> Any:
                        price_cap_eur_per_mwh=cap, tolerance_bps=500, penalty_bps=1000, bid_deposit_eur=10.0)
 
 
-def _offers(view: Any, n_offers: int, slots_each: int, kw_range: tuple[float, float], seed: int) -> list[Any]:
+def _offers(view: Any, n_offers: int, slots_each: int, kw_range: tuple[float, float], seed: int,
+            at_buses: Any = None) -> list[Any]:
+    """`n_offers` UP offers on buses drawn from `at_buses` (default: every operated bus), slack excluded."""
     from flexgrid.trading import Direction, FlexOffer
 
     rng = np.random.default_rng(seed)
-    buses = np.array(sorted(view.node_of_bus))
+    buses = np.array(sorted(view.node_of_bus if at_buses is None else
+                            {int(b) for b in at_buses if int(b) in view.node_of_bus}))
     buses = buses[[view.node_of_bus[b] not in set(view.slack_nodes.tolist()) for b in buses]]
     out = []
     for i in range(n_offers):
@@ -168,7 +176,8 @@ def case_vs_runopp(q: Any) -> None:
 
 
 # ------------------------------------------------------------------------------------- case 2/3
-def case_scaling(q: Any, name: str, n_offers: int, formulation: str, runpp_yardstick: bool) -> None:
+def case_scaling(q: Any, name: str, n_offers: int, formulation: str, runpp_yardstick: bool,
+                 reduce_network: bool = True) -> None:
     import pandapower as pp
 
     from flexgrid.grid import build_view, synthetic_profiles
@@ -181,11 +190,13 @@ def case_scaling(q: Any, name: str, n_offers: int, formulation: str, runpp_yards
     prof = synthetic_profiles(net, view, slot_start_s=DAY_START_S, slot_seconds=SLOT_S, slot_count=SLOTS,
                               load_scale=1.2)
     lv = float(np.median(view.vn_kv)) < 1.0
-    offers = _offers(view, n_offers, 8, (1.0, 10.0) if lv else (5.0, 50.0), seed=2)
+    # flexibility sits at the customers: offers on the buses that have a load
+    offers = _offers(view, n_offers, 8, (1.0, 10.0) if lv else (5.0, 50.0), seed=2,
+                     at_buses=net.load.bus[net.load.in_service])
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t0, c0 = time.perf_counter(), time.process_time()
     out = clear_market(net, prof, rc, offers, wholesale_eur_per_mwh=_wholesale(), formulation=formulation, view=view,
-                       ac_validation=False, certificate=False)
+                       ac_validation=False, certificate=False, reduce_network=reduce_network)
     t_clear, cpu_clear = time.perf_counter() - t0, time.process_time() - c0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     res = out.dispatch
@@ -202,7 +213,10 @@ def case_scaling(q: Any, name: str, n_offers: int, formulation: str, runpp_yards
             pp.runpp(work, init="results")
         t_runpp, cpu_runpp = time.perf_counter() - t2, time.process_time() - c2
     q.put({
-        "net": name, "buses": view.n_node, "offers": n_offers, "formulation": formulation, "clear_s": t_clear,
+        "net": name, "buses": len(net.bus), "nodes": view.n_node,
+        "solved_nodes": view.n_node if out.reduced_nodes is None else out.reduced_nodes,
+        "solves": next((n.split("(")[1].split(" ")[0] for n in out.notes if n.startswith("network reduced")), "1"),
+        "offers": n_offers, "formulation": formulation, "clear_s": t_clear,
         "solve_s": out.timings_s.get("solve_s", float("nan")), "peak_mb": peak, "rss_before_mb": rss_before,
         "runpp96_s": t_runpp, "cpu_s": cpu_clear, "runpp96_cpu_s": cpu_runpp, "ac_v_err": ac.max_v_error_pu, "ac_flags": len(ac.flags),
         "ac_max_loading": ac.max_loading_percent, "ac_v_min": ac.v_min_pu, "accepted": len(out.accepted),
@@ -249,15 +263,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer and smaller scaling cases")
     parser.add_argument("--sections", default="1,2,4", help="which sections to run (1: vs runopp, 2: scaling, 4: VCG)")
+    parser.add_argument("--out", type=Path, default=OUT, help=f"where to write the table (default {OUT})")
     args = parser.parse_args()
+    out_path: Path = args.out
     sections = set(args.sections.split(","))
     lines: list[str] = []
 
     def emit(line: str = "") -> None:
         print(line, flush=True)
         lines.append(line)
-        OUT.parent.mkdir(parents=True, exist_ok=True)
-        OUT.write_text("\n".join(lines) + "\n")  # partial results survive a crash
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text("\n".join(lines) + "\n")  # partial results survive a crash
 
     emit("# FlexGrid clearing benchmark")
     emit(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, Python {platform.python_version()}, "
@@ -274,9 +290,9 @@ def main() -> None:
         emit("| winners | DLMP clearing [s] | VCG clearing [s] | paid under DLMP [EUR] | paid under VCG [EUR] |")
         emit("|---|---|---|---|---|")
         emit(f"| {v['winners']} | {v['DLMP']:.2f} | {v['VCG']:.2f} | {v['DLMP_paid']:.2f} | {v['VCG_paid']:.2f} |")
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text("\n".join(lines) + "\n")
-    print(f"\nwritten to {OUT}")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text("\n".join(lines) + "\n")
+    print(f"\nwritten to {out_path}")
 
 
 def _section1(emit: Any) -> None:
@@ -296,26 +312,37 @@ def _section1(emit: Any) -> None:
 
 def _section2(emit: Any, quick: bool) -> None:
     emit()
-    emit("## 2-3. Scaling (96 slots, offers of 8 slots each; AC = pandapower runpp on the cleared set-points)")
+    emit("## 2-3. Scaling (96 slots, offers of 8 slots each on buses drawn from the buses with a load; "
+         "AC = pandapower runpp on the cleared set-points, full network)")
     emit("(wall-clock times on a shared machine; the CPU columns are the process's own CPU time, which other "
-         "users' load does not inflate)")
-    emit("| net | buses | offers | formulation | clear [s] | of which solve [s] | clear CPU [s] | peak RSS [MB] | "
-         "96 x runpp [s] | 96 x runpp CPU [s] | AC max |V| error [pu] | AC min V [pu] | AC max loading [%] | "
-         "AC flagged slots | OPF soft violations |")
-    emit("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+         "users' load does not inflate. buses: pandapower buses; nodes: the operated network (buses joined by "
+         "closed switches are one node); solved: the nodes of the network the clearing solved on after the exact "
+         "reduction (buses with nothing connected dropped or merged, flexgrid.grid.reduction; 'full network' = "
+         "reduce_network=False), with the number of solves (a bus whose limit binds is re-included). "
+         "ieee_european_lv_x2: two copies of ieee_european_lv joined at their MV/LV substation's 11 kV busbar; "
+         "case33bw_x32: 32 copies of case33bw joined at the substation, a load at every bus, so nothing to reduce)")
+    emit("| net | buses | nodes | solved (solves) | offers | formulation | clear [s] | of which solve [s] | "
+         "clear CPU [s] | peak RSS [MB] | 96 x runpp [s] | 96 x runpp CPU [s] | AC max |V| error [pu] | "
+         "AC min V [pu] | AC max loading [%] | AC flagged slots | OPF soft violations |")
+    emit("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     cases = [("case33bw", 1000), ("kerber_dorfnetz", 2000), ("mv_oberrhein", 5000), ("ieee_european_lv", 5000),
-             ("case33bw_x32", 10000)]
+             ("ieee_european_lv_x2", 10000), ("case33bw_x32", 10000)]
     if quick:
         cases = [("case33bw", 500), ("kerber_dorfnetz", 1000)]
     for name, n_off in cases:
-        for formulation in ("socp", "lindistflow", "copperplate"):
-            s = _run(case_scaling, name, n_off, formulation, formulation == "socp")
+        runs = [("socp", True), ("lindistflow", True), ("copperplate", True)]
+        if name.startswith("ieee_european_lv"):  # before/after the reduction
+            runs.insert(1, ("socp", False))
+        for formulation, reduce_network in runs:
+            s = _run(case_scaling, name, n_off, formulation, formulation == "socp" and reduce_network, reduce_network)
             err = "n/a" if s["ac_v_err"] is None else f"{s['ac_v_err']:.1e}"
             runpp = "" if s["runpp96_s"] != s["runpp96_s"] else f"{s['runpp96_s']:.2f}"
             runpp_cpu = "" if s["runpp96_cpu_s"] != s["runpp96_cpu_s"] else f"{s['runpp96_cpu_s']:.2f}"
-            emit(f"| {name} | {s['buses']} | {s['offers']} | {formulation} | {s['clear_s']:.2f} | {s['solve_s']:.2f} | "
-                 f"{s['cpu_s']:.2f} | {s['peak_mb']:.0f} | {runpp} | {runpp_cpu} | {err} | {s['ac_v_min']:.4f} | {s['ac_max_loading']:.1f} | "
-                 f"{s['ac_flags']} | {s['opf_violations']} |")
+            label = formulation if reduce_network else f"{formulation} (full network)"
+            solved = "" if formulation == "copperplate" else f"{s['solved_nodes']} ({s['solves']})"
+            emit(f"| {name} | {s['buses']} | {s['nodes']} | {solved} | {s['offers']} | {label} | {s['clear_s']:.2f} | "
+                 f"{s['solve_s']:.2f} | {s['cpu_s']:.2f} | {s['peak_mb']:.0f} | {runpp} | {runpp_cpu} | {err} | "
+                 f"{s['ac_v_min']:.4f} | {s['ac_max_loading']:.1f} | {s['ac_flags']} | {s['opf_violations']} |")
 
 
 if __name__ == "__main__":
