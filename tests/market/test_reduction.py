@@ -17,7 +17,7 @@ from flexgrid.market import clear_market, verify
 from flexgrid.market.certificate import dlmp_from_duals
 from flexgrid.market.clearing import ClearingOutcome, keep_nodes
 from flexgrid.trading import PricingRule, RoundConfig, SealMode
-from tests.market.helpers import EVENING_S, grid, offer
+from tests.market.helpers import EVENING_S, grid, offer, request
 
 LOADS_KW = {1: 10.0, 5: 60.0, 6: 60.0}
 
@@ -178,3 +178,29 @@ def test_the_reduction_does_not_depend_on_the_order_of_the_orders() -> None:
     red_a = reduce_view(view, [view.node(b) for b in (5, 1, 6)])
     red_b = reduce_view(view, [view.node(b) for b in (6, 5, 1)])
     assert red_a.reduced.model_hash() == red_b.reduced.model_hash()
+
+
+def test_the_auditor_checks_a_reduced_funded_clearing_from_its_certificate() -> None:
+    from flexgrid.audit.verify import _check_certificate, _check_funded
+
+    net, view = _chain_case()
+    rc = _round(view, 2, "chain")
+    prof = _chain_profiles(view)
+    orders = [offer("a", 5, 150.0, 40.0, (0, 1)), offer("b", 6, 140.0, 40.0, (0, 1)),
+              request("r", 4, 50.0, 400.0, (0, 1))]
+    out = clear_market(net, prof, rc, orders, wholesale_eur_per_mwh=60.0, view=view, ac_validation=False,
+                       funded_only=True)
+    assert out.reduced_nodes == 5 and out.trades
+    assert out.certificate is not None and out.certificate_hash is not None
+    doc = {"certificate": out.certificate.doc, "dlmp": {"eurPerMwh": out.dlmp_eur_per_mwh.tolist()},
+           "clearing": {"wholesaleEurPerMwh": [60.0, 60.0], "formulation": "socp",
+                        "pricingRule": int(PricingRule.DLMP), "fundedOnly": True}}
+    assert _check_certificate(doc, {"certificateHash": out.certificate_hash}, rc, orders) == []
+    assert _check_funded(doc, out.trades, orders, rc, view) == []
+    # a price raised in the duals at an offer's bus is caught: the auditor's prices come from the duals
+    pos = list(out.certificate.doc["price_nodes"]).index(view.node(5))  # bus 5's row among the solved nodes
+    bad = {**out.certificate.doc, "z": {**out.certificate.doc["z"]}}
+    bal = list(bad["z"]["balance_p"])
+    bal[pos] *= 1.1  # slot 0 (rows are slot * nodes + node)
+    bad["z"]["balance_p"] = bal
+    assert _check_funded({**doc, "certificate": bad}, out.trades, orders, rc, view)
