@@ -101,6 +101,14 @@ def test_reduce_view_eliminates_series_and_dangling_buses() -> None:
     assert red.reduced.r_pu[k] == pytest.approx(view.r_pu[list(red.chains[k].branches)].sum())
     assert red.reduced.x_pu[k] == pytest.approx(view.x_pu[list(red.chains[k].branches)].sum())
     assert red.reduced.n_branch == 4
+    # flows of every original branch: the chain's segments carry P - (r of the segments before) l
+    p, q, l_ = np.full((red.reduced.n_branch, 1), 0.5), np.full((red.reduced.n_branch, 1), 0.2), np.full(
+        (red.reduced.n_branch, 1), 0.3)
+    pf, qf, lf = red.expand_flows(p, q, l_)
+    b1, b2, _ = red.chains[k].branches
+    assert lf is not None and lf[b2, 0] == 0.3
+    assert pf[b2, 0] == pytest.approx(0.5 - view.r_pu[b1] * 0.3) and qf[b2, 0] == pytest.approx(0.2 - view.x_pu[b1] * 0.3)
+    assert all(pf[b, 0] == 0 for _, _, b in red.dangling)
     # an order at a series bus keeps it (and the rest of its chain merges around it)
     red2 = reduce_view(view, {view.node(b) for b in (*LOADS_KW, 3)})
     assert sorted(int(b) for b in red2.reduced.bus_of_node) == [0, 1, 3, 4, 5, 6]
