@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import tempfile
 from collections.abc import AsyncIterator
@@ -74,7 +75,11 @@ class HealthOut(BaseModel):
     demo_round_id: int | None
 
 
-def create_app(settings: Settings | None = None, *, service: FlexGridService | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, service: FlexGridService | None = None,
+               gc_freeze: bool = False) -> FastAPI:
+    """`gc_freeze`: once started, move every object built so far (imports, web3, the service) to
+    the garbage collector's permanent generation, so its full collections under load do not walk
+    them again (for a server process of its own, as `flexgrid serve`)."""
     settings = settings or (service.settings if service else load_settings())
     holder: dict[str, FlexGridService] = {}
 
@@ -86,6 +91,9 @@ def create_app(settings: Settings | None = None, *, service: FlexGridService | N
         app.state.auth = SiweAuth(settings.public_url, svc.deployment.chain_id,
                                   nonce_ttl_s=settings.nonce_ttl_s, session_ttl_s=settings.session_ttl_s)
         svc.start()
+        if gc_freeze:
+            gc.collect()
+            gc.freeze()
         try:
             yield
         finally:

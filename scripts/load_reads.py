@@ -1,20 +1,43 @@
-"""Read phase of the API load test (imported by scripts/load_api.py; `make load` runs it).
+"""Read phase of the API load test (imported by scripts/load_api.py; `make load` runs it), also
+runnable alone against a demo API it starts (`flexgrid serve`, its own anvil) or a running one:
 
-Read endpoints under many concurrent clients, each holding its own keep-alive connection:
-saturation (closed loop: each client sends its next request as soon as the last one answered) and
-paced (each client sends N requests/s on a fixed schedule; latency counted from the scheduled
-time, so a stalled server is not hidden).
+    .venv/bin/python scripts/load_reads.py [--url http://127.0.0.1:8000] [--read-clients 200]
+        [--generators 2] [--read-seconds 10] [--paced-rate 2] [--serve-args "--workers 1"]
+
+Read endpoints under many concurrent clients, each holding its own keep-alive connection, in two
+runs:
+
+(a) paced: each client sends `--paced-rate` requests/s on a fixed schedule, as dashboards and
+    wallets poll; latency counted from the scheduled send time, so a stalled server (or a stalled
+    load generator) is not hidden (no coordinated omission);
+(b) saturation: closed loop, each client sends its next request as soon as the last one answered;
+    by Little's law its latency is clients / throughput.
+
+The clients are spread over `--generators` processes (one asyncio loop each, uvloop if installed):
+one Python loop driving 200 connections adds its own queueing to every measured latency. The
+paced run also reports the generators' own lag (actual send time minus scheduled time).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import multiprocessing
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import tempfile
 import time
+import urllib.request
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 READ_PATHS = ("/health", "/auditor/rounds/{rid}", "/auditor/rounds?limit=10", "/auditor/rounds/{rid}/orders?limit=20")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def pct(values: Sequence[float], q: float) -> float:
@@ -32,7 +55,8 @@ class ReadClient:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    async def get(self, path: str) -> int:
+    async def get(self, path: str) -> tuple[int, bool]:
+        """(status, answered from the server's read cache)."""
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         assert self.reader is not None
@@ -43,29 +67,35 @@ class ReadClient:
         status = int(lines[0].split()[1])
         length = next(int(line.split(":", 1)[1]) for line in lines[1:] if line.lower().startswith("content-length:"))
         await self.reader.readexactly(length)
-        return status
+        return status, b"x-cache: hit" in answer.lower()
 
     async def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
 
 
-async def read_load(url: str, clients: int, seconds: float, round_id: int, rate_per_client: float | None
-                    ) -> dict[str, Any]:
-    """Closed loop (`rate_per_client` None) or paced: each client sends `rate_per_client` req/s."""
+async def _read_load(url: str, clients: range, total_clients: int, start_wall: float, seconds: float,
+                     round_id: int, rate_per_client: float | None) -> dict[str, Any]:
+    """Clients `clients` (of `total_clients`) from wall-clock time `start_wall` for `seconds`."""
     paths = [p.format(rid=round_id) for p in READ_PATHS]
     latency: dict[str, list[float]] = {p: [] for p in paths}
+    lag: list[float] = []
+    computed: list[float] = []  # latency of the answers the server computed while the client waited
     failures = 0
     host, port = url.removeprefix("http://").split(":")
-    t0 = time.perf_counter()
+    connected = [ReadClient(host, int(port)) for _ in clients]
+    for c in connected:  # connect before the measured window (a dashboard keeps its connection)
+        await c.get("/health")
+    t0 = time.perf_counter() + (start_wall - time.time())
+    if t0 > time.perf_counter():
+        await asyncio.sleep(t0 - time.perf_counter())
     stop = t0 + seconds
 
-    async def worker(i: int) -> None:
+    async def worker(i: int, client: ReadClient) -> None:
         nonlocal failures
-        client = ReadClient(host, int(port))
         k = i
         period = 1.0 / rate_per_client if rate_per_client else 0.0
-        scheduled = t0 + (i / clients) * period  # spread the clients over one period
+        scheduled = t0 + (i / total_clients) * period  # spread the clients over one period
         try:
             while True:
                 if rate_per_client:
@@ -75,6 +105,7 @@ async def read_load(url: str, clients: int, seconds: float, round_id: int, rate_
                     if wait > 0:
                         await asyncio.sleep(wait)
                     start = scheduled  # latency from the scheduled time (no coordinated omission)
+                    lag.append(time.perf_counter() - scheduled)
                     scheduled += period
                 else:
                     if time.perf_counter() >= stop:
@@ -83,48 +114,144 @@ async def read_load(url: str, clients: int, seconds: float, round_id: int, rate_
                 p = paths[k % len(paths)]
                 k += 1
                 try:
-                    status = await client.get(p)
+                    status, hit = await client.get(p)
                 except (OSError, asyncio.IncompleteReadError, ValueError, StopIteration):
                     failures += 1
                     await client.close()
                     client = ReadClient(host, int(port))
                     continue
                 latency[p].append(time.perf_counter() - start)
+                if not hit:
+                    computed.append(latency[p][-1])
                 if status != 200:
                     failures += 1
         finally:
             await client.close()
 
-    await asyncio.gather(*(worker(i) for i in range(clients)))
-    elapsed = time.perf_counter() - t0
+    await asyncio.gather(*(worker(i, c) for i, c in zip(clients, connected, strict=True)))
+    return {"latency": latency, "lag": lag, "computed": computed, "failures": failures, "elapsed": time.perf_counter() - t0}
+
+
+def _generator(job: tuple[str, range, int, float, float, int, float | None]) -> dict[str, Any]:
+    try:
+        import uvloop
+
+        return uvloop.run(_read_load(*job))
+    except ImportError:
+        return asyncio.run(_read_load(*job))
+
+
+def read_load(url: str, clients: int, seconds: float, round_id: int, rate_per_client: float | None,
+              generators: int = 1) -> dict[str, Any]:
+    """Closed loop (`rate_per_client` None) or paced, the clients spread over `generators` processes."""
+    start_wall = time.time() + 1.0 + 0.01 * clients  # every generator connected by then
+    jobs = [(url, range(g, clients, generators), clients, start_wall, seconds, round_id, rate_per_client)
+            for g in range(generators)]
+    if generators == 1:
+        parts = [_generator(jobs[0])]
+    else:
+        with multiprocessing.get_context("spawn").Pool(generators) as pool:
+            parts = pool.map(_generator, jobs)
+    latency: dict[str, list[float]] = {}
+    for part in parts:
+        for p, v in part["latency"].items():
+            latency.setdefault(p, []).extend(v)
     every = [x for v in latency.values() for x in v]
-    return {"requests": len(every), "failures": failures, "req_per_s": len(every) / elapsed,
-            "p50_ms": 1000 * pct(every, 0.5), "p99_ms": 1000 * pct(every, 0.99),
-            "per_path_p99_ms": {p: 1000 * pct(v, 0.99) for p, v in latency.items()}}
+    lag = [x for part in parts for x in part["lag"]]
+    computed = [x for part in parts for x in part["computed"]]
+    elapsed = max(part["elapsed"] for part in parts)
+    return {"requests": len(every), "failures": sum(part["failures"] for part in parts),
+            "req_per_s": len(every) / elapsed, "p50_ms": 1000 * pct(every, 0.5), "p99_ms": 1000 * pct(every, 0.99),
+            "max_ms": 1000 * max(every, default=float("nan")),
+            "lag_p99_ms": 1000 * pct(lag, 0.99) if lag else None,
+            "computed": len(computed), "computed_p50_ms": 1000 * pct(computed, 0.5),
+            "per_path_ms": {p: (1000 * pct(v, 0.5), 1000 * pct(v, 0.99)) for p, v in latency.items()},
+            "load_average": os.getloadavg()[0]}
 
 
 def add_read_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--read-clients", type=int, default=200)
     parser.add_argument("--read-seconds", type=float, default=10.0)
     parser.add_argument("--paced-rate", type=float, default=2.0, help="requests/s per client on the paced read run")
+    parser.add_argument("--generators", type=int, default=2, help="load generator processes for the read runs")
 
 
 def run_reads(url: str, round_id: int, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    """The read phase against a running API: saturation, then paced."""
-    print(f"read path: {args.read_clients} clients, closed loop then {args.paced_rate:g} req/s each, "
-          f"{args.read_seconds:.0f} s each", flush=True)
-    saturated = asyncio.run(read_load(url, args.read_clients, args.read_seconds, round_id, None))
-    paced = asyncio.run(read_load(url, args.read_clients, args.read_seconds, round_id, args.paced_rate))
-    return {"saturation": saturated, "paced": paced}
+    """The read phase against a running API: (a) paced, then (b) saturation."""
+    print(f"read path: {args.read_clients} clients in {args.generators} generator processes, "
+          f"{args.paced_rate:g} req/s each then closed loop, {args.read_seconds:.0f} s each", flush=True)
+    paced = read_load(url, args.read_clients, args.read_seconds, round_id, args.paced_rate, args.generators)
+    saturated = read_load(url, args.read_clients, args.read_seconds, round_id, None, args.generators)
+    return {"paced": paced, "saturation": saturated}
 
 
 def print_reads(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
-    saturated, paced = results["saturation"], results["paced"]
-    print(f"| read endpoints, {args.read_clients} clients | requests | failed | req/s | p50 ms | p99 ms |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for name, r in (("saturation: closed loop, back to back", saturated),
-                    (f"paced: {args.paced_rate:g} req/s per client", paced)):
+    paced, saturated = results["paced"], results["saturation"]
+    print(f"| read endpoints, {args.read_clients} clients ({args.generators} generator processes) | requests | "
+          "failed | req/s | p50 ms | p99 ms | max ms | load average |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, r in ((f"(a) paced: {args.paced_rate:g} req/s per client", paced),
+                    ("(b) saturation: closed loop, back to back", saturated)):
         print(f"| {name} | {r['requests']} | {r['failures']} | {r['req_per_s']:.0f} | {r['p50_ms']:.1f} | "
-              f"{r['p99_ms']:.1f} |")
-    for name, r in (("saturation", saturated), ("paced", paced)):
-        print(f"{name} p99 by path: " + ", ".join(f"{p} {v:.1f} ms" for p, v in r["per_path_p99_ms"].items()))
+              f"{r['p99_ms']:.1f} | {r['max_ms']:.0f} | {r['load_average']:.1f} |")
+    for name, r in (("(a) paced", paced), ("(b) saturation", saturated)):
+        print(f"{name} p50 / p99 by path: "
+              + ", ".join(f"{p} {a:.1f} / {b:.1f} ms" for p, (a, b) in r["per_path_ms"].items()))
+    if paced["lag_p99_ms"] is not None:
+        print(f"(a) paced: the generators' own send lag p99 {paced['lag_p99_ms']:.1f} ms (included above)")
+    for name, r in (("(a) paced", paced), ("(b) saturation", saturated)):
+        print(f"{name}: {r['computed']} answers computed while the client waited (not from the read cache), "
+              f"p50 {r['computed_p50_ms']:.1f} ms")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", help="a running API (default: start `flexgrid serve` with its demo market)")
+    parser.add_argument("--serve-args", default="", help="extra arguments of `flexgrid serve`")
+    add_read_args(parser)
+    args = parser.parse_args()
+    server = None
+    url = args.url
+    with tempfile.TemporaryDirectory(prefix="flexgrid-reads-") as tmp:
+        if url is None:
+            port = _free_port()
+            url = f"http://127.0.0.1:{port}"
+            server = subprocess.Popen(
+                [sys.executable, "-m", "flexgrid.cli.main", "serve", "--port", str(port), *shlex.split(args.serve_args)],
+                env={**os.environ, "FLEXGRID_HOME": tmp}, cwd=ROOT, stdout=subprocess.DEVNULL)
+        try:
+            for _ in range(1200):
+                try:
+                    health = _get_json(url + "/health")
+                    if health["indexed_block"] >= 0:
+                        break
+                except OSError:
+                    pass
+                time.sleep(0.1)
+            else:
+                raise SystemExit("the API did not start")
+            round_id = health["demo_round_id"] or 1
+            results = run_reads(url, round_id, args)
+        finally:
+            if server is not None:
+                server.terminate()
+                server.wait(timeout=30)
+    print()
+    print(f"machine: {os.cpu_count()} cores shared with other work; the load generators and the API run on it "
+          "together")
+    print_reads(results, args)
+
+
+if __name__ == "__main__":
+    main()

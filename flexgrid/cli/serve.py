@@ -17,6 +17,14 @@ def serve(
                                                     help="deployment JSON of the contracts on --rpc-url")] = None,
     public_url: Annotated[str | None, typer.Option("--public-url", envvar="FLEXGRID_PUBLIC_URL",
                                                    help="URL wallets sign in to (default http://HOST:PORT)")] = None,
+    access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", envvar="FLEXGRID_ACCESS_LOG",
+                                             help="log every request (a line on stdout each: costs CPU under "
+                                             "load)")] = False,
+    http: Annotated[str, typer.Option(help="HTTP parser: auto (httptools if installed), httptools or h11")] = "auto",
+    loop: Annotated[str, typer.Option(help="event loop: auto (uvloop if installed), uvloop or asyncio")] = "auto",
+    gc_freeze: Annotated[bool, typer.Option("--gc-freeze/--no-gc-freeze", envvar="FLEXGRID_GC_FREEZE",
+                                            help="move the objects built at start-up out of the garbage "
+                                            "collector's reach (shorter GC pauses)")] = True,
 ) -> None:
     """Serve the HTTP API. Without an RPC URL it starts its own anvil, deploys the contracts and
     seeds a demo market (an OPEN round on case33bw); OpenAPI at /openapi.json, docs at /docs."""
@@ -33,7 +41,8 @@ def serve(
     settings = load_settings(**overrides)
     typer.echo(f"FlexGrid API on http://{host}:{port} (docs at /docs); "
                + ("joining " + settings.rpc_url if settings.rpc_url else "starting anvil and a demo market"))
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", timeout_keep_alive=30)
+    uvicorn.run(create_app(settings, gc_freeze=gc_freeze), host=host, port=port, log_level="info",
+                access_log=access_log, http=http, loop=loop, timeout_keep_alive=30)
 
 
 def register(app: typer.Typer) -> None:
