@@ -13,7 +13,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from coincurve import PublicKey
-from eth_utils import keccak
+from Crypto.Hash import keccak as _keccak
 
 from flexgrid.errors import SignatureError
 from flexgrid.trading.eip712 import (
@@ -24,6 +24,11 @@ from flexgrid.trading.eip712 import (
     domain_separator,
 )
 from flexgrid.trading.models import FlexOffer, P2POrder
+
+
+def keccak(data: bytes) -> bytes:
+    """keccak256 straight from pycryptodome (eth-hash's backend; its wrapper adds a third)."""
+    return bytes(_keccak.new(data=data, digest_bits=256).digest())
 
 
 def _encode_type(name: str, fields: list[dict[str, str]]) -> bytes:
@@ -80,7 +85,13 @@ def recover_address(digest: bytes, signature: bytes) -> bytes:
         public = PublicKey.from_signature_and_message(signature[:64] + bytes([v]), digest, hasher=None)
     except Exception as exc:  # libsecp256k1 refuses r or s out of range
         raise SignatureError("signature", f"cannot recover a signer: {exc}") from exc
-    return bytes(keccak(public.format(compressed=False)[1:])[-20:])
+    return _address_of(public.format(compressed=False)[1:])
+
+
+@lru_cache(maxsize=65536)
+def _address_of(public_key: bytes) -> bytes:
+    """The address of a 64-byte public key (cached: a wallet signs many orders)."""
+    return keccak(public_key)[-20:]
 
 
 def check_signed(order: SignableOrder, domain: Eip712Domain, signature: bytes) -> str:

@@ -47,6 +47,7 @@ WRITE_BATCH = 5000  # rows per intake transaction at most
 RELAY_QUEUE_BATCHES = 8  # accepted orders waiting for the relayer, in batches, before intake waits
 TX_BASE_GAS = 100_000  # a batch transaction's gas besides its orders
 _ROUND_STATE = bytes(keccak(text="roundState(uint256)"))[:4].hex()
+_IS_PROVIDER = bytes(keccak(text="isProvider(address)"))[:4].hex()
 
 
 @dataclass
@@ -208,7 +209,8 @@ class FlexGridService:
         hit = self._provider_cache.get(address)
         if hit is not None and now - hit[0] < self.settings.role_cache_s:
             return hit[1]
-        value = bool(self.client.registry.functions.isProvider(address).call())
+        data = "0x" + _IS_PROVIDER + "00" * 12 + address[2:].lower()  # raw eth_call: web3's costs ~5 ms of CPU
+        value = int(self._rpc("eth_call", [{"to": self.deployment.registry, "data": data}, "latest"]), 16) == 1
         self._provider_cache[address] = (now, value)
         return value
 
