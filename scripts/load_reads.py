@@ -7,6 +7,8 @@ runnable alone against a demo API it starts (`flexgrid serve`, its own anvil) or
 Read endpoints under many concurrent clients, each holding its own keep-alive connection, in two
 runs:
 
+After a 1 s warm-up (not counted: the first requests find every answer cold), for `--read-seconds`:
+
 (a) paced: each client sends `--paced-rate` requests/s on a fixed schedule, as dashboards and
     wallets poll; latency counted from the scheduled send time, so a stalled server (or a stalled
     load generator) is not hidden (no coordinated omission);
@@ -74,9 +76,10 @@ class ReadClient:
             self.writer.close()
 
 
-async def _read_load(url: str, clients: range, total_clients: int, start_wall: float, seconds: float,
-                     round_id: int, rate_per_client: float | None) -> dict[str, Any]:
-    """Clients `clients` (of `total_clients`) from wall-clock time `start_wall` for `seconds`."""
+async def _read_load(url: str, clients: range, total_clients: int, start_wall: float, warmup_s: float,
+                     seconds: float, round_id: int, rate_per_client: float | None) -> dict[str, Any]:
+    """Clients `clients` (of `total_clients`) from wall-clock time `start_wall`: `warmup_s` not
+    counted, then `seconds` measured."""
     paths = [p.format(rid=round_id) for p in READ_PATHS]
     latency: dict[str, list[float]] = {p: [] for p in paths}
     lag: list[float] = []
@@ -89,7 +92,8 @@ async def _read_load(url: str, clients: range, total_clients: int, start_wall: f
     t0 = time.perf_counter() + (start_wall - time.time())
     if t0 > time.perf_counter():
         await asyncio.sleep(t0 - time.perf_counter())
-    stop = t0 + seconds
+    measured_from = t0 + warmup_s  # the first requests find every answer cold: not the steady state
+    stop = measured_from + seconds
 
     async def worker(i: int, client: ReadClient) -> None:
         nonlocal failures
@@ -105,7 +109,8 @@ async def _read_load(url: str, clients: range, total_clients: int, start_wall: f
                     if wait > 0:
                         await asyncio.sleep(wait)
                     start = scheduled  # latency from the scheduled time (no coordinated omission)
-                    lag.append(time.perf_counter() - scheduled)
+                    if start >= measured_from:
+                        lag.append(time.perf_counter() - scheduled)
                     scheduled += period
                 else:
                     if time.perf_counter() >= stop:
@@ -120,6 +125,8 @@ async def _read_load(url: str, clients: range, total_clients: int, start_wall: f
                     await client.close()
                     client = ReadClient(host, int(port))
                     continue
+                if start < measured_from:
+                    continue
                 latency[p].append(time.perf_counter() - start)
                 if not hit:
                     computed.append(latency[p][-1])
@@ -129,10 +136,11 @@ async def _read_load(url: str, clients: range, total_clients: int, start_wall: f
             await client.close()
 
     await asyncio.gather(*(worker(i, c) for i, c in zip(clients, connected, strict=True)))
-    return {"latency": latency, "lag": lag, "computed": computed, "failures": failures, "elapsed": time.perf_counter() - t0}
+    return {"latency": latency, "lag": lag, "computed": computed, "failures": failures,
+            "elapsed": time.perf_counter() - measured_from}
 
 
-def _generator(job: tuple[str, range, int, float, float, int, float | None]) -> dict[str, Any]:
+def _generator(job: tuple[str, range, int, float, float, float, int, float | None]) -> dict[str, Any]:
     try:
         import uvloop
 
@@ -142,10 +150,10 @@ def _generator(job: tuple[str, range, int, float, float, int, float | None]) -> 
 
 
 def read_load(url: str, clients: int, seconds: float, round_id: int, rate_per_client: float | None,
-              generators: int = 1) -> dict[str, Any]:
+              generators: int = 1, warmup_s: float = 1.0) -> dict[str, Any]:
     """Closed loop (`rate_per_client` None) or paced, the clients spread over `generators` processes."""
     start_wall = time.time() + 1.0 + 0.01 * clients  # every generator connected by then
-    jobs = [(url, range(g, clients, generators), clients, start_wall, seconds, round_id, rate_per_client)
+    jobs = [(url, range(g, clients, generators), clients, start_wall, warmup_s, seconds, round_id, rate_per_client)
             for g in range(generators)]
     if generators == 1:
         parts = [_generator(jobs[0])]
@@ -179,7 +187,8 @@ def add_read_args(parser: argparse.ArgumentParser) -> None:
 def run_reads(url: str, round_id: int, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """The read phase against a running API: (a) paced, then (b) saturation."""
     print(f"read path: {args.read_clients} clients in {args.generators} generator processes, "
-          f"{args.paced_rate:g} req/s each then closed loop, {args.read_seconds:.0f} s each", flush=True)
+          f"{args.paced_rate:g} req/s each then closed loop, {args.read_seconds:.0f} s each after 1 s not counted",
+          flush=True)
     paced = read_load(url, args.read_clients, args.read_seconds, round_id, args.paced_rate, args.generators)
     saturated = read_load(url, args.read_clients, args.read_seconds, round_id, None, args.generators)
     return {"paced": paced, "saturation": saturated}
