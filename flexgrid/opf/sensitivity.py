@@ -58,8 +58,9 @@ IntArray = npt.NDArray[np.int64]
 ComplexArray = npt.NDArray[np.complex128]
 
 NAME = "sensitivity"
-TOL_MW = 1e-7  # converged when no withdrawal moves by more than this between iterations
-MAX_ITER = 30
+TOL_MW = 1e-6  # converged when no withdrawal moves by more than this (1 W) between iterations
+MAX_ITER = 40
+TRUST_SHRINK = 0.5  # a column's trust region shrinks to this fraction of its last step when the step reverses
 NEAR_V2 = 0.01  # a voltage row joins the LP when v^2 is within this of its limit (~0.005 pu of |V|)
 NEAR_I = 0.9  # a current row joins the LP when |I| reaches this fraction of its limit
 SPARSE_TOL = 1e-12  # sensitivities below this (relative to the row's largest) are left out
@@ -94,13 +95,18 @@ class RadialAC:
         self.inv_tap = 1.0 / view.tap_ratio
         g_sh, b_sh = _node_shunts(view)
         self.y_sh = g_sh + 1j * b_sh
-        # M I = J[to]: I_k - sum over children k' of I_k' / tap_k' = J_to(k); forward with M^T
+        # M I = J[to]: I_k - sum over children k' of I_k' / tap_k' = J_to(k); forward with M^T. M = 1 - P
+        # with P nilpotent (a tree), so M^-1 = sum of the powers of P: the (sparse) path matrix.
         up = kin[f]
         child = np.flatnonzero(up >= 0)
-        m = sp.csc_matrix((np.concatenate([np.ones(nb), -self.inv_tap[child]]),
-                           (np.concatenate([np.arange(nb), up[child]]), np.concatenate([np.arange(nb), child]))),
-                          shape=(nb, nb))
-        self.lu = spla.splu(m)
+        p = sp.csr_matrix((self.inv_tap[child], (up[child], child)), shape=(nb, nb))
+        path = sp.identity(nb, format="csr")
+        term = path
+        while term.nnz:  # at most the tree's height
+            term = term @ p
+            path = path + term
+        self.path = path.tocsr()
+        self.path_t = path.T.tocsr()
         self.from_slack = np.flatnonzero(up < 0)
         # component of every node: the slack it hangs from
         comp = np.full(n, -1, dtype=np.int64)
@@ -135,9 +141,8 @@ class RadialAC:
         return depth
 
     def _solve(self, rhs: ComplexArray, trans: bool) -> ComplexArray:
-        k = rhs.shape[1]
-        out = self.lu.solve(np.ascontiguousarray(np.hstack([rhs.real, rhs.imag])), trans="T" if trans else "N")
-        return np.asarray(out[:, :k] + 1j * out[:, k:])
+        """M^-1 rhs (currents up the tree) or M^-T rhs (voltage drops down it)."""
+        return np.asarray((self.path_t if trans else self.path) @ rhs)
 
     def flow(self, s_w: ComplexArray, v_init: ComplexArray | None = None, *, tol_pu: float = 1e-11,
              max_iter: int = 200) -> ComplexArray:
@@ -321,7 +326,7 @@ class SensitivityProblem(DispatchProblem):
 
     def __init__(self, view: GridView, profiles: Profiles, *, slot_seconds: int, wholesale_eur_per_mwh: npt.ArrayLike,
                  formulation: str = NAME, devices: Devices | None = None, penalty_v_eur: float = PENALTY_V_EUR,
-                 penalty_i_eur: float = PENALTY_I_EUR, tol_mw: float = TOL_MW, max_iter: int = MAX_ITER) -> None:
+                 penalty_i_eur: float = PENALTY_I_EUR, tol_mw: float = TOL_MW, max_iter: int | None = None) -> None:
         if not view.is_radial:
             raise InputError("formulation", f"{NAME} needs a radial network but grid {view.name!r} is meshed "
                              f"({view.radial_reason}); use --formulation dc (or copperplate)")
@@ -330,7 +335,7 @@ class SensitivityProblem(DispatchProblem):
         self.market = self.model
         self.ac = RadialAC(self.view)
         self.tol_mw = tol_mw
-        self.max_iter = max_iter
+        self.max_iter = MAX_ITER if max_iter is None else max_iter
         self.k = self.base / self.price_base
         self.iterations = 0
         self._a: FloatArray | None = None
@@ -344,8 +349,10 @@ class SensitivityProblem(DispatchProblem):
         ps = Block("p_slack", self.market.n + n * t_count, ns, t_count)  # where `_lp` puts it
         return Network(NAME, ps, ["w_p", "p_slack"], "balance_p", None, True, {}, {}, {})
 
-    def _lp(self, v: ComplexArray, w0: FloatArray) -> ConicModel:
-        """The LP linearised at voltages `v` and withdrawals `w0` (node x slot, model pu)."""
+    def _lp(self, v: ComplexArray, w0: FloatArray, box: tuple[IntArray, FloatArray, FloatArray] | None = None
+            ) -> ConicModel:
+        """The LP linearised at voltages `v` and withdrawals `w0` (node x slot, model pu), with the trust
+        region `box` (columns, lower, upper) when given."""
         mk = self.market
         mk.finalise()
         m = ConicModel(n=mk.n, blocks=dict(mk.blocks), groups=[dataclasses.replace(g) for g in mk.groups],
@@ -397,6 +404,8 @@ class SensitivityProblem(DispatchProblem):
             m.bound(f"slack_{kind_name}", si, 0.0, None,
                     category="congestion" if kind_name == "thermal" else "voltage")
             m.add_cost(si, penalty)
+        if box is not None:
+            m.bound("trust_region", box[0], box[1], box[2], category="trust")
         return m
 
     def _limit_rows(self, vm2: FloatArray, i2f: FloatArray, i2t: FloatArray
@@ -439,14 +448,32 @@ class SensitivityProblem(DispatchProblem):
         w0 = self.wp.constant_pu.copy()
         v = self.ac.flow(w0 + 1j * wq)
         self._near(v)
+        # Trust region on the columns that move withdrawals: none until a column's step reverses (the
+        # optimum lies between two LP vertices, e.g. an offer whose own injection lowers its loss factor
+        # below its price), then a box around the last point that shrinks at every further reversal.
+        cols = np.unique(self.wp.triplets()[1])
+        delta = np.full(len(cols), np.inf)
+        x0: FloatArray | None = None
+        d_prev = np.zeros(len(cols))
         step = np.inf
         for it in range(1, self.max_iter + 1):
-            lp = self._lp(v, w0)
+            box = None
+            if x0 is not None and np.any(np.isfinite(delta)):
+                on = np.flatnonzero(np.isfinite(delta))
+                box = (cols[on], x0[cols[on]] - delta[on], x0[cols[on]] + delta[on])
+            lp = self._lp(v, w0, box)
             sol = lp.solve(fixed=fixed, backend=backend, solver="HIGHS")
             w1 = sol.x[lp.blocks["w_p"].idx()]
             v = self.ac.flow(w1 + 1j * wq, v)
             added = self._near(v)
             step = float(np.max(np.abs(w1 - w0), initial=0.0)) * self.base
+            if x0 is not None:
+                d = sol.x[cols] - x0[cols]
+                moved = np.abs(d) > self.tol_mw
+                flip = moved & (d * d_prev < 0)  # against the column's last move: the optimum is in between
+                delta[flip] = np.minimum(delta[flip], np.abs(d[flip])) * TRUST_SHRINK
+                d_prev = np.where(moved, d, d_prev)
+            x0 = sol.x
             w0 = w1
             if step <= self.tol_mw and not added:
                 self.iterations = it
@@ -454,8 +481,7 @@ class SensitivityProblem(DispatchProblem):
                 self._v = v
                 return self.result(sol)
         raise SolverError("not_converged", f"{NAME}: the withdrawals still moved by {step:.3g} MW after "
-                          f"{self.max_iter} LP / AC power flow iterations (the LP's solution oscillates between "
-                          "vertices); use --formulation socp")
+                          f"{self.max_iter} LP / AC power flow iterations; use --formulation socp")
 
     # ----------------------------------------------------------------------------- extraction
     def decompose(self, sol: Solution) -> dict[str, FloatArray]:
