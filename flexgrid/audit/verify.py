@@ -552,6 +552,10 @@ def _check_certificate(doc: Mapping[str, Any], committed: Mapping[str, Any], rc:
         return ["the result has no optimality certificate, so optimality and prices cannot be checked"]
     cert = Certificate(dict(cert_doc))
     problems = []
+    if str((doc.get("clearing") or {}).get("formulation")) == "sensitivity":
+        problems.append("the round was cleared with the sensitivity formulation, whose LP is linearised at an "
+                        "operating point the certificate does not carry: its physics cannot be checked; on-chain "
+                        "rounds must be cleared with socp")
     if cert.hash() != _hex(committed["certificateHash"]):
         problems.append(f"the published certificate hashes to {cert.hash()}, "
                         f"the committed certificateHash is {committed['certificateHash']}")

@@ -53,7 +53,7 @@ def run_cmd(
         typer.Option("--grid-models-db-url", help="database where the API stores the grid models DSOs upload "
                      "(default: --ciphertexts-db-url, else --database-url)"),
     ] = None,
-    formulation: Annotated[str, typer.Option(help="socp, lindistflow, dc or copperplate")] = "socp",
+    formulation: Annotated[str, typer.Option(help="socp, lindistflow, dc or copperplate (not sensitivity: its certificate cannot be audited)")] = "socp",
     wholesale: Annotated[float, typer.Option("--wholesale-eur-per-mwh", help="energy price at the substation")] = 60.0,
     poll_s: Annotated[float, typer.Option(help="seconds between passes without --once")] = 2.0,
     as_json: Annotated[bool, typer.Option("--json", help="print each round's outcome as JSON")] = False,

@@ -165,6 +165,10 @@ class OracleSettings:
     def __post_init__(self) -> None:
         if self.crash_at is not None and self.crash_at not in CHECKPOINTS:
             raise InputError(CRASH_ENV, f"{self.crash_at!r} is not a checkpoint ({', '.join(CHECKPOINTS)})")
+        if self.formulation == "sensitivity":  # its LP's coefficients depend on an operating point the
+            # certificate does not carry: an auditor could not check them without a solver
+            raise InputError("formulation", "on-chain rounds are cleared with socp (or lindistflow, dc, copperplate); "
+                             "sensitivity is for off-chain clearings (flexgrid clear)")
 
 
 @dataclass(frozen=True)
