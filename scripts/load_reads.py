@@ -76,8 +76,8 @@ class ReadClient:
             self.writer.close()
 
 
-async def _read_load(url: str, clients: range, total_clients: int, start_wall: float, warmup_s: float,
-                     seconds: float, round_id: int, rate_per_client: float | None) -> dict[str, Any]:
+async def _read_load(url: str, clients: range, total_clients: int, connected: list[ReadClient], start_wall: float,
+                     warmup_s: float, seconds: float, round_id: int, rate_per_client: float | None) -> dict[str, Any]:
     """Clients `clients` (of `total_clients`) from wall-clock time `start_wall`: `warmup_s` not
     counted, then `seconds` measured."""
     paths = [p.format(rid=round_id) for p in READ_PATHS]
@@ -86,9 +86,6 @@ async def _read_load(url: str, clients: range, total_clients: int, start_wall: f
     computed: list[float] = []  # latency of the answers the server computed while the client waited
     failures = 0
     host, port = url.removeprefix("http://").split(":")
-    connected = [ReadClient(host, int(port)) for _ in clients]
-    for c in connected:  # connect before the measured window (a dashboard keeps its connection)
-        await c.get("/health")
     t0 = time.perf_counter() + (start_wall - time.time())
     if t0 > time.perf_counter():
         await asyncio.sleep(t0 - time.perf_counter())
@@ -140,26 +137,62 @@ async def _read_load(url: str, clients: range, total_clients: int, start_wall: f
             "elapsed": time.perf_counter() - measured_from}
 
 
-def _generator(job: tuple[str, range, int, float, float, float, int, float | None]) -> dict[str, Any]:
+def _generator(job: tuple[Any, ...], ready: Any = None, go: Any = None, start: Any = None,
+               results: Any = None) -> dict[str, Any]:
+    """One generator (in its own process when `results` is given: reports to the parent that its
+    clients are connected, waits for the common start time, puts its figures on `results`)."""
     try:
         import uvloop
 
-        return uvloop.run(_read_load(*job))
+        run: Any = uvloop.run
     except ImportError:
-        return asyncio.run(_read_load(*job))
+        run = asyncio.run
+
+    async def synchronised() -> dict[str, Any]:
+        url, clients, total, *rest = job
+        host, port = url.removeprefix("http://").split(":")
+        connected = [ReadClient(host, int(port)) for _ in clients]
+        for c in connected:  # connect before the measured window (a dashboard keeps its connection)
+            await c.get("/health")
+        if ready is not None:
+            ready.put(1)
+            await asyncio.get_running_loop().run_in_executor(None, go.wait)
+            start_wall = start.value
+        else:
+            start_wall = time.time()
+        return await _read_load(url, clients, total, connected, start_wall, *rest)
+
+    out: dict[str, Any] = run(synchronised())
+    if results is not None:
+        results.put(out)
+    return out
 
 
 def read_load(url: str, clients: int, seconds: float, round_id: int, rate_per_client: float | None,
               generators: int = 1, warmup_s: float = 1.0) -> dict[str, Any]:
-    """Closed loop (`rate_per_client` None) or paced, the clients spread over `generators` processes."""
-    start_wall = time.time() + 1.0 + 0.01 * clients  # every generator connected by then
-    jobs = [(url, range(g, clients, generators), clients, start_wall, warmup_s, seconds, round_id, rate_per_client)
+    """Closed loop (`rate_per_client` None) or paced, the clients spread over `generators` processes
+    that start together once all their clients are connected."""
+    jobs = [(url, range(g, clients, generators), clients, warmup_s, seconds, round_id, rate_per_client)
             for g in range(generators)]
     if generators == 1:
         parts = [_generator(jobs[0])]
     else:
-        with multiprocessing.get_context("spawn").Pool(generators) as pool:
-            parts = pool.map(_generator, jobs)
+        ctx = multiprocessing.get_context("spawn")
+        ready, results, go, start = ctx.Queue(), ctx.Queue(), ctx.Event(), ctx.Value("d", 0.0)
+        procs = [ctx.Process(target=_generator, args=(job, ready, go, start, results), daemon=True) for job in jobs]
+        for proc in procs:
+            proc.start()
+        try:
+            for _ in procs:
+                ready.get(timeout=300)
+            start.value = time.time() + 0.1
+            go.set()
+            parts = [results.get(timeout=300 + seconds) for _ in procs]
+        finally:
+            for proc in procs:
+                proc.join(timeout=30)
+                if proc.is_alive():
+                    proc.kill()
     latency: dict[str, list[float]] = {}
     for part in parts:
         for p, v in part["latency"].items():
