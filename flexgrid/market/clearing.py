@@ -218,7 +218,8 @@ def _entry_columns(
     """A block `name` with one column per (order, slot position) entry: the block, its column
     indices, and each entry's grid node and slot."""
     blk = m.add_block(name, len(entries), 1)
-    node = np.array([view.node(orders[i].bus) for i, _ in entries], dtype=np.int64)
+    node_of = {o.bus: view.node(o.bus) for o in orders}  # once per bus, not per entry
+    node = np.array([node_of[orders[i].bus] for i, _ in entries], dtype=np.int64)
     slot = np.array([orders[i].slots[k] for i, k in entries], dtype=np.int64)
     return blk, blk.idx().ravel(), node, slot
 
@@ -245,7 +246,7 @@ def _build(view: GridView, profiles: Profiles, rc: RoundConfig, offers: list[Fle
         m.bound("offer_x", xi, 0.0, o_max, category="market")
         m.add_cost(xi, np.array([offers[i].price_eur_per_mwh * h for i, _ in off_entries]))
         pr.add_withdrawal_mw(o_node, o_slot, xi, o_sign)
-        needs_int = [j for j, o in enumerate(offers) if o.min_activation > 0 or any(v > 0 for v in o.min_kw)
+        needs_int = [j for j, o in enumerate(offers) if o.min_activation > 0 or max(o.min_kw, default=0.0) > 0
                      or o.exclusive_group != ZERO_BYTES32]
         if needs_int:
             ub = m.add_block("offer_u", len(needs_int), 1)
