@@ -27,7 +27,7 @@ import scipy.sparse.linalg as spla
 from flexgrid.errors import InputError
 from flexgrid.grid.profiles import Profiles
 from flexgrid.grid.topology import GridView
-from flexgrid.opf.conic import Block, ConicModel, Solution
+from flexgrid.opf.conic import Block, ConicModel, Group, Solution
 from flexgrid.opf.devices import Devices, soc_dynamics
 from flexgrid.opf.formulations import Network, Withdrawal, build_network
 
@@ -37,6 +37,7 @@ IntArray = npt.NDArray[np.int64]
 PENALTY_V_EUR = 1e5  # per pu of squared voltage beyond a limit, per hour
 PENALTY_I_EUR = 1e4  # per pu of squared current (or apparent power) beyond a limit, per hour
 COMPONENTS = ("energy", "losses", "congestion", "voltage")
+LAZY_PRICE_FACTOR = 2.0  # see DispatchProblem._lazy_bounds
 
 
 @dataclass(frozen=True)
@@ -204,7 +205,49 @@ class DispatchProblem:
         cost = self.wholesale * self.base * self.slot_h
         self.model.add_cost(net.slack_p.idx(), np.broadcast_to(cost[None, :], (net.slack_p.rows, self.t_count)))
         self.network = net
+        self._lazy_bounds(net)
         return net
+
+    def _lazy_bounds(self, net: Network) -> None:
+        """Mark the bounds that the wholesale prices say will not bind as lazy (left out of the first
+        Clarabel solve; see `ConicModel`): the upper bound of a variable used only in its bounds and the
+        nodal balances whose cost is more than LAZY_PRICE_FACTOR times the value of its energy at the
+        wholesale price (an offer far out of the money stays at 0), and the lower bound of one whose
+        value is that many times its cost. A variable that stays at a lower bound of 0 is left out
+        altogether (fixed at 0) until its reduced cost calls for it. Exact whatever the guess: a left-out
+        bound that the solution violates, or a variable whose reduced cost is negative, is added and the
+        component solved again."""
+        m = self.model
+        m.finalise()
+        balance = {net.balance_p, *([net.balance_q] if net.balance_q else [])}
+        used = np.zeros(m.n, dtype=np.int64)
+        in_bounds = np.zeros(m.n, dtype=np.int64)
+        simple: list[tuple[Group, float]] = []
+        for g in m.groups:
+            cnt = np.bincount(g.a.indices, minlength=m.n)
+            used += cnt
+            single = g.kind == "nonneg" and g.a.shape[0] > 0 and np.all(np.diff(g.a.indptr) == 1)
+            if g.name in balance:
+                in_bounds += cnt
+            elif single and not g.lazy and not np.any(g.lazy_slack) and np.all(np.abs(g.a.data) == 1.0):
+                in_bounds += cnt
+                if np.all(g.a.data == g.a.data[0]):
+                    simple.append((g, float(g.a.data[0])))
+        if not simple:
+            return
+        r, cols, vals = self.wp.triplets()
+        value = np.zeros(m.n)  # EUR saved per unit of the variable at the wholesale price
+        np.add.at(value, cols, -vals * self.base * self.wholesale[r // self.view.n_node] * self.slot_h)
+        c = m.cost()
+        alone = used == in_bounds
+        idle = alone & (c > LAZY_PRICE_FACTOR * np.maximum(value, 0.0)) & (c > 0)  # stays at its lower bound
+        full = alone & (value > LAZY_PRICE_FACTOR * np.maximum(c, 0.0)) & (value > 0)  # stays at its upper bound
+        for g, sign in simple:
+            out = (idle if sign > 0 else full)[g.a.indices]
+            if np.any(out):
+                g.lazy, g.lazy_start = True, ~out
+            if sign < 0 and not np.any(g.b):  # lower bounds 0: an idle variable is left out altogether
+                g.lazy_slack = idle[g.a.indices]
 
     # ----------------------------------------------------------------------------- extraction
     def dlmp(self, sol: Solution) -> FloatArray:
