@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import socket
 import sqlite3
 import statistics
@@ -389,7 +391,14 @@ def main() -> None:
             reads = run_reads(url, rid, args)
         finally:
             server.terminate()
-            server.wait(timeout=30)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # never leave a server (and its indexer) running
+                for pid in descendants(server.pid):
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
+                server.kill()
+                server.wait(timeout=30)
 
     print()
     print(f"machine: {os.cpu_count()} cores shared with other work (load average {os.getloadavg()[0]:.1f} at the end); "

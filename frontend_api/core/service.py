@@ -571,9 +571,9 @@ class FlexGridService:
                 self._send(chunk)
 
     def _update(self, hashes: Sequence[str], **values: Any) -> None:
-        with Session(self._status_engine) as session:
-            session.execute(update(ApiOrder).where(col(ApiOrder.order_hash).in_(list(hashes))).values(**values))
-            session.commit()
+        table = ApiOrder.__table__  # type: ignore[attr-defined]  # Core: the ORM bulk update cost more than SQLite
+        with self._status_engine.begin() as conn:
+            conn.execute(update(table).where(table.c.order_hash.in_(list(hashes))).values(**values))
 
     def _gas_bound(self, row: ApiOrder) -> int:
         """An upper bound of the gas one order adds to a batch (measured: ~25k + 3k per slot for
