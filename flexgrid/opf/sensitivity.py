@@ -36,7 +36,6 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
-import scipy.sparse.linalg as spla
 
 from flexgrid.errors import InputError, SolverError
 from flexgrid.grid.profiles import Profiles
@@ -64,7 +63,7 @@ TRUST_SHRINK = 0.5  # a column's trust region shrinks to this fraction of its la
 NEAR_V2 = 0.01  # a voltage row joins the LP when v^2 is within this of its limit (~0.005 pu of |V|)
 NEAR_I = 0.9  # a current row joins the LP when |I| reaches this fraction of its limit
 SPARSE_TOL = 1e-12  # sensitivities below this (relative to the row's largest) are left out
-ADJOINT_CHUNK = 32  # adjoint right-hand sides solved at once
+ADJOINT_CHUNK = 1024  # adjoint right-hand sides solved at once
 V_MAX, V_MIN, I_FROM, I_TO = 0, 1, 2, 3  # kinds of limit rows
 
 
@@ -125,8 +124,10 @@ class RadialAC:
         vals = np.concatenate([(y + ys / 2) * it**2, -y * it, -y * it, y + ys / 2, view.node_g_pu + 1j * view.node_b_pu])
         self.ybus = sp.csr_matrix((vals, (rows, cols)), shape=(n, n))
         self.ybus.sum_duplicates()
-        self.yff, self.yft = (y + ys / 2) * it**2, -y * it
-        self.ytf, self.ytt = -y * it, y + ys / 2
+        self.yff: ComplexArray = np.asarray((y + ys / 2) * it**2, dtype=complex)
+        self.yft: ComplexArray = np.asarray(-y * it, dtype=complex)
+        self.ytf: ComplexArray = np.asarray(-y * it, dtype=complex)
+        self.ytt: ComplexArray = np.asarray(y + ys / 2, dtype=complex)
 
     def _depth(self) -> IntArray:
         v = self.view
@@ -197,99 +198,152 @@ class RadialAC:
                       ) -> tuple[FloatArray, FloatArray]:
         """At voltages `v` (node x slot): d(import)/dw (node x slot: 1 + loss factor, w the active
         withdrawal), and for every constraint c (kind V_MAX / V_MIN: |V|^2 of node element[c]; I_FROM /
-        I_TO: |I|^2 at the from / to terminal of branch element[c]; in slot slot[c]) its row d/dw (c x node)."""
+        I_TO: |I|^2 at the from / to terminal of branch element[c]; in slot slot[c]) its row d/dw (c x node).
+
+        Adjoint method: with F(x, w) = S_calc(x) + S_w = 0 the power flow of a slot in x = (theta, |V|)
+        of its non-slack nodes, dg/dw_P = -(J^-T grad g)[P rows]. J has the tree's block structure (2x2
+        blocks per node and per branch), so J^T is eliminated leaf to root without fill (`_TreeSolver`)."""
         view = self.view
         n, t_count = v.shape
-        nb = view.n_branch
         kin = self.kin
-        size = 2 * nb * t_count
-        base = (2 * nb * np.arange(t_count, dtype=np.int64))[None, :]
-        vm = np.abs(v)
-        vn = v / vm
-        ib = np.asarray(self.ybus @ v)
-        coo = self.ybus.tocoo()
-        keep = (kin[coo.row] >= 0) & (kin[coo.col] >= 0)
-        ri, ci, yv = coo.row[keep], coo.col[keep], coo.data[keep]
-        d_vm = v[ri] * np.conj(yv[:, None] * vn[ci])
-        d_va = -1j * v[ri] * np.conj(yv[:, None] * v[ci])
         free = np.flatnonzero(kin >= 0)
-        d_vm_d = np.conj(ib[free]) * vn[free]
-        d_va_d = 1j * v[free] * np.conj(ib[free])
-        pr = np.concatenate([kin[ri], kin[free]])[:, None] + base  # P rows; Q rows are + nb
-        th = np.concatenate([kin[ci], kin[free]])[:, None] + base  # theta columns; Vm columns are + nb
-        dva = np.concatenate([d_va, d_va_d])
-        dvm = np.concatenate([d_vm, d_vm_d])
-        rows = np.concatenate([pr, pr, pr + nb, pr + nb]).ravel()
-        cols = np.concatenate([th, th + nb, th, th + nb]).ravel()
-        vals = np.concatenate([dva.real, dvm.real, dva.imag, dvm.imag]).ravel()
-        jac = sp.csc_matrix((vals, (rows, cols)), shape=(size, size))
-        try:
-            lu = spla.splu(jac, permc_spec="MMD_AT_PLUS_A")
-        except RuntimeError as exc:
-            raise SolverError("singular_jacobian", f"{NAME}: the AC power flow Jacobian is singular at the "
-                              "operating point (voltage collapse)") from exc
-
-        # column 0: the import of every slack (each lives in its own component, so one column serves all)
+        solver = _TreeSolver(self, v)
+        vn = v / np.abs(v)
+        # gradients (position, column, theta|Vm): first one column per slot for the import, then one per constraint
+        n_c = len(kind)
+        cols_slot = np.concatenate([np.arange(t_count, dtype=np.int64), slot.astype(np.int64)])
+        ent_pos: list[IntArray] = []
+        ent_col: list[IntArray] = []
+        ent_cmp: list[IntArray] = []
+        ent_val: list[FloatArray] = []
+        coo = self.ybus.tocoo()
         sl = np.zeros(n, dtype=bool)
         sl[view.slack_nodes] = True
         s_rows = sl[coo.row] & (kin[coo.col] >= 0)
         rs, cs, ys = coo.row[s_rows], coo.col[s_rows], coo.data[s_rows]
-        g_th = np.real(-1j * v[rs] * np.conj(ys[:, None] * v[cs]))
-        g_vm = np.real(v[rs] * np.conj(ys[:, None] * vn[cs]))
-        g0 = np.zeros(size)
-        np.add.at(g0, (kin[cs][:, None] + base).ravel(), g_th.ravel())
-        np.add.at(g0, (kin[cs][:, None] + base + nb).ravel(), g_vm.ravel())
-        adj0 = lu.solve(g0, trans="T")
-        a = np.ones((n, t_count))
-        a[free] = -adj0[(kin[free][:, None] + base)]
-
-        n_c = len(kind)
-        sens = np.zeros((n_c, n))
-        if n_c == 0:
-            return a, sens
-        order = np.lexsort((np.arange(n_c), slot))
-        first = np.searchsorted(slot[order], slot[order], side="left")
-        rank = np.empty(n_c, dtype=np.int64)
-        rank[order] = np.arange(n_c) - first  # the c-th constraint of its slot
-        # gradient entries (constraint, position, value) with respect to (theta, Vm) of its slot
-        ent_c: list[IntArray] = []
-        ent_p: list[IntArray] = []
-        ent_v: list[FloatArray] = []
+        tt = np.broadcast_to(np.arange(t_count)[None, :], (len(rs), t_count))
+        pos_s = np.broadcast_to(kin[cs][:, None], tt.shape)
+        ent_pos += [pos_s.ravel(), pos_s.ravel()]
+        ent_col += [tt.ravel(), tt.ravel()]
+        ent_cmp += [np.zeros(tt.size, np.int64), np.ones(tt.size, np.int64)]
+        ent_val += [np.real(-1j * v[rs] * np.conj(ys[:, None] * v[cs])).ravel(),
+                    np.real(v[rs] * np.conj(ys[:, None] * vn[cs])).ravel()]
         is_v = np.flatnonzero(kind <= V_MIN)
         if len(is_v):
             nd, sv = element[is_v], slot[is_v]
-            ent_c.append(is_v)
-            ent_p.append(2 * nb * sv + nb + kin[nd])
-            ent_v.append(2 * vm[nd, sv])
+            ent_pos.append(kin[nd])
+            ent_col.append(t_count + is_v)
+            ent_cmp.append(np.ones(len(is_v), np.int64))
+            ent_val.append(2 * np.abs(v[nd, sv]))
         for end in (I_FROM, I_TO):
             sel = np.flatnonzero(kind == end)
             if not len(sel):
                 continue
-            k, s = element[sel], slot[sel]
+            k, s_ = element[sel], slot[sel]
             fa, ta = view.from_node[k], view.to_node[k]
-            if end == I_FROM:
-                ya, yb = self.yff[k], self.yft[k]
-            else:
-                ya, yb = self.ytf[k], self.ytt[k]
-            cur = ya * v[fa, s] + yb * v[ta, s]
+            ya, yb = (self.yff[k], self.yft[k]) if end == I_FROM else (self.ytf[k], self.ytt[k])
+            cur = ya * v[fa, s_] + yb * v[ta, s_]
             for node, yc in ((fa, ya), (ta, yb)):
                 ok = kin[node] >= 0
-                c_, nd_, s_, y_ = sel[ok], node[ok], s[ok], yc[ok]
+                c_, nd_, t_, y_ = sel[ok], node[ok], s_[ok], yc[ok]
                 cc = np.conj(cur[ok])
-                ent_c += [c_, c_]
-                ent_p += [2 * nb * s_ + kin[nd_], 2 * nb * s_ + nb + kin[nd_]]
-                ent_v += [2 * np.real(cc * 1j * y_ * v[nd_, s_]), 2 * np.real(cc * y_ * vn[nd_, s_])]
-        ec, ep, ev = np.concatenate(ent_c), np.concatenate(ent_p), np.concatenate(ent_v)
-        n_cols = int(rank.max()) + 1
+                ent_pos += [kin[nd_], kin[nd_]]
+                ent_col += [t_count + c_, t_count + c_]
+                ent_cmp += [np.zeros(len(c_), np.int64), np.ones(len(c_), np.int64)]
+                ent_val += [2 * np.real(cc * 1j * y_ * v[nd_, t_]), 2 * np.real(cc * y_ * vn[nd_, t_])]
+        ep, ec, em, ev = (np.concatenate(x) for x in (ent_pos, ent_col, ent_cmp, ent_val))
+        a = np.ones((n, t_count))
+        sens = np.zeros((n_c, n))
+        n_cols = t_count + n_c
         for lo in range(0, n_cols, ADJOINT_CHUNK):
             hi = min(n_cols, lo + ADJOINT_CHUNK)
-            pick = (rank[ec] >= lo) & (rank[ec] < hi)
-            rhs = np.zeros((size, hi - lo))
-            np.add.at(rhs, (ep[pick], rank[ec[pick]] - lo), ev[pick])
-            adj = lu.solve(rhs, trans="T")
-            cs_ = np.flatnonzero((rank >= lo) & (rank < hi))
-            sens[np.ix_(cs_, free)] = -adj[2 * nb * slot[cs_][:, None] + kin[free][None, :], (rank[cs_] - lo)[:, None]]
+            pick = (ec >= lo) & (ec < hi)
+            g = np.zeros((view.n_branch, hi - lo, 2))
+            np.add.at(g, (ep[pick], ec[pick] - lo, em[pick]), ev[pick])
+            y = solver.solve_transposed(g, cols_slot[lo:hi])
+            dp = -y[kin[free], :, 0]  # (free nodes, columns): d g / d w_P
+            imp = np.arange(lo, min(hi, t_count))
+            a[np.ix_(free, imp)] = dp[:, imp - lo]
+            con = np.arange(max(lo, t_count), hi)
+            sens[np.ix_(con - t_count, free)] = dp[:, con - lo].T
         return a, sens
+
+
+class _TreeSolver:
+    """The power-flow Jacobian of every slot at voltages `v`, factored for solves with its transpose.
+
+    Unknowns per non-slack node (at its branch's position): (theta, |V|); equations (P, Q). A radial
+    network's Jacobian has 2x2 blocks on the diagonal and for each branch between two non-slack nodes,
+    so eliminating J^T from the leaves to the root (one tree level at a time, every slot at once) is
+    exact and creates no fill."""
+
+    def __init__(self, ac: RadialAC, v: ComplexArray) -> None:
+        view = ac.view
+        kin = ac.kin
+        nb = view.n_branch
+        node = view.to_node  # node of each position
+        par = kin[view.from_node]  # parent position (-1: the parent is a slack)
+        self.par = par
+        vn = v / np.abs(v)
+        ib = np.asarray(ac.ybus @ v)
+        ydiag = ac.ybus.diagonal()
+
+        def block(i: IntArray, j: IntArray, y: ComplexArray, diag: bool) -> FloatArray:
+            """J[i, j] as (len(i), T, 2, 2): rows (P, Q) of node i, columns (theta, |V|) of node j."""
+            d_vm = v[i] * np.conj(y[:, None] * vn[j])
+            d_va = -1j * v[i] * np.conj(y[:, None] * v[j])
+            if diag:
+                d_vm = d_vm + np.conj(ib[i]) * vn[i]
+                d_va = d_va + 1j * v[i] * np.conj(ib[i])
+            return np.stack([np.stack([d_va.real, d_vm.real], -1), np.stack([d_va.imag, d_vm.imag], -1)], -2)
+
+        # A = J^T: A[i, i] = J[i, i]^T, A[i, p] = J[p, i]^T, A[p, i] = J[i, p]^T
+        a_diag = np.swapaxes(block(node, node, ydiag[node], True), -1, -2)
+        has_p = par >= 0
+        pnode = view.from_node
+        self.a_ip = np.swapaxes(block(pnode, node, ac.yft, False), -1, -2)  # A[i, parent]
+        self.a_pi = np.swapaxes(block(node, pnode, ac.ytf, False), -1, -2)  # A[parent, i]
+        depth = np.zeros(nb, dtype=np.int64)
+        cur = par.copy()
+        while np.any(cur >= 0):
+            depth += cur >= 0
+            cur = np.where(cur >= 0, par[np.maximum(cur, 0)], -1)
+        self.levels = [np.flatnonzero(depth == d) for d in range(int(depth.max(initial=0)) + 1)]
+        inv = np.empty_like(a_diag)
+        for lev in reversed(self.levels):
+            det = a_diag[lev, ..., 0, 0] * a_diag[lev, ..., 1, 1] - a_diag[lev, ..., 0, 1] * a_diag[lev, ..., 1, 0]
+            scale = np.abs(a_diag[lev]).max(axis=(-1, -2)) ** 2
+            if np.any(np.abs(det) <= 1e-14 * scale) or not np.all(np.isfinite(det)):
+                raise SolverError("singular_jacobian", f"{NAME}: the AC power flow Jacobian is singular at the "
+                                  "operating point (voltage collapse)")
+            m_inv = np.stack([np.stack([a_diag[lev, ..., 1, 1], -a_diag[lev, ..., 0, 1]], -1),
+                              np.stack([-a_diag[lev, ..., 1, 0], a_diag[lev, ..., 0, 0]], -1)], -2) / det[..., None, None]
+            inv[lev] = m_inv
+            up = lev[has_p[lev]]
+            if len(up):  # A[p, p] -= A[p, i] A[i, i]^-1 A[i, p]
+                upd = self.a_pi[up] @ inv[up] @ self.a_ip[up]
+                np.add.at(a_diag, par[up], -upd)
+        self.inv = inv
+
+    def solve_transposed(self, g: FloatArray, col_slot: IntArray) -> FloatArray:
+        """y with J^T y = g, for right-hand sides g (position, column, 2), column c in slot col_slot[c]."""
+        g = g.copy()
+        par, inv = self.par, self.inv
+        u = np.zeros_like(g)
+        for lev in reversed(self.levels):  # leaves to root
+            u[lev] = np.einsum("lcab,lcb->lca", inv[lev][:, col_slot], g[lev])
+            up = lev[par[lev] >= 0]
+            if len(up):
+                np.add.at(g, par[up], -np.einsum("lcab,lcb->lca", self.a_pi[up][:, col_slot], u[up]))
+        y = np.zeros_like(g)
+        for lev in self.levels:  # root to leaves
+            rhs = g[lev].copy()
+            inner = par[lev] >= 0
+            if np.any(inner):
+                sel = lev[inner]
+                rhs[inner] -= np.einsum("lcab,lcb->lca", self.a_ip[sel][:, col_slot], y[par[sel]])
+            y[lev] = np.einsum("lcab,lcb->lca", inv[lev][:, col_slot], rhs)
+        return y
 
 
 @dataclass
