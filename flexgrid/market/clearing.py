@@ -388,6 +388,41 @@ def expand_dispatch(red: Reduction, pr: DispatchProblem, res: DispatchResult) ->
     return full, sorted(set(bad_v) | set(bad_t))
 
 
+def _solve_reduced(
+    view: GridView, keep: set[int] | None, profiles: Profiles, rc: RoundConfig, offers: list[FlexOffer],
+    requests: list[FlexRequest], p2p: list[P2POrder], wholesale: FloatArray, formulation: str,
+    devices: Devices | None, timings: dict[str, float], *, exclude_offer: int | None = None, funded_only: bool = False,
+) -> tuple[_Built, DispatchResult, float | None, list[str], Reduction | None]:
+    """Build and solve on the network reduced to `keep` (`None`: the full network), re-including the
+    eliminated nodes `expand_dispatch` asks for until none is left. Returns the built problem, its result
+    on the full network, the MILP gap, notes and the final reduction (None when nothing is eliminated).
+    Adds to `timings`' build_s and solve_s."""
+    red = None if keep is None else reduce_view(view, keep)
+    keep = set() if keep is None else set(keep)
+    passes = 0
+    while True:
+        tb = time.perf_counter()
+        rview = view if red is None else red.reduced
+        rprof = profiles if red is None else reduce_profiles(red, profiles)
+        built = _build(rview, rprof, rc, offers, requests, p2p, wholesale, formulation, devices,
+                       exclude_offer=exclude_offer, funded_only=funded_only)
+        t1 = time.perf_counter()
+        timings["build_s"] = timings.get("build_s", 0.0) + t1 - tb
+        res_red, mip_gap, notes = _solve(built, rview, rprof, rc, wholesale, formulation, devices,
+                                         exclude_offer=exclude_offer, funded_only=funded_only)
+        timings["solve_s"] = timings.get("solve_s", 0.0) + time.perf_counter() - t1
+        passes += 1
+        if red is None or red.is_identity:
+            return built, res_red, mip_gap, notes, None
+        res, extra = expand_dispatch(red, built.problem, res_red)
+        if not extra:
+            notes.append(f"network reduced from {view.n_node} to {red.reduced.n_node} nodes "
+                         f"({passes} solve{'s' if passes > 1 else ''})")
+            return built, res, mip_gap, notes, red
+        keep |= set(extra)
+        red = reduce_view(view, keep)
+
+
 def _solve(b: _Built, view: GridView, profiles: Profiles, rc: RoundConfig, wholesale: FloatArray, formulation: str,
            devices: Devices | None, exclude_offer: int | None = None,
            funded_only: bool = False) -> tuple[DispatchResult, float | None, list[str]]:
@@ -581,38 +616,13 @@ def clear_market(
     h = round_config.slot_seconds / 3600.0
 
     full_view = view
-    red: Reduction | None = None
-    keep: set[int] = set()
+    keep: set[int] | None = None
     if reduce_network and formulation in ("socp", "lindistflow") and view.is_radial:
         keep = keep_nodes(view, profiles, ordered, devices)
-        red = reduce_view(view, keep)
-    timings["build_s"] = timings["solve_s"] = 0.0
-    passes = 0
-    while True:
-        tb = time.perf_counter()
-        rview = view if red is None else red.reduced
-        rprof = profiles if red is None else reduce_profiles(red, profiles)
-        built = _build(rview, rprof, round_config, offers, requests, p2p, wholesale, formulation, devices,
-                       funded_only=funded_only)
-        t1 = time.perf_counter()
-        timings["build_s"] += t1 - tb
-        res_red, mip_gap, notes = _solve(built, rview, rprof, round_config, wholesale, formulation, devices,
-                                         funded_only=funded_only)
-        timings["solve_s"] += time.perf_counter() - t1
-        passes += 1
-        if red is None or red.is_identity:
-            res = res_red
-            break
-        res, extra = expand_dispatch(red, built.problem, res_red)
-        if not extra:
-            break
-        keep |= set(extra)
-        red = reduce_view(view, keep)
-    if red is not None and red.is_identity:
-        red = None
-    if red is not None:
-        notes.append(f"network reduced from {view.n_node} to {red.reduced.n_node} nodes "
-                     f"({passes} solve{'s' if passes > 1 else ''})")
+    built, res, mip_gap, notes, red = _solve_reduced(
+        view, keep, profiles, round_config, offers, requests, p2p, wholesale, formulation, devices, timings,
+        funded_only=funded_only)
+    rview = view if red is None else red.reduced
     sol = res.solution
     m = built.problem.model
     x_off = sol.x[m.blocks["offer_x"].idx().ravel()] if offers else np.zeros(0)
@@ -659,10 +669,8 @@ def clear_market(
     if rule == PricingRule.VCG and off_acc:
         tv = time.perf_counter()
         for i in sorted({built.off_entries[e][0] for e, _ in off_acc}):
-            b2 = _build(rview, rprof, round_config, offers, requests, p2p, wholesale, formulation, devices,
-                        exclude_offer=i, funded_only=funded_only)
-            r2, _, _ = _solve(b2, rview, rprof, round_config, wholesale, formulation, devices, exclude_offer=i,
-                              funded_only=funded_only)
+            _, r2, _, _, _ = _solve_reduced(view, keep, profiles, round_config, offers, requests, p2p, wholesale,
+                                                  formulation, devices, {}, exclude_offer=i, funded_only=funded_only)
             ent = [e for e, _ in off_acc if built.off_entries[e][0] == i]
             energy = float(sum(x_off[e] for e in ent)) * h
             own_cost = energy * offers[i].price_eur_per_mwh

@@ -212,3 +212,18 @@ def test_the_auditor_checks_a_reduced_funded_clearing_from_its_certificate() -> 
     bal[pos] *= 1.1  # slot 0 (rows are slot * nodes + node)
     bad["z"]["balance_p"] = bal
     assert _check_funded({**doc, "certificate": bad}, out.trades, orders, rc, view)
+
+
+def test_vcg_prices_are_the_same_on_the_reduced_network() -> None:
+    net, view = _chain_case()
+    rc = _round(view, 2, "chain")
+    prof = _chain_profiles(view)
+    orders = [offer("a", 5, 150.0, 40.0, (0, 1)), offer("b", 6, 140.0, 40.0, (0, 1))]
+    red, full = _both(net, view, prof, rc, orders, pricing=PricingRule.VCG)
+    assert red.reduced_nodes == 5 and red.trades
+    by_r = {(t.order_id, t.slot): t for t in red.trades}
+    by_f = {(t.order_id, t.slot): t for t in full.trades}
+    assert by_r.keys() == by_f.keys()
+    for key, t in by_f.items():
+        assert by_r[key].kw == pytest.approx(t.kw, abs=2e-3)
+        assert by_r[key].price_eur_per_mwh == pytest.approx(t.price_eur_per_mwh, rel=1e-4)
