@@ -158,7 +158,9 @@ def _order_out(row: ApiOrder, indexed: set[str]) -> OrderOut:
 def _parse_signed(body: SignedOrderIn, kind: str) -> SignedOrder:
     if body.kind != kind:
         raise InputError("kind", f"must be {kind!r} on this endpoint, got {body.kind!r}")
-    return SignedOrder.from_dict(body.model_dump())
+    # the parsed fields as they are (model_dump copied every nested dict of every offer)
+    return SignedOrder.from_dict({"kind": body.kind, "order": body.order, "domain": body.domain,
+                                  "signature": body.signature})
 
 
 def accept_signed(service: FlexGridService, db: DbDep, signed: SignedOrder, signer: str) -> ApiOrder:
