@@ -57,9 +57,10 @@ IntArray = npt.NDArray[np.int64]
 ComplexArray = npt.NDArray[np.complex128]
 
 NAME = "sensitivity"
-TOL_MW = 1e-6  # converged when no withdrawal moves by more than this (1 W) between iterations
+TOL_MW = 1e-5  # converged when no withdrawal moves by more than this (10 W) between iterations
 MAX_ITER = 40
-TRUST_SHRINK = 0.5  # a column's trust region shrinks to this fraction of its last step when the step reverses
+TRUST_SHRINK = 0.25  # a column's trust region shrinks to this fraction of its last step when the step reverses
+TRUST_GROW = 1.5  # and grows by this factor when the column moves on to its bound in the same direction
 NEAR_V2 = 0.01  # a voltage row joins the LP when v^2 is within this of its limit (~0.005 pu of |V|)
 NEAR_I = 0.9  # a current row joins the LP when |I| reaches this fraction of its limit
 SPARSE_TOL = 1e-12  # sensitivities below this (relative to the row's largest) are left out
@@ -329,20 +330,29 @@ class _TreeSolver:
         """y with J^T y = g, for right-hand sides g (position, column, 2), column c in slot col_slot[c]."""
         g = g.copy()
         par, inv = self.par, self.inv
+
+        def mul(m: FloatArray, pos: IntArray, x: FloatArray) -> FloatArray:
+            """m[pos] (per position and slot, 2x2) times x (position, column, 2), each column in its slot."""
+            mc = m[pos][:, col_slot]  # (positions, columns, 2, 2)
+            out = np.empty_like(x)
+            out[..., 0] = mc[..., 0, 0] * x[..., 0] + mc[..., 0, 1] * x[..., 1]
+            out[..., 1] = mc[..., 1, 0] * x[..., 0] + mc[..., 1, 1] * x[..., 1]
+            return out
+
         u = np.zeros_like(g)
         for lev in reversed(self.levels):  # leaves to root
-            u[lev] = np.einsum("lcab,lcb->lca", inv[lev][:, col_slot], g[lev])
+            u[lev] = mul(inv, lev, g[lev])
             up = lev[par[lev] >= 0]
             if len(up):
-                np.add.at(g, par[up], -np.einsum("lcab,lcb->lca", self.a_pi[up][:, col_slot], u[up]))
+                np.add.at(g, par[up], -mul(self.a_pi, up, u[up]))
         y = np.zeros_like(g)
         for lev in self.levels:  # root to leaves
             rhs = g[lev].copy()
             inner = par[lev] >= 0
             if np.any(inner):
                 sel = lev[inner]
-                rhs[inner] -= np.einsum("lcab,lcb->lca", self.a_ip[sel][:, col_slot], y[par[sel]])
-            y[lev] = np.einsum("lcab,lcb->lca", inv[lev][:, col_slot], rhs)
+                rhs[inner] -= mul(self.a_ip, sel, y[par[sel]])
+            y[lev] = mul(inv, lev, rhs)
         return y
 
 
@@ -392,6 +402,7 @@ class SensitivityProblem(DispatchProblem):
         self.max_iter = MAX_ITER if max_iter is None else max_iter
         self.k = self.base / self.price_base
         self.iterations = 0
+        self.steps: list[float] = []  # largest withdrawal move of each iteration, MW
         self._a: FloatArray | None = None
         self._rows = _Rows(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
         self._v: ComplexArray | None = None
@@ -521,11 +532,14 @@ class SensitivityProblem(DispatchProblem):
             v = self.ac.flow(w1 + 1j * wq, v)
             added = self._near(v)
             step = float(np.max(np.abs(w1 - w0), initial=0.0)) * self.base
+            self.steps.append(step)
             if x0 is not None:
                 d = sol.x[cols] - x0[cols]
                 moved = np.abs(d) > self.tol_mw
                 flip = moved & (d * d_prev < 0)  # against the column's last move: the optimum is in between
                 delta[flip] = np.minimum(delta[flip], np.abs(d[flip])) * TRUST_SHRINK
+                grow = moved & ~flip & (d * d_prev > 0) & (np.abs(d) >= 0.99 * delta)  # on along the box
+                delta[grow] *= TRUST_GROW
                 d_prev = np.where(moved, d, d_prev)
             x0 = sol.x
             w0 = w1
@@ -596,6 +610,6 @@ class SensitivityProblem(DispatchProblem):
             violations=self.violations(sol),
             relaxation_gap_mw=None,
             devices_mw={name: sol.x[blk.idx()] for name, blk in self.device_blocks.items()},
-            extra={"iterations": self.iterations, "ac_mismatch_pu": self.ac.mismatch(v, s_w),
+            extra={"iterations": self.iterations, "steps_mw": list(self.steps), "ac_mismatch_pu": self.ac.mismatch(v, s_w),
                    "limit_rows": len(self._rows.kind)},
         )
