@@ -382,7 +382,6 @@ class ConicModel:
         lazy = np.zeros(m_all, dtype=bool)
         start = np.zeros(m_all, dtype=bool)  # lazy rows in the first solve all the same
         slack_row = np.zeros(m_all, dtype=bool)  # bound rows -x_j <= 0 of lazy columns
-        soft_row = np.zeros(m_all, dtype=bool)  # those of soft-limit slacks
         pos = 0
         for g in order:
             m = g.a.shape[0]
@@ -392,11 +391,8 @@ class ConicModel:
                     start[pos:pos + m] = np.repeat(g.lazy_start, g.cone_dim) if g.kind == "soc" else g.lazy_start
             if np.any(g.lazy_slack):
                 slack_row[pos:pos + m] = g.lazy_slack
-                soft_row[pos:pos + m] = g.lazy_slack is True
             pos += m
-        lazy, start, slack_row, soft_row = lazy[row_perm], start[row_perm], slack_row[row_perm], soft_row[row_perm]
-        inv_col = np.empty(self.n, dtype=np.int64)
-        inv_col[col_perm] = np.arange(self.n)
+        lazy, start, slack_row = lazy[row_perm], start[row_perm], slack_row[row_perm]
         slack_col = np.full(m_all, -1, dtype=np.int64)  # permuted column of each lazy slack row
         if np.any(slack_row):
             sr = a_all[np.flatnonzero(slack_row)]
@@ -409,7 +405,7 @@ class ConicModel:
                 else a_all
             xc, zc, spent = _solve_component(clarabel, tries, a_comp, b_all[rows], c[cols], kinds[rows], dims[rows],
                                              lazy[rows], start[rows], slack_row[rows],
-                                             slack_col[rows] - cols.start, soft_row[rows])
+                                             slack_col[rows] - cols.start)
             elapsed += spent
             xp[cols] = xc
             zp[rows] = zc
@@ -481,8 +477,7 @@ class ConicModel:
 
 def _solve_component(clarabel: object, tries: list[object], a_comp: sp.csr_matrix, b: FloatArray, c: FloatArray,
                      kr: IntArray, dr: IntArray, lz: npt.NDArray[np.bool_], start: npt.NDArray[np.bool_],
-                     slack_row: npt.NDArray[np.bool_], slack_col: IntArray,
-                     soft_row: npt.NDArray[np.bool_]) -> tuple[FloatArray, FloatArray, float]:
+                     slack_row: npt.NDArray[np.bool_], slack_col: IntArray) -> tuple[FloatArray, FloatArray, float]:
     """One component with Clarabel: (x, z, solver seconds). Lazy rows (`lz`, those of `start` in the
     first solve) and the lazy columns (each with its bound row -x_j <= 0 `slack_row`, its column
     `slack_col`) are left out until the solution calls for them: a left-out row or cone is added when
@@ -490,8 +485,7 @@ def _solve_component(clarabel: object, tries: list[object], a_comp: sp.csr_matri
     `c_j + A_j' z` is not clearly positive, e.g. when a limit's dual nears the slack's penalty. When
     none is, the solution is optimal for the whole component: left-out rows get zero duals, left-out
     columns' bounds the reduced cost of their column (exactly the KKT conditions of the whole). If the
-    problem has no solution without them, the soft-limit slacks (`soft_row`) are added, then every
-    left-out column."""
+    problem has no solution without them, every left-out column is added."""
     import time
 
     n_col = a_comp.shape[1]
@@ -528,9 +522,9 @@ def _solve_component(clarabel: object, tries: list[object], a_comp: sp.csr_matri
             if status == "Solved" or ("Infeasible" in status and not np.all(col_on)):
                 break
         if status != "Solved":
-            if not np.all(col_on):  # perhaps infeasible with hard limits: the slacks in, then every column
-                soft_off = s_cols[soft_row[s_rows] & ~col_on[s_cols]]
-                turn_on(soft_off if len(soft_off) else np.flatnonzero(~col_on))
+            if not np.all(col_on):  # perhaps infeasible with hard limits: every column in (a stressed
+                # component, whose prices will call for most of them)
+                turn_on(np.flatnonzero(~col_on))
                 continue
             raise SolverError(_STATUS.get(status, status), f"Clarabel on a component with {n_col} variables")
         xc = np.zeros(n_col)

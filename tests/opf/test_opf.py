@@ -293,3 +293,31 @@ def test_soft_limit_slacks_left_out_first_still_give_the_soft_optimum() -> None:
         assert _kkt_ok(lazy, a.solution)
         if not violated:  # every slack left out: its bound's dual is its reduced cost, positive
             assert np.all(a.solution.z["slack_v_min.lower"] > 0)
+
+
+def test_an_offer_left_out_as_far_out_of_the_money_is_taken_when_prices_call_for_it() -> None:
+    # Offers costing more than twice their energy at the wholesale price start out of the solve (fixed at
+    # 0); at twice the load the limits' penalties lift the far end's price above 500 EUR/MWh, so the offer
+    # at 500 there must come back in and run at its maximum, the one at 1e6 EUR/MWh stays at 0: the
+    # optimum and prices of the whole problem (cvxpy), KKT included.
+    _, view = _grid("case33bw")
+    results = []
+    for backend in ("direct", "cvxpy"):
+        prob = DispatchProblem(view, _profiles("case33bw", load=2.0), slot_seconds=3600, wholesale_eur_per_mwh=60.0)
+        blk = prob.model.add_block("offer_x", 2, prob.t_count)
+        idx = blk.idx()
+        prob.model.bound("offer_x", idx, 0.0, 0.2)
+        prob.model.add_cost(idx, np.array([[500.0], [1e6]]) * prob.slot_h)
+        slots = np.arange(prob.t_count)
+        for k, bus in enumerate((17, 17)):
+            prob.add_withdrawal_mw(np.full(prob.t_count, view.node(bus)), slots, idx[k], -1.0)
+        res = prob.solve(backend=backend)
+        results.append((prob, res, res.solution.x[idx]))
+    (lazy, a, xa), (_, b, xb) = results
+    assert lazy.model.group("offer_x.upper").lazy  # both started out of the solve
+    np.testing.assert_allclose(xa[0], 0.2, atol=1e-6)
+    np.testing.assert_allclose(xa[1], 0.0, atol=1e-6)
+    np.testing.assert_allclose(xa, xb, atol=1e-5)
+    assert a.solution.objective == pytest.approx(b.solution.objective, rel=1e-6)
+    np.testing.assert_allclose(a.dlmp_eur_per_mwh, b.dlmp_eur_per_mwh, rtol=1e-5, atol=1e-3)
+    assert _kkt_ok(lazy, a.solution)
