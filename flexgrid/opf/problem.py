@@ -302,7 +302,7 @@ class DispatchProblem:
                 r += shunt_rhs
             for g in m.groups:
                 if g.category == comp and g.a.shape[0]:
-                    r += g.a[:, cols].T @ sol.z[g.name]
+                    r += (g.a.T @ sol.z[g.name])[cols]
             rhs_all.append(-r)
         rhs = np.column_stack(rhs_all)
         lu = spla.splu(mat) if mat.shape[0] == mat.shape[1] else None
