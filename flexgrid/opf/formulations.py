@@ -207,18 +207,21 @@ def _thermal_linear(model: ConicModel, view: GridView, t_count: int, p_idx: IntA
 
 
 LAZY_LOADING = 0.7  # thermal cones of lines the base withdrawals load beyond this are in the first solve
+LAZY_V_MAX = 0.5  # upper voltage limits within this share of the band (v^2) of the base voltage: in the first solve
 
 
-def _base_loading(view: GridView, wp: Withdrawal, wq: Withdrawal) -> FloatArray:
-    """Radial only: |S| / i_max of every branch and slot under the constant withdrawals alone (no
-    losses, no flexibility), a guess of which thermal limits may bind (branch x slot; 0 without a limit)."""
+def _base_state(view: GridView, wp: Withdrawal, wq: Withdrawal) -> tuple[FloatArray, FloatArray | None]:
+    """Radial only: a guess of which limits may bind, from the constant withdrawals alone (no losses,
+    no shunts, no flexibility): |S| / i_max of every branch and slot (0 without a limit), and the
+    LinDistFlow squared voltage of every node and slot (None without a guess)."""
     import scipy.sparse as sp
     import scipy.sparse.linalg as spla
 
     n, nb = view.n_node, view.n_branch
+    t_count = wp.constant_pu.shape[1]
     keep = np.setdiff1d(np.arange(n), view.slack_nodes)
     if len(keep) != nb:  # pragma: no cover - radial views have one branch per non-slack node
-        return np.zeros((nb, wp.constant_pu.shape[1]))
+        return np.zeros((nb, t_count)), None
     inc = sp.csr_matrix((np.concatenate([np.ones(nb), -np.ones(nb)]),
                          (np.concatenate([view.to_node, view.from_node]), np.concatenate([np.arange(nb)] * 2))),
                         shape=(n, nb))[keep].tocsc()
@@ -226,8 +229,18 @@ def _base_loading(view: GridView, wp: Withdrawal, wq: Withdrawal) -> FloatArray:
     p = lu.solve(np.ascontiguousarray(wp.constant_pu[keep]))
     q = lu.solve(np.ascontiguousarray(wq.constant_pu[keep]))
     with np.errstate(divide="ignore", invalid="ignore"):
-        load = np.sqrt(p**2 + q**2) / view.i_max_pu[:, None]
-    return np.nan_to_num(load, nan=0.0, posinf=0.0)
+        load = np.nan_to_num(np.sqrt(p**2 + q**2) / view.i_max_pu[:, None], nan=0.0, posinf=0.0)
+    # v_to - v_from / tap^2 = -2 (r P + x Q), the slack nodes' v known
+    inv_tap2 = 1.0 / view.tap_ratio**2
+    drop = sp.csr_matrix((np.concatenate([np.ones(nb), -inv_tap2]),
+                          (np.concatenate([np.arange(nb)] * 2), np.concatenate([view.to_node, view.from_node]))),
+                         shape=(nb, n))
+    v_slack = np.zeros(n)
+    v_slack[view.slack_nodes] = view.slack_v_pu**2
+    rhs = -2 * (view.r_pu[:, None] * p + view.x_pu[:, None] * q) - (drop @ v_slack)[:, None]
+    v = np.repeat(v_slack[:, None], t_count, 1)
+    v[keep] = spla.splu(drop[:, keep].tocsc()).solve(np.ascontiguousarray(rhs))
+    return load, v
 
 
 def _distflow(model: ConicModel, view: GridView, t_count: int, wp: Withdrawal, wq: Withdrawal, *, losses: bool,
@@ -291,7 +304,11 @@ def _distflow(model: ConicModel, view: GridView, t_count: int, wp: Withdrawal, w
     soft: dict[str, Block] = {}
     limit: dict[str, FloatArray] = {}
     rows_of: dict[str, IntArray] = {}
+    base_load, v_est = _base_state(view, wp, wq)
     if len(free):
+        # Upper voltage limits bind only under reverse flows: their rows are lazy, those within
+        # LAZY_V_MAX of the band of the base state's voltage in the first solve (all without a guess).
+        band = (view.v_max_pu[free] ** 2 - view.v_min_pu[free] ** 2)[:, None]
         for kind, sign, lim in (("v_max", 1.0, view.v_max_pu[free] ** 2), ("v_min", -1.0, view.v_min_pu[free] ** 2)):
             sig = model.add_block(f"slack_{kind}", len(free), t_count)
             si = sig.idx()
@@ -300,7 +317,9 @@ def _distflow(model: ConicModel, view: GridView, t_count: int, wp: Withdrawal, w
             model.add(kind, "nonneg", np.concatenate([rr.ravel(), rr.ravel()]),
                       np.concatenate([vi[free].ravel(), si.ravel()]),
                       np.concatenate([np.full(m, sign), np.full(m, -1.0)]),
-                      np.broadcast_to((sign * lim)[:, None], rr.shape).T.ravel(), category="voltage")
+                      np.broadcast_to((sign * lim)[:, None], rr.shape).T.ravel(), category="voltage",
+                      lazy=kind == "v_max" and v_est is not None,
+                      lazy_start=None if v_est is None else (v_est[free] > lim[:, None] - LAZY_V_MAX * band).T.ravel())
             model.bound(f"slack_{kind}", si, 0.0, None, category="voltage", slack=True)
             model.add_cost(si, penalty_v)
             soft[kind], limit[kind], rows_of[kind] = sig, lim, free
@@ -359,7 +378,7 @@ def _distflow(model: ConicModel, view: GridView, t_count: int, wp: Withdrawal, w
             b_t[3::4] = -1.0
             # Most lines are far from their limit: the cones are lazy, those of lines loaded beyond
             # LAZY_LOADING by the base withdrawals alone (no losses, no flexibility) in the first solve.
-            est = _base_loading(view, wp, wq)[lim_b]  # branch x slot
+            est = base_load[lim_b]  # branch x slot
             start = np.concatenate([est.T.ravel() >= LAZY_LOADING, est.ravel()[recv] >= LAZY_LOADING])
             model.add("thermal", "soc", np.concatenate(rows_t), np.concatenate(cols_t), np.concatenate(vals_t),
                       b_t, cone_dim=4, category="congestion", lazy=True, lazy_start=start)

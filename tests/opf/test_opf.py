@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from functools import cache
 
 import numpy as np
@@ -318,6 +319,32 @@ def test_an_offer_left_out_as_far_out_of_the_money_is_taken_when_prices_call_for
     np.testing.assert_allclose(xa[0], 0.2, atol=1e-6)
     np.testing.assert_allclose(xa[1], 0.0, atol=1e-6)
     np.testing.assert_allclose(xa, xb, atol=1e-5)
+    assert a.solution.objective == pytest.approx(b.solution.objective, rel=1e-6)
+    np.testing.assert_allclose(a.dlmp_eur_per_mwh, b.dlmp_eur_per_mwh, rtol=1e-5, atol=1e-3)
+    assert _kkt_ok(lazy, a.solution)
+
+
+def test_an_upper_voltage_limit_left_out_is_added_when_injections_reach_it() -> None:
+    # v_max rows start out of the solve where the base state is far below them; an injection at the far
+    # end that is paid to run pushes bus 17 up to its limit (lines without a current limit here): the row
+    # must come back in and bind, with the optimum and prices of the whole problem (cvxpy), KKT included.
+    _, full = _grid("case33bw")
+    view = dataclasses.replace(full, i_max_pu=np.full(full.n_branch, np.inf))
+    results = []
+    for backend in ("direct", "cvxpy"):
+        prob = DispatchProblem(view, _profiles("case33bw", load=0.5), slot_seconds=3600, wholesale_eur_per_mwh=60.0)
+        blk = prob.model.add_block("offer_x", 1, prob.t_count)
+        idx = blk.idx()
+        prob.model.bound("offer_x", idx, 0.0, 30.0)
+        prob.model.add_cost(idx, -100.0 * prob.slot_h)
+        prob.add_withdrawal_mw(np.full(prob.t_count, view.node(17)), np.arange(prob.t_count), idx[0], -1.0)
+        res = prob.solve(backend=backend)
+        results.append((prob, res))
+    (lazy, a), (_, b) = results
+    v_max = lazy.model.group("v_max")
+    assert v_max.lazy and v_max.lazy_start is not None and not np.any(v_max.lazy_start)  # all left out at first
+    assert a.v_pu is not None and np.max(a.v_pu) == pytest.approx(1.1, abs=1e-6)
+    assert np.any(a.solution.z["v_max"] > 1e-3)
     assert a.solution.objective == pytest.approx(b.solution.objective, rel=1e-6)
     np.testing.assert_allclose(a.dlmp_eur_per_mwh, b.dlmp_eur_per_mwh, rtol=1e-5, atol=1e-3)
     assert _kkt_ok(lazy, a.solution)
