@@ -25,6 +25,7 @@ Thermal ratings of `case33bw`. Baran & Wu's feeder comes without line ratings (p
 from __future__ import annotations
 
 import copy
+import random
 from collections.abc import Callable
 from pathlib import Path
 
@@ -62,11 +63,29 @@ def _ieee_european_lv() -> pp.pandapowerNet:
     return pn.ieee_european_lv_asymmetric("on_peak_566")
 
 
+KERBER_SEED = 0  # pandapower draws the kerber nets' house-connection cable types with `random`
+
+
+def _kerber_dorfnetz() -> pp.pandapowerNet:
+    """pandapower's Kerber village net, the same in every process.
+
+    pandapower chooses each house connection's cable type at random (`random.random()`, unseeded),
+    so two processes built different nets, with different grid-model hashes and clearings. The
+    draw is made from a fixed seed; the caller's `random` state is left as it was.
+    """
+    state = random.getstate()
+    try:
+        random.seed(KERBER_SEED)
+        return pn.create_kerber_dorfnetz()
+    finally:
+        random.setstate(state)
+
+
 BUILTIN_NETS: dict[str, Callable[[], pp.pandapowerNet]] = {
     "case33bw": _case33bw,
     "cigre_mv": _cigre_mv,
     "cigre_lv": pn.create_cigre_network_lv,
-    "kerber_dorfnetz": pn.create_kerber_dorfnetz,
+    "kerber_dorfnetz": _kerber_dorfnetz,
     "mv_oberrhein": pn.mv_oberrhein,
     "ieee_european_lv": _ieee_european_lv,
     "case118": pn.case118,

@@ -167,3 +167,22 @@ def test_case33bw_is_rated_and_its_evening_peak_congests_only_the_feeder_head() 
     net.load["scaling"] = hourly
     pp.runpp(net, numba=False)
     assert net.res_line.loading_percent.max() < 100.0
+
+
+def test_kerber_dorfnetz_is_the_same_net_whatever_the_random_state() -> None:
+    """pandapower draws the Kerber nets' cable types with Python's `random`: two processes (two
+    random states) must still build the same net, or the oracle and an auditor disagree on it."""
+    import random
+
+    from flexgrid.grid import networks
+
+    hashes = set()
+    for seed in (1, 2):
+        networks._CACHE.pop("kerber_dorfnetz", None)
+        random.seed(seed)
+        net = networks.load_net("kerber_dorfnetz")
+        hashes.add(build_view(net).model_hash())
+        after = random.random()
+        random.seed(seed)
+        assert after == random.random()  # the caller's random state is left untouched
+    assert len(hashes) == 1
