@@ -412,9 +412,10 @@ def main() -> None:
         print(f"| {name} | {r['offered']} | {r['accepted']} | {r['lost']} | {r['api_offers_per_s']:.0f} | "
               f"{r['e2e_offers_per_s']:.0f} | {r['api_p50_ms']:.0f} / {r['api_p99_ms']:.0f} | "
               f"{r['e2e_p50_ms']:.0f} / {r['e2e_p99_ms']:.0f} |")
-    print(f"| naive: one transaction per offer | {args.naive_offers} | {args.naive_offers} | 0 | - | "
-          f"{args.naive_offers / naive_s:.0f} | - | {1000 * statistics.median(naive_lat):.0f} / "
-          f"{1000 * pct(naive_lat, 0.99):.0f} |")
+    if naive_lat:  # --naive-offers 0 skips the naive path
+        print(f"| naive: one transaction per offer | {args.naive_offers} | {args.naive_offers} | 0 | - | "
+              f"{args.naive_offers / naive_s:.0f} | - | {1000 * statistics.median(naive_lat):.0f} / "
+              f"{1000 * pct(naive_lat, 0.99):.0f} |")
     print()
     print(f"zero lost, per-offer path: {per_offer_check}")
     print(f"zero lost, bulk path: {bulk_check}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from coincurve import PublicKey
-from Crypto.Hash import keccak as _keccak
+from sha3 import keccak_256  # safe-pysha3
 
 from flexgrid.errors import SignatureError
 from flexgrid.trading.eip712 import (
@@ -27,8 +27,9 @@ from flexgrid.trading.models import FlexOffer, P2POrder
 
 
 def keccak(data: bytes) -> bytes:
-    """keccak256 straight from pycryptodome (eth-hash's backend; its wrapper adds a third)."""
-    return bytes(_keccak.new(data=data, digest_bits=256).digest())
+    """keccak256 from safe-pysha3 (eth-hash's pysha3 backend, in C): pycryptodome's cffi wrapper
+    cost a third of the API process's CPU under the bulk load (~7 us per hash quiet, more when busy)."""
+    return bytes(keccak_256(data).digest())
 
 
 def _encode_type(name: str, fields: list[dict[str, str]]) -> bytes:
