@@ -247,15 +247,35 @@ def case_vcg(q: Any, n_offers: int) -> None:
     q.put(out)
 
 
+def _child(q: Any, target: Any, *args: Any) -> None:
+    try:
+        target(q, *args)
+    except Exception as exc:  # the table shows the case's failure instead of the run hanging on it
+        q.put({"error": f"{type(exc).__name__}: {exc}"})
+
+
 def _run(target: Any, *args: Any) -> dict[str, Any]:
+    """Run one case in a fresh process (its own peak memory); a failure comes back as {"error": ...}."""
+    import queue
+
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    p = ctx.Process(target=target, args=(q, *args))
+    p = ctx.Process(target=_child, args=(q, target, *args))
     p.start()
     try:
-        result: dict[str, Any] = q.get(timeout=3600)
+        deadline = time.monotonic() + 3600
+        while True:
+            try:
+                result: dict[str, Any] = q.get(timeout=1.0)
+                break
+            except queue.Empty:
+                if not p.is_alive() or time.monotonic() > deadline:
+                    result = {"error": f"the case's process ended without a result (exit code {p.exitcode})"}
+                    break
     finally:
-        p.join()
+        p.join(timeout=10)
+        if p.is_alive():
+            p.kill()
     return result
 
 
@@ -298,6 +318,9 @@ def main() -> None:
 def _section1(emit: Any) -> None:
     emit("## 1. case33bw, 200 offers and 6 batteries: FlexGrid SOCP vs pandapower runopp x 96")
     r = _run(case_vs_runopp)
+    if "error" in r:
+        emit(f"failed: {r['error']}")
+        return
     emit("| FlexGrid SOCP clear [s] | runopp x 96 [s] | speed-up | CPU: clear / runopp [s] | CPU speed-up | "
          "FlexGrid cost [EUR] | runopp cost [EUR] | difference | runopp failures | max AC |V| error [pu] | "
          "SOC relaxation [MW] |")
@@ -335,10 +358,13 @@ def _section2(emit: Any, quick: bool) -> None:
             runs.insert(1, ("socp", False))
         for formulation, reduce_network in runs:
             s = _run(case_scaling, name, n_off, formulation, formulation == "socp" and reduce_network, reduce_network)
+            label = formulation if reduce_network else f"{formulation} (full network)"
+            if "error" in s:
+                emit(f"| {name} | | | | {n_off} | {label} | failed: {s['error']} |" + " |" * 10)
+                continue
             err = "n/a" if s["ac_v_err"] is None else f"{s['ac_v_err']:.1e}"
             runpp = "" if s["runpp96_s"] != s["runpp96_s"] else f"{s['runpp96_s']:.2f}"
             runpp_cpu = "" if s["runpp96_cpu_s"] != s["runpp96_cpu_s"] else f"{s['runpp96_cpu_s']:.2f}"
-            label = formulation if reduce_network else f"{formulation} (full network)"
             solved = "" if formulation == "copperplate" else f"{s['solved_nodes']} ({s['solves']})"
             emit(f"| {name} | {s['buses']} | {s['nodes']} | {solved} | {s['offers']} | {label} | {s['clear_s']:.2f} | "
                  f"{s['solve_s']:.2f} | {s['cpu_s']:.2f} | {s['peak_mb']:.0f} | {runpp} | {runpp_cpu} | {err} | "
