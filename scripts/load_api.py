@@ -20,7 +20,7 @@ Wallet signatures are EIP-712 (the same digest and signature as eth_signTypedDat
 with coincurve before the measured window, as wallets sign on their own devices, so the
 generator's signing does not take CPU from the server during the run).
 
-    .venv/bin/python scripts/load_api.py [--offers 3000] [--bulk-offers 60000] [--max-seconds 60]
+    .venv/bin/python scripts/load_api.py [--offers 3000] [--bulk-offers 80000] [--max-seconds 60]
 """
 
 from __future__ import annotations
@@ -298,8 +298,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--offers", type=int, default=3000, help="offers on the per-offer endpoint")
     parser.add_argument("--clients", type=int, default=64, help="concurrent HTTP clients on the per-offer endpoint")
-    parser.add_argument("--bulk-offers", type=int, default=60000,
-                        help="offers on the bulk endpoint (the sustained test: 60,000 in at most --max-seconds)")
+    parser.add_argument("--bulk-offers", type=int, default=80000,
+                        help="offers on the bulk endpoint (the sustained test: enough to keep >= 1,000/s busy for "
+                             "the whole --max-seconds)")
     parser.add_argument("--bulk-size", type=int, default=250, help="offers per bulk request")
     parser.add_argument("--bulk-clients", type=int, default=8, help="concurrent aggregator clients")
     parser.add_argument("--providers", type=int, default=100, help="provider wallets per write path")
@@ -424,9 +425,11 @@ def main() -> None:
             print(f"{name} path: offers refused by the API, by status: {r['errors']}")
         print(f"{name} path: {r['api_seconds']:.1f} s of submission, last offer in the database after "
               f"{r['e2e_seconds']:.1f} s")
-    met = bulk["e2e_offers_per_s"] >= 1000 and bulk["accepted"] >= 60000 and bulk["lost"] == 0
-    print(f"goal (>= 1,000 offers/s end to end sustained for 60 s, i.e. >= 60,000 offers, zero lost): "
-          f"{'MET' if met else 'NOT MET'} ({bulk['accepted']} offers, {bulk['e2e_offers_per_s']:.0f}/s end to end, "
+    met = (bulk["e2e_offers_per_s"] >= 1000 and bulk["e2e_seconds"] >= 60 and bulk["accepted"] >= 60000
+           and bulk["lost"] == 0)
+    print(f"goal (>= 1,000 offers/s end to end, the phase lasting >= 60 s, zero lost): "
+          f"{'MET' if met else 'NOT MET'} ({bulk['accepted']} offers in {bulk['e2e_seconds']:.1f} s, "
+          f"{bulk['e2e_offers_per_s']:.0f}/s end to end, "
           f"lost {bulk['lost']})")
     print("CPU per offer on the bulk path (ms, all processes on this machine): "
           + ", ".join(f"{k} {v:.2f}" for k, v in bulk["cpu_ms_per_offer"].items())
