@@ -594,22 +594,16 @@ class SensitivityProblem(DispatchProblem):
                     out.append(Violation(name, element, s, float(amount), unit))
         return out
 
-    def result(self, sol: Solution) -> DispatchResult:
-        net = self.build()
+    def voltages(self, sol: Solution) -> FloatArray:
+        """The AC power flow's voltage magnitudes at the operating point the last LP was built on."""
         assert self._v is not None
-        v = self._v
+        return np.abs(self._v)
+
+    def result(self, sol: Solution) -> DispatchResult:
+        """DispatchProblem's result (no relaxation here: no loss variable) with the iteration's record."""
+        out = super().result(sol)
+        assert self._v is not None
         s_w = self.wp.value(sol.x) + 1j * self.wq.constant_pu
-        return DispatchResult(
-            solution=sol,
-            dlmp_eur_per_mwh=self.dlmp(sol),
-            components=self.decompose(sol),
-            v_pu=np.abs(v),
-            withdrawal_p_mw=self.wp.value(sol.x) * self.base,
-            withdrawal_q_mvar=self.wq.value(sol.x) * self.base,
-            slack_p_mw=sol.x[net.slack_p.idx()] * self.base,
-            violations=self.violations(sol),
-            relaxation_gap_mw=None,
-            devices_mw={name: sol.x[blk.idx()] for name, blk in self.device_blocks.items()},
-            extra={"iterations": self.iterations, "steps_mw": list(self.steps), "ac_mismatch_pu": self.ac.mismatch(v, s_w),
-                   "limit_rows": len(self._rows.kind)},
-        )
+        out.extra = {"iterations": self.iterations, "steps_mw": list(self.steps),
+                     "ac_mismatch_pu": self.ac.mismatch(self._v, s_w), "limit_rows": len(self._rows.kind)}
+        return out
