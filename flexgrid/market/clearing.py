@@ -337,9 +337,7 @@ def keep_nodes(view: GridView, profiles: Profiles, orders: Sequence[Order], devi
     keep.update(int(n) for n in np.flatnonzero(active))
     keep.update(view.node(o.bus) for o in orders)
     if devices is not None:
-        buses = [d.bus for d in devices.batteries] + [d.bus for d in devices.shiftable] + [
-            d.bus for d in devices.evs] + [d.bus for d in devices.pv]
-        keep.update(view.node(b) for b in buses)
+        keep.update(view.node(d.bus) for d in devices.every())
     return keep
 
 

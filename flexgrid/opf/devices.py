@@ -91,8 +91,12 @@ class Devices:
     pv: tuple[CurtailablePV, ...] = ()
     evs: tuple[EVCharger, ...] = ()
 
+    def every(self) -> tuple[Battery | ShiftableLoad | CurtailablePV | EVCharger, ...]:
+        """Every device, of every kind."""
+        return (*self.batteries, *self.shiftable, *self.pv, *self.evs)
+
     def validate(self, slot_count: int, slot_h: float) -> None:
-        ids = [d.device_id for group in (self.batteries, self.shiftable, self.pv, self.evs) for d in group]
+        ids = [d.device_id for d in self.every()]
         if len(set(ids)) != len(ids):
             raise InputError("device_id", "device ids must be unique")
         for s in self.shiftable:
