@@ -1,0 +1,209 @@
+"""Components solved without a solver: a candidate point, polished and certified by its KKT conditions.
+
+Most slots of a day congest nothing: no limit binds, every offer stays out of the money, and the
+optimum of the SOCP is the network's AC operating point with the flexibility idle (the cones of
+the branch-flow relaxation are tight there). An interior point method spends ten or more
+factorisations of the whole KKT system to find that point; a power flow and one linear solve for
+the duals find it exactly.
+
+`certify_parts` takes such a candidate for every column (`x0`, e.g. the AC power flow of the base
+withdrawals) and, for each independent component of a cone program `min c'x, A x + s = b, s in K`
+(rows in solver order: zero, nonneg, soc), decides from the candidate alone which constraints are
+active: equalities, single-entry `nonneg` rows (bounds) with zero slack, cones on their boundary
+(`s0 = |s1:|`). When no other inequality is active and the columns that sit on no active bound
+are exactly as many as the equalities plus the tight cones (a square system, as the branch-flow
+model is with its flexibility at zero), then
+
+1. Newton's method on (equalities, `s0^2 - |s1:|^2 = 0` of the tight cones) in those columns
+   polishes the candidate to machine precision (one or two steps from an AC power flow);
+2. the duals follow from stationarity `c + A' z = 0`: with `J` that system's Jacobian at the
+   polished point, `J' w = c` gives the equality duals `w` and the cone duals `2 w_k (s0, -s1:)`;
+   each active bound's dual is what its column needs to balance;
+3. the component is certified when every tight cone's multiplier and every bound's dual is
+   non-negative (within rounding) and every inactive constraint is strictly feasible.
+
+A certified component satisfies the KKT conditions of the whole component (primal feasible, dual
+feasible, complementary: zero duality gap), so its solution is optimal, the same point any solver
+converges to, and `check_kkt` and the auditors verify it like any other. A component that fails
+any test (an offer in the money, a limit near binding, a device with state, a singular system) is
+left to the solver; nothing here is approximate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+TOL_FEAS = 1e-9  # primal residual allowed at the polished point (relative to max(1, |b|))
+TOL_ACTIVE = 1e-7  # a bound or cone is active when its slack is below this (relative); inactive ones
+# must be clear of it, so that the active set is unambiguous
+TOL_DUAL = 1e-9  # a dual this far below 0 (relative to max(1, |c|)) is rounding and set to 0
+NEWTON_STEPS = 6
+
+
+@dataclass(frozen=True)
+class Certified:
+    """Which parts were certified, and the primal and dual solution of their columns and rows
+    (entries of parts not certified are 0)."""
+
+    ok: BoolArray
+    x: FloatArray
+    z: FloatArray
+    reasons: dict[str, int]  # why parts were left to the solver: reason -> count
+
+
+def _labels(parts: list[tuple[slice, slice]], m: int, n: int) -> tuple[IntArray, IntArray]:
+    row_lab = np.full(m, -1, dtype=np.int64)
+    col_lab = np.full(n, -1, dtype=np.int64)
+    for k, (rows, cols) in enumerate(parts):
+        row_lab[rows] = k
+        col_lab[cols] = k
+    return row_lab, col_lab
+
+
+def _fail(bad: BoolArray, labels: IntArray, n_parts: int) -> BoolArray:
+    """Parts with at least one flagged row or column (labels -1 ignored)."""
+    out = np.zeros(n_parts, dtype=bool)
+    sel = labels[bad]
+    out[sel[sel >= 0]] = True
+    return out
+
+
+def certify_parts(a: sp.csr_matrix, b: FloatArray, c: FloatArray, kinds: IntArray, heads: IntArray,
+                  x0: FloatArray, parts: list[tuple[slice, slice]]) -> Certified:
+    """Certify the parts (row and column slices of independent components of `a`) whose optimum the
+    candidate `x0` gives; see the module docstring. `kinds`: 0 zero, 1 nonneg, 2 soc per row; `heads`:
+    the first row of each row's cone (the row itself for zero and nonneg rows)."""
+    m, n = a.shape
+    n_parts = len(parts)
+    reasons: dict[str, int] = {}
+    ok = np.ones(n_parts, dtype=bool)
+    x = np.where(np.isfinite(x0), x0, 0.0)
+    row_lab, col_lab = _labels(parts, m, n)
+
+    def drop(mask: BoolArray, why: str) -> None:
+        new = mask & ok
+        if np.any(new):
+            reasons[why] = reasons.get(why, 0) + int(np.sum(new))
+            ok[new] = False
+
+    drop(_fail(~np.isfinite(x0), col_lab, n_parts), "no candidate")
+    nnz_row = np.diff(a.indptr)
+    is_zero, is_nonneg, is_soc = kinds == 0, kinds == 1, kinds == 2
+    bound = is_nonneg & (nnz_row == 1)
+    head_rows = np.flatnonzero(is_soc & (heads == np.arange(m)))
+    cone_of = np.full(m, -1, dtype=np.int64)
+    cone_of[is_soc] = np.searchsorted(head_rows, heads[is_soc])
+    scale_b = np.maximum(1.0, np.abs(b))
+
+    def classify(x: FloatArray) -> tuple[FloatArray, BoolArray, FloatArray, FloatArray, BoolArray]:
+        """Slacks, active bounds, cone heads s0, the norms |s1:|, tight cones."""
+        s = b - a @ x
+        s0 = s[head_rows]
+        tail = np.where(is_soc & (heads != np.arange(m)), s, 0.0)
+        unorm = np.sqrt(np.bincount(cone_of[is_soc], weights=tail[is_soc] ** 2, minlength=len(head_rows)))
+        tight = s0 - unorm <= TOL_ACTIVE * np.maximum(1.0, s0 + unorm)
+        active = bound & (s <= TOL_ACTIVE * scale_b)
+        return s, active, s0, unorm, tight
+
+    s, active, s0, unorm, tight = classify(x)
+    drop(_fail(is_zero & (np.abs(s) > 1e-4 * scale_b), row_lab, n_parts), "candidate far from the equalities")
+    drop(_fail(is_nonneg & (s < -TOL_FEAS * scale_b), row_lab, n_parts), "candidate violates a limit")
+    drop(_fail(is_nonneg & ~bound & (s <= TOL_ACTIVE * scale_b), row_lab, n_parts), "a limit is active")
+    cone_lab = row_lab[head_rows]
+    drop(_fail(s0 - unorm < -1e-6 * np.maximum(1.0, s0 + unorm), cone_lab, n_parts), "candidate outside a cone")
+    drop(_fail(tight & (s0 <= TOL_ACTIVE), cone_lab, n_parts), "a cone at its apex")
+    # columns on an active bound are fixed (one bound at most); the others are the unknowns
+    act_rows = np.flatnonzero(active)
+    act_col = a.indices[a.indptr[act_rows]]
+    per_col = np.bincount(act_col, minlength=n)
+    drop(_fail(per_col > 1, col_lab, n_parts), "a column on two bounds")
+    free = per_col == 0
+    n_unk = np.bincount(col_lab[free & (col_lab >= 0)], minlength=n_parts)
+    n_eq = (np.bincount(row_lab[is_zero & (row_lab >= 0)], minlength=n_parts)
+            + np.bincount(cone_lab[tight & (cone_lab >= 0)], minlength=n_parts))
+    drop(n_unk != n_eq, "not a square system")
+    if not np.any(ok):
+        return Certified(ok, np.zeros(n), np.zeros(m), reasons)
+
+    # the parts still in: Newton on their equalities and tight cones, in their free columns
+    keep_row = ok[np.maximum(row_lab, 0)] & (row_lab >= 0)
+    keep_col = ok[np.maximum(col_lab, 0)] & (col_lab >= 0)
+    zrows = np.flatnonzero(is_zero & keep_row)
+    ucols = np.flatnonzero(free & keep_col)
+    a_csc = a.tocsc()
+    a_u = a_csc[:, ucols].tocsr()
+
+    def system(s: FloatArray, tight_idx: IntArray) -> tuple[sp.csr_matrix, FloatArray, sp.csr_matrix]:
+        """E (equality selector and 2 (s0, -s1:) per tight cone), F(x), J = -E A[:, free]."""
+        t_heads = head_rows[tight_idx]
+        sel = np.isin(cone_of, tight_idx) & is_soc
+        sel_rows = np.flatnonzero(sel)
+        k = np.searchsorted(tight_idx, cone_of[sel_rows])
+        coef = np.where(heads[sel_rows] == sel_rows, 2 * s[sel_rows], -2 * s[sel_rows])
+        e = sp.csr_matrix((np.concatenate([np.ones(len(zrows)), coef]),
+                           (np.concatenate([np.arange(len(zrows)), len(zrows) + k]),
+                            np.concatenate([zrows, sel_rows]))), shape=(len(zrows) + len(t_heads), m))
+        f = np.concatenate([s[zrows], s0_of(s, t_heads) ** 2 - unorm_of(s, tight_idx) ** 2])
+        return e, f, -(e @ a_u).tocsc()
+
+    def s0_of(s: FloatArray, rows: IntArray) -> FloatArray:
+        return s[rows]
+
+    def unorm_of(s: FloatArray, cones: IntArray) -> FloatArray:
+        tail = np.where(is_soc & (heads != np.arange(m)), s, 0.0)
+        u2 = np.bincount(cone_of[is_soc], weights=tail[is_soc] ** 2, minlength=len(head_rows))
+        return np.sqrt(u2[cones])
+
+    tight_idx = np.flatnonzero(tight & ok[np.maximum(cone_lab, 0)])
+    try:
+        lu = None
+        for _ in range(NEWTON_STEPS):
+            e, f, jac = system(s, tight_idx)
+            lu = spla.splu(jac)
+            step = lu.solve(-f)
+            if not np.all(np.isfinite(step)):
+                raise RuntimeError("non-finite Newton step")
+            x[ucols] += step
+            s = b - a @ x
+            if np.max(np.abs(step), initial=0.0) <= 1e-13 * max(1.0, float(np.max(np.abs(x[ucols]), initial=0.0))):
+                break
+        e, f, jac = system(s, tight_idx)
+        lu = spla.splu(jac)
+        w = lu.solve(c[ucols], trans="T")
+    except RuntimeError:  # a singular system (splu: "Factor is exactly singular") or a diverging step
+        reasons["singular or diverging system"] = int(np.sum(ok))
+        return Certified(np.zeros(n_parts, dtype=bool), np.zeros(n), np.zeros(m), reasons)
+
+    # the polished point: the same active set, feasible to rounding
+    s, active2, s0, unorm, tight2 = classify(x)
+    drop(_fail(keep_row & (active2 != active), row_lab, n_parts), "the active set moved")
+    drop(_fail(is_zero & (np.abs(s) > TOL_FEAS * scale_b), row_lab, n_parts), "equalities not met")
+    drop(_fail(is_nonneg & ~active & (s <= TOL_ACTIVE * scale_b), row_lab, n_parts), "a limit is active")
+    drop(_fail(tight2 != tight, cone_lab, n_parts), "the active set moved")
+    z = e.T @ w  # equality duals and 2 w_k (s0, -s1:) on the tight cones
+    alpha = w[len(zrows):]
+    c_scale = max(1.0, float(np.max(np.abs(c), initial=0.0)))
+    drop(_fail(np.isin(np.arange(len(head_rows)), tight_idx[alpha < -TOL_DUAL * c_scale]), cone_lab, n_parts),
+         "a cone's multiplier is negative")
+    neg_cones = tight_idx[(alpha < 0) & (alpha >= -TOL_DUAL * c_scale)]
+    if len(neg_cones):  # rounding: the multiplier is 0
+        zero_rows = np.flatnonzero(np.isin(cone_of, neg_cones) & is_soc)
+        z[zero_rows] = 0.0
+    # the bound rows' duals: what their fixed columns need to balance (c_j + A_j' z + a_rj z_r = 0)
+    red = c + a_csc.T @ z
+    z[act_rows] = -red[act_col] / a.data[a.indptr[act_rows]]
+    neg = act_rows[z[act_rows] < -TOL_DUAL * c_scale]
+    drop(_fail(np.isin(np.arange(m), neg), row_lab, n_parts), "an idle variable's reduced cost is negative")
+    z[act_rows] = np.maximum(z[act_rows], 0.0)
+    keep_row = ok[np.maximum(row_lab, 0)] & (row_lab >= 0)
+    keep_col = ok[np.maximum(col_lab, 0)] & (col_lab >= 0)
+    return Certified(ok, np.where(keep_col, x, 0.0), np.where(keep_row, z, 0.0), reasons)
