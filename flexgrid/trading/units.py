@@ -27,6 +27,7 @@ MICRO_PER_UNIT = 1_000_000
 TOKEN_DECIMALS = 6
 # power_w * slot_seconds / WS_PER_MWH = energy in MWh
 WS_PER_MWH = 3_600_000_000
+_POW10 = {d: 10**d for d in range(19)}  # the decimals of scale_exact's fast path
 
 
 def _to_decimal(value: float | int, field: str, order_id: str | None) -> Decimal:
@@ -57,6 +58,27 @@ def scale_exact(
     Raises when the value is NaN or infinite, negative (unless `signed`), has more than
     `decimals` decimals, or does not fit the on-chain integer (`max_int`).
     """
+    n = None
+    if type(value) is float and decimals in _POW10 and -1e15 < value * _POW10[decimals] < 1e15:
+        # Fast path, the same integer as the decimal one below (tests/trading/test_units.py checks
+        # it against it): a candidate n from float arithmetic is the answer iff n / 10**decimals == value.
+        # If Decimal(repr(value)) * 10**decimals is an integer n with |n| <= 10**15, n / 10**decimals
+        # (correctly rounded) is the double nearest to that decimal, i.e. `value`, and so is the
+        # rounded product. Conversely if n / 10**decimals == value, the decimal n * 10**-decimals
+        # (<= 15 significant digits) and repr(value) (the shortest that round-trips, so also <= 15)
+        # both map to `value`, and two decimals of <= 15 significant digits never map to one double:
+        # they are equal. Anything else (other types, more decimals, huge values) takes the exact path.
+        n = round(value * _POW10[decimals])
+        if n / _POW10[decimals] != value:
+            n = None
+    elif type(value) is int and decimals in _POW10:
+        n = value * _POW10[decimals]
+    if n is not None:
+        if n < 0 and not signed:
+            raise InputError(field, f"must not be negative, got {value} {unit}", order_id=order_id)
+        if n > max_int or n < -max_int - 1:
+            raise InputError(field, f"{value} {unit} is out of the on-chain range", order_id=order_id)
+        return n
     dec = _to_decimal(value, field, order_id)
     if not signed and dec < 0:
         raise InputError(field, f"must not be negative, got {value} {unit}", order_id=order_id)
