@@ -12,7 +12,6 @@ import json
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, TypeVar
 
 from eth_abi import decode as abi_decode
@@ -22,6 +21,15 @@ from sqlmodel.sql.expression import SelectOfScalar
 from web3 import Web3
 from web3.types import RPCEndpoint
 
+from flexgrid.chain.abicodec import (
+    Decode,
+    Unsupported,
+    checksum,
+    decoder,
+    parse,
+    topic_holds_hash,
+    word_decoder,
+)
 from flexgrid.chain.artifacts import abi_signature, abi_type, load_artifact
 from flexgrid.chain.deploy import Deployment
 from flexgrid.chain.market import offer_from_struct, p2p_from_struct, request_from_struct
@@ -63,144 +71,9 @@ def _struct(args: dict[str, Any], key: str) -> dict[str, Any]:
     return out
 
 
-_DYNAMIC = ("string", "bytes", "tuple")
-
-
-@lru_cache(maxsize=65536)
-def checksum(address: str) -> str:
-    """EIP-55 checksummed address (cached: each costs two keccaks, and few addresses recur)."""
-    return str(Web3.to_checksum_address(address))
-
-
 def _as_bytes(value: Any) -> bytes:
     """A log field as bytes: raw JSON-RPC gives `0x` hex strings, web3 gives HexBytes."""
     return bytes.fromhex(value[2:]) if isinstance(value, str) else bytes(value)
-
-
-class _Unsupported(Exception):
-    """A value the fast decoder does not take (eth-abi decides)."""
-
-
-def _word_decoder(kind: str) -> Callable[[bytes, int], Any] | None:
-    """Decoder of one static 32-byte ABI word of `kind` into its JSON-able value (None: not static)."""
-    if kind.startswith("uint"):
-        bits = int(kind[4:] or 256)
-
-        def uint(data: bytes, at: int) -> int:
-            value = int.from_bytes(data[at: at + 32], "big")
-            if value >> bits or at + 32 > len(data):
-                raise _Unsupported(kind)
-            return value
-
-        return uint
-    if kind.startswith("int"):
-        bits = int(kind[3:] or 256)
-
-        def sint(data: bytes, at: int) -> int:
-            value = int.from_bytes(data[at: at + 32], "big", signed=True)
-            if not -(1 << (bits - 1)) <= value < 1 << (bits - 1) or at + 32 > len(data):
-                raise _Unsupported(kind)
-            return value
-
-        return sint
-    if kind == "address":
-
-        def address(data: bytes, at: int) -> str:
-            word = data[at: at + 32]
-            if len(word) != 32 or any(word[:12]):
-                raise _Unsupported(kind)
-            return checksum("0x" + word[12:].hex())
-
-        return address
-    if kind == "bool":
-
-        def boolean(data: bytes, at: int) -> bool:
-            value = int.from_bytes(data[at: at + 32], "big")
-            if value > 1 or at + 32 > len(data):
-                raise _Unsupported(kind)
-            return bool(value)
-
-        return boolean
-    if kind.startswith("bytes") and kind != "bytes":
-        size = int(kind[5:])
-
-        def fixed(data: bytes, at: int) -> str:
-            word = data[at: at + 32]
-            if len(word) != 32 or any(word[size:]):
-                raise _Unsupported(kind)
-            return "0x" + word[:size].hex()
-
-        return fixed
-    return None
-
-
-_Decode = Callable[[bytes, int], Any]  # (data, offset of the value's head) -> JSON-able value
-
-
-def _decoder(param: dict[str, Any]) -> tuple[_Decode, int]:
-    """A decoder of `param` (value at a head offset) and the size of its head (32 for a dynamic
-    type, whose head is an offset; a static tuple's head is its components')."""
-    kind = str(param["type"])
-    if kind.endswith("[]"):
-        inner, inner_size = _decoder({**param, "type": kind[:-2]})
-        if inner_size != 32 or _dynamic(kind[:-2]):
-            raise _Unsupported(kind)
-
-        def array(data: bytes, at: int) -> list[Any]:
-            start = int.from_bytes(data[at: at + 32], "big")
-            n = int.from_bytes(data[start: start + 32], "big")
-            if start + 32 + 32 * n > len(data):
-                raise _Unsupported(kind)
-            return [inner(data, start + 32 + 32 * i) for i in range(n)]
-
-        return array, 32
-    if kind.endswith("]"):
-        raise _Unsupported(kind)  # fixed-size arrays: no event has one
-    if kind == "tuple":
-        heads: list[tuple[str, _Decode, int]] = []
-        offset = 0
-        for c in param["components"]:
-            decode, size = _decoder(c)
-            heads.append((str(c["name"]), decode, offset))
-            offset += size
-        if _dynamic_param(param):
-
-            def dynamic_struct(data: bytes, at: int) -> dict[str, Any]:
-                view = data[int.from_bytes(data[at: at + 32], "big"):]  # offsets inside are relative to it
-                return {name: decode(view, off) for name, decode, off in heads}
-
-            return dynamic_struct, 32
-
-        def static_struct(data: bytes, at: int) -> dict[str, Any]:
-            return {name: decode(data, at + off) for name, decode, off in heads}
-
-        return static_struct, offset
-    if kind in ("bytes", "string"):
-
-        def blob(data: bytes, at: int) -> Any:
-            start = int.from_bytes(data[at: at + 32], "big")
-            n = int.from_bytes(data[start: start + 32], "big")
-            raw = data[start + 32: start + 32 + n]
-            if len(raw) != n:
-                raise _Unsupported(kind)
-            return raw.decode("utf-8") if kind == "string" else "0x" + raw.hex()
-
-        return blob, 32
-    word = _word_decoder(kind)
-    if word is None:
-        raise _Unsupported(kind)
-    return word, 32
-
-
-def _dynamic(kind: str) -> bool:
-    return kind.endswith("[]") or kind in ("bytes", "string") or kind.startswith("tuple")
-
-
-def _dynamic_param(param: dict[str, Any]) -> bool:
-    kind = str(param["type"])
-    if kind == "tuple":
-        return any(_dynamic_param(c) for c in param["components"])
-    return kind.endswith("[]") or kind in ("bytes", "string")
 
 
 class _LogDecoder:
@@ -215,27 +88,25 @@ class _LogDecoder:
         self.data_params = [p for p in self.inputs if not p.get("indexed")]
         self.data_types = [abi_type(p) for p in self.data_params]
         self.names = [str(p["name"]) for p in self.inputs]
-        self._fast: list[tuple[str, _Decode, int]] | None
-        self._topics: list[tuple[str, _Decode | None]] = []
+        self._fast: list[tuple[str, Decode, int]] | None
+        self._topics: list[tuple[str, Decode | None]] = []
         try:
             self._fast = []
             offset = 0
             for p in self.data_params:
-                decode, size = _decoder(p)
-                self._fast.append((str(p["name"]), decode, offset))
-                offset += size
-            for p in self.indexed:
-                kind = abi_type(p)
-                dynamic = kind.endswith("]") or kind.startswith(_DYNAMIC)
-                self._topics.append((str(p["name"]), None if dynamic else _word_decoder(kind)))
-        except _Unsupported:
+                t = parse(p)
+                self._fast.append((str(p["name"]), decoder(t), offset))
+                offset += t.head_size
+            for p in self.indexed:  # a reference type's topic holds only its hash
+                self._topics.append((str(p["name"]), None if topic_holds_hash(p) else word_decoder(parse(p))))
+        except Unsupported:
             self._fast = None
 
     def decode(self, log: Any) -> dict[str, Any]:
         if self._fast is not None:
             try:
                 return self._decode_fast(log)
-            except (_Unsupported, ValueError, IndexError):
+            except (ValueError, IndexError):  # Unsupported is a ValueError
                 pass
         return self._decode_abi(log)
 
@@ -244,7 +115,7 @@ class _LogDecoder:
         values: dict[str, Any] = {}
         topics = [_as_bytes(t) for t in list(log["topics"])[1:]]
         if len(topics) != len(self._topics):
-            raise _Unsupported("topics")
+            raise Unsupported("topics")
         for (name, word), topic in zip(self._topics, topics, strict=True):
             values[name] = "0x" + topic.hex() if word is None else word(topic, 0)  # dynamic: only its hash
         data = _as_bytes(log["data"])
@@ -255,11 +126,10 @@ class _LogDecoder:
     def _decode_abi(self, log: Any) -> dict[str, Any]:
         values: dict[str, Any] = {}
         for param, topic in zip(self.indexed, list(log["topics"])[1:], strict=True):
-            kind = abi_type(param)
-            if kind.endswith("]") or kind.startswith(_DYNAMIC):
+            if topic_holds_hash(param):
                 values[param["name"]] = "0x" + _as_bytes(topic).hex()  # only the hash is in the topic
             else:
-                values[param["name"]] = jsonable(abi_decode([kind], _as_bytes(topic))[0], param)
+                values[param["name"]] = jsonable(abi_decode([abi_type(param)], _as_bytes(topic))[0], param)
         decoded = abi_decode(self.data_types, _as_bytes(log["data"])) if self.data_types else ()
         for param, value in zip(self.data_params, decoded, strict=True):
             values[param["name"]] = jsonable(value, param)

@@ -13,6 +13,7 @@ from web3.contract.contract import ContractFunction
 from web3.exceptions import ContractLogicError, TimeExhausted
 from web3.types import TxParams
 
+from flexgrid.chain.abicodec import encoder, heads_and_tails, parse
 from flexgrid.chain.artifacts import Artifact, abi_signature, decode_revert
 from flexgrid.errors import ChainError, ContractRevert
 
@@ -152,106 +153,22 @@ class TxSender:
         )
 
 
-_Encode = Callable[[Any], bytes]
-
-
-def _uint_word(bits: int, value: Any) -> bytes:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << bits:
-        raise ValueError(f"{value!r} is not a uint{bits}")
-    return value.to_bytes(32, "big")
-
-
-def _encoder(param: dict[str, Any]) -> tuple[_Encode, bool]:
-    """An ABI encoder of `param`'s values (structs as dicts by component name) and whether the
-    type is dynamic. Values are range-checked like eth-abi does."""
-    kind = str(param["type"])
-    if kind.endswith("[]"):
-        inner, inner_dynamic = _encoder({**param, "type": kind[:-2]})
-
-        def array(values: Any) -> bytes:
-            items = [inner(v) for v in values]
-            return len(items).to_bytes(32, "big") + _heads_and_tails(items, [inner_dynamic] * len(items))
-
-        return array, True
-    if kind.endswith("]"):
-        raise ValueError(f"fixed-size array {kind} is not supported")
-    if kind == "tuple":
-        parts = [(str(c["name"]), *_encoder(c)) for c in param["components"]]
-        flags = [d for _, _, d in parts]
-
-        def struct(value: Any) -> bytes:
-            return _heads_and_tails([encode(value[name]) for name, encode, _ in parts], flags)
-
-        return struct, any(flags)
-    if kind in ("bytes", "string"):
-
-        def blob(value: Any) -> bytes:
-            raw = value.encode() if isinstance(value, str) and kind == "string" else bytes(value)
-            return len(raw).to_bytes(32, "big") + raw + b"\x00" * (-len(raw) % 32)
-
-        return blob, True
-    if kind.startswith("uint"):
-        bits = int(kind[4:] or 256)
-        return (lambda v: _uint_word(bits, v)), False
-    if kind.startswith("int"):
-        bits = int(kind[3:] or 256)
-
-        def sint(value: Any) -> bytes:
-            if isinstance(value, bool) or not isinstance(value, int) or not -(1 << (bits - 1)) <= value < 1 << (bits - 1):
-                raise ValueError(f"{value!r} is not an int{bits}")
-            return value.to_bytes(32, "big", signed=True)
-
-        return sint, False
-    if kind == "address":
-
-        def address(value: Any) -> bytes:
-            raw = bytes.fromhex(value[2:]) if isinstance(value, str) else bytes(value)
-            if len(raw) != 20:
-                raise ValueError(f"{value!r} is not an address")
-            return b"\x00" * 12 + raw
-
-        return address, False
-    if kind == "bool":
-        return (lambda v: _uint_word(1, int(v) if isinstance(v, bool) else v)), False
-    if kind.startswith("bytes"):
-        size = int(kind[5:])
-
-        def fixed(value: Any) -> bytes:
-            raw = bytes.fromhex(value[2:]) if isinstance(value, str) else bytes(value)
-            if len(raw) != size:
-                raise ValueError(f"{value!r} is not {size} bytes")
-            return raw + b"\x00" * (32 - size)
-
-        return fixed, False
-    raise ValueError(f"ABI type {kind} is not supported")
-
-
-def _heads_and_tails(encoded: list[bytes], dynamic: list[bool]) -> bytes:
-    head_size = sum(32 if d else len(e) for e, d in zip(encoded, dynamic, strict=True))
-    heads, tails, offset = [], [], head_size
-    for e, d in zip(encoded, dynamic, strict=True):
-        if d:
-            heads.append(offset.to_bytes(32, "big"))
-            tails.append(e)
-            offset += len(e)
-        else:
-            heads.append(e)
-    return b"".join(heads) + b"".join(tails)
-
-
 class CallEncoder:
     """Calldata of one contract function: selector + ABI-encoded arguments, with encoders built
-    once from the function's ABI (eth-abi's generic encoder took ~1 ms per offer of a batch)."""
+    once from the function's ABI (`flexgrid.chain.abicodec`; eth-abi's generic encoder took ~1 ms
+    per offer of a batch)."""
 
     def __init__(self, item: dict[str, Any]) -> None:
         self.selector = bytes(Web3.keccak(text=abi_signature(item)))[:4]
-        self._args = [_encoder(p) for p in item["inputs"]]
+        types = [parse(p) for p in item["inputs"]]
+        self._args = [encoder(t) for t in types]
+        self._dynamic = [t.dynamic for t in types]
 
     def encode(self, args: list[Any]) -> bytes:
         if len(args) != len(self._args):
             raise ValueError(f"expected {len(self._args)} arguments, got {len(args)}")
-        encoded = [encode(a) for (encode, _), a in zip(self._args, args, strict=True)]
-        return self.selector + _heads_and_tails(encoded, [d for _, d in self._args])
+        encoded = [encode(a) for encode, a in zip(self._args, args, strict=True)]
+        return self.selector + heads_and_tails(encoded, self._dynamic)
 
 
 def decode_events(abi: Any, w3: Web3, receipt: Any) -> list[dict[str, Any]]:
