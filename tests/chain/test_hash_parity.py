@@ -310,8 +310,8 @@ def test_python_metering_proofs_and_settlement_agree_with_chain(market_env: Mark
                 [claim(t, w, mtree.proof(r)) for t, w, r in zip(payees, wrong, readings, strict=False)],
                 sender,
             )
-            for r in responses:
-                assert decode_revert(r["error"]["data"]).error_name == "InvalidMeteringProof"
+            for response in responses:
+                assert decode_revert(response["error"]["data"]).error_name == "InvalidMeteringProof"
             for t, r in list(zip(payees, readings, strict=True))[:3]:
                 before = op.balance_of_micro(t.participant)
                 op.claim_payment(t, tree.proof(t), r.delivered_kw, mtree.proof(r))

@@ -142,7 +142,7 @@ def test_anvil_reorg_of_the_last_blocks_is_undone(market: MarketEnv, engine: Eng
     assert offers[0].order_id in indexed and offers[2].order_id not in indexed
 
 
-def _chain_offer_events(market: MarketEnv, round_id: int) -> list[dict[str, object]]:
+def _chain_offer_events(market: MarketEnv, round_id: int) -> list[dict[str, dict[str, str]]]:
     market_contract = market.client().market
     logs = market_contract.events.FlexOfferSubmitted().get_logs(
         from_block=market.deployment.block_number, argument_filters={"roundId": round_id}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from flexgrid.market import clear_market
-from flexgrid.trading import PricingRule, Side
+from flexgrid.trading import Order, PricingRule, Side
 from tests.market.helpers import grid, offer, p2p, profiles, request, round_config
 
 
@@ -31,7 +31,7 @@ HAND = {
 def test_pricing_rules_on_a_case_checked_by_hand(rule: PricingRule) -> None:
     net, _ = grid()
     rc = round_config(slots=1, rule=rule)
-    orders = [offer("a", 5, 80.0, 60.0), offer("b", 5, 120.0, 60.0), request("r", 5, 100.0, 200.0)]
+    orders: list[Order] = [offer("a", 5, 80.0, 60.0), offer("b", 5, 120.0, 60.0), request("r", 5, 100.0, 200.0)]
     out = clear_market(net, profiles(rc), rc, orders, wholesale_eur_per_mwh=50.0, formulation="copperplate",
                        ac_validation=False)
     trades = _by_order(out)
@@ -102,9 +102,9 @@ def test_exclusive_options_are_mutually_exclusive_and_the_gap_is_reported() -> N
     rc = round_config(slots=1)
     group = "0x" + "ab" * 32
     asset = "0x" + "cd" * 32
-    orders = [offer("opt1", 17, 100.0, 300.0, exclusive_group=group, asset_id=asset),
-              offer("opt2", 17, 110.0, 300.0, exclusive_group=group, asset_id=asset),
-              request("r", 17, 500.0, 400.0)]
+    orders: list[Order] = [offer("opt1", 17, 100.0, 300.0, exclusive_group=group, asset_id=asset),
+                           offer("opt2", 17, 110.0, 300.0, exclusive_group=group, asset_id=asset),
+                           request("r", 17, 500.0, 400.0)]
     out = clear_market(net, profiles(rc), rc, orders, wholesale_eur_per_mwh=60.0, formulation="lindistflow",
                        ac_validation=False)
     accepted = {a.order_id for a in out.accepted if a.kind == "offer"}
@@ -130,13 +130,13 @@ def test_minimum_activation_accepts_all_or_nothing() -> None:
 def test_accepted_offers_never_lose_money_under_dlmp_and_uniform() -> None:
     net, _ = grid()
     rc = round_config()
-    orders = [offer(f"o{i}", bus, price, 120.0, (0, 1, 2, 3)) for i, (bus, price) in
+    offers = [offer(f"o{i}", bus, price, 120.0, (0, 1, 2, 3)) for i, (bus, price) in
               enumerate([(17, 90.0), (16, 120.0), (32, 140.0), (30, 95.0), (12, 200.0)])]
-    orders.append(request("r", 12, 150.0, 500.0, (1, 2)))
+    orders: list[Order] = [*offers, request("r", 12, 150.0, 500.0, (1, 2))]
     for rule in (PricingRule.DLMP, PricingRule.UNIFORM):
         out = clear_market(net, profiles(rc, load=1.5), rc, orders, wholesale_eur_per_mwh=60.0, pricing=rule,
                            ac_validation=False)
-        bids = {o.order_id: o.price_eur_per_mwh for o in orders if hasattr(o, "provider")}
+        bids = {o.order_id: o.price_eur_per_mwh for o in offers}
         for t in out.trades:
             oid = out.leaf_order_ids[t.order_id]
             if oid in bids:

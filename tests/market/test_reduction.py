@@ -16,7 +16,7 @@ from flexgrid.grid.reduction import reduce_view
 from flexgrid.market import clear_market, verify
 from flexgrid.market.certificate import dlmp_from_duals
 from flexgrid.market.clearing import ClearingOutcome, keep_nodes
-from flexgrid.trading import PricingRule, RoundConfig, SealMode
+from flexgrid.trading import Order, PricingRule, RoundConfig, SealMode
 from tests.market.helpers import EVENING_S, grid, offer, request
 
 LOADS_KW = {1: 10.0, 5: 60.0, 6: 60.0}
@@ -194,8 +194,8 @@ def test_the_auditor_checks_a_reduced_funded_clearing_from_its_certificate() -> 
     net, view = _chain_case()
     rc = _round(view, 2, "chain")
     prof = _chain_profiles(view)
-    orders = [offer("a", 5, 150.0, 40.0, (0, 1)), offer("b", 6, 140.0, 40.0, (0, 1)),
-              request("r", 4, 50.0, 400.0, (0, 1))]
+    orders: list[Order] = [offer("a", 5, 150.0, 40.0, (0, 1)), offer("b", 6, 140.0, 40.0, (0, 1)),
+                           request("r", 4, 50.0, 400.0, (0, 1))]
     out = clear_market(net, prof, rc, orders, wholesale_eur_per_mwh=60.0, view=view, ac_validation=False,
                        funded_only=True)
     assert out.reduced_nodes == 5 and out.trades

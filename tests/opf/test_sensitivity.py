@@ -10,20 +10,22 @@ import pytest
 from flexgrid.errors import InputError
 from flexgrid.grid import build_view, load_net
 from flexgrid.market import clear_market, verify
+from flexgrid.opf.radial import ComplexArray
 from flexgrid.opf.sensitivity import I_FROM, I_TO, V_MIN, RadialAC
-from flexgrid.trading import Direction, Side
+from flexgrid.trading import Direction, Order, Side
 from tests.market.helpers import grid, offer, p2p, profiles, request, round_config
 
 SLOTS = 3
 
 
-def _orders(name: str, seed: int = 1) -> list:  # type: ignore[type-arg]
+def _orders(name: str, seed: int = 1) -> list[Order]:
     _, view = grid(name)
     buses = sorted(int(b) for b in view.bus_of_node[view.bus_of_node >= 0])
     rng = random.Random(seed)
     scale = 0.05 if name == "ieee_european_lv" else 1.0
-    out = [offer(f"o{i}", rng.choice(buses), round(rng.uniform(20, 90), 2), round(rng.uniform(5, 50) * scale, 3),
-                 tuple(range(SLOTS)), direction=Direction.UP if i % 3 else Direction.DOWN) for i in range(24)]
+    out: list[Order] = [
+        offer(f"o{i}", rng.choice(buses), round(rng.uniform(20, 90), 2), round(rng.uniform(5, 50) * scale, 3),
+              tuple(range(SLOTS)), direction=Direction.UP if i % 3 else Direction.DOWN) for i in range(24)]
     out.append(request("r", buses[len(buses) // 2], round(20 * scale, 3), 300.0, (1,)))
     out += [p2p("sell", buses[2], Side.SELL, round(30 * scale, 3), 20.0), p2p("buy", buses[-1], Side.BUY,
                                                                             round(20 * scale, 3), 150.0)]
@@ -113,7 +115,8 @@ def test_sensitivities_are_the_derivatives_of_the_ac_power_flow(name: str) -> No
     ac = RadialAC(view)
     rc = round_config(slots=2, name=name)
     prof = profiles(rc, name=name)
-    w = (prof.load_p_mw - prof.pv_p_mw + 1j * prof.load_q_mvar) / view.base_mva
+    s_mva: ComplexArray = prof.load_p_mw - prof.pv_p_mw + 1j * prof.load_q_mvar
+    w = s_mva / view.base_mva
     v = ac.flow(w)
     assert ac.mismatch(v, w) < 1e-9
     node = int(view.to_node[-1])
