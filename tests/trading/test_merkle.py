@@ -3,14 +3,30 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 from eth_abi import encode
 from eth_utils import keccak
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from murky_tree import StandardMerkleTree
+from murky_tree.core import hash_pair as murky_hash_pair
+from murky_tree.standard import standard_leaf_hash
 
 from flexgrid.errors import InputError
 from flexgrid.trading import ZERO_BYTES32, MeterReading, Trade
-from flexgrid.trading.merkle import MeteringTree, TradeTree, trade_leaf_hash, verify_reading, verify_trade
+from flexgrid.trading.merkle import (
+    MeteringTree,
+    TradeTree,
+    encode_leaf,
+    hash_pair,
+    leaf_hash_bytes,
+    trade_leaf_hash,
+    verify_reading,
+    verify_trade,
+)
+from flexgrid.trading.models import METERING_LEAF_TYPES, TRADE_LEAF_TYPES
 
 PARTICIPANTS = [
     "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
@@ -96,3 +112,73 @@ def test_metering_proofs_verify() -> None:
     for r in readings:
         assert verify_reading(tree.root, r, tree.proof(r))
     assert tree.to_json()["leafEncoding"] == ["uint256", "address", "bytes32", "uint16", "uint64"]
+
+
+# ------------------------------------------------------------------------------------------------
+# The fast path (C keccak, static ABI words) against murky-tree's own (eth_abi, eth-hash's auto backend)
+
+_UINT = {"uint256": 2**256, "uint64": 2**64, "uint16": 2**16}
+
+
+def _int_values(abi_type: str) -> st.SearchStrategy[int]:
+    if abi_type == "int256":
+        lo, hi = -(2**255), 2**255 - 1
+    else:
+        lo, hi = 0, _UINT[abi_type] - 1
+    return st.one_of(st.integers(lo, hi), st.sampled_from([lo, hi, 0, lo + 1, hi - 1]),
+                     st.integers(lo - 3, lo - 1), st.integers(hi + 1, hi + 3))  # the last two: eth_abi's error
+
+
+_ADDRESS = st.one_of(st.sampled_from(PARTICIPANTS), st.sampled_from([p.lower() for p in PARTICIPANTS]),
+                     st.binary(min_size=20, max_size=20).map(lambda b: "0x" + b.hex().upper()),
+                     st.just("0x70997970C51812dc3A010C7d01b50e0d17dc79c8"),  # broken checksum
+                     st.binary(min_size=20, max_size=20), st.just("70997970c51812dc3a010c7d01b50e0d17dc79c8"))
+_BYTES32 = st.one_of(st.binary(min_size=32, max_size=32), st.binary(min_size=0, max_size=33))
+
+
+def _leaf(types: list[str]) -> st.SearchStrategy[list[Any]]:
+    parts = [_ADDRESS if t == "address" else _BYTES32 if t == "bytes32" else _int_values(t) for t in types]
+    return st.tuples(*parts).map(list)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.one_of(_leaf(TRADE_LEAF_TYPES).map(lambda v: (TRADE_LEAF_TYPES, v)),
+                 _leaf(METERING_LEAF_TYPES).map(lambda v: (METERING_LEAF_TYPES, v))))
+def test_fast_leaf_encoding_equals_eth_abi(case: tuple[list[str], list[Any]]) -> None:
+    """`encode_leaf` gives eth_abi's bytes, or (for values eth_abi refuses) eth_abi's error."""
+    types, values = case
+    try:
+        expected: bytes | type[Exception] = encode(types, values)
+    except Exception as exc:  # whichever eth_abi raises, the fast path must raise it too
+        expected = type(exc)
+    if isinstance(expected, bytes):
+        assert encode_leaf(values, types) == expected
+        assert leaf_hash_bytes(values, types) == standard_leaf_hash(values, types)
+    else:
+        with pytest.raises(expected):
+            encode_leaf(values, types)
+
+
+def test_root_leaves_proofs_and_json_equal_murky_trees_own() -> None:
+    """A clearing-sized tree hashed the fast way has murky-tree's root, leaves, proofs and JSON."""
+    items = trades(400, seed=5)
+    tree = TradeTree(items)
+    values = [t.leaf_values() for t in items]
+    ref = StandardMerkleTree.of(values, TRADE_LEAF_TYPES)  # eth_abi + eth-hash's auto backend
+    assert tree.root == ref.root
+    assert tree.to_json() == ref.to_json()
+    for i, t in enumerate(items):
+        assert trade_leaf_hash(t) == "0x" + standard_leaf_hash(values[i], TRADE_LEAF_TYPES).hex()
+        assert tree.proof(t) == ref.get_proof(i)
+        assert verify_trade(tree.root, t, tree.proof(i))
+    readings = [MeterReading(round_id=3, participant=t.participant, order_id=t.order_id, slot=t.slot,
+                             delivered_kw=t.kw) for t in items[:50]]
+    mref = StandardMerkleTree.of([r.leaf_values() for r in readings], METERING_LEAF_TYPES)
+    assert MeteringTree(readings).root == mref.root
+
+
+def test_pair_hash_is_murky_trees() -> None:
+    rng = random.Random(4)
+    for _ in range(50):
+        a, b = rng.randbytes(32), rng.randbytes(32)
+        assert hash_pair(a, b) == murky_hash_pair(a, b) == hash_pair(b, a)
