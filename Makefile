@@ -56,9 +56,11 @@ fuzz: node
 gas: node
 	FOUNDRY_PROFILE=gas forge snapshot --snap contracts/.gas-snapshot
 
+# mypy: the packages pyproject's [tool.mypy] names, and the tests (files on the command line replace
+# its `packages`, so both are named here).
 lint: install contracts
 	$(BIN)/ruff check flexgrid frontend_api tests scripts benchmarks
-	$(BIN)/mypy
+	$(BIN)/mypy flexgrid frontend_api tests
 	$(BIN)/slither . --ignore-compile --config-file slither.config.json
 
 bench: install
