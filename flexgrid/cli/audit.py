@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from flexgrid.cli.chain import DeploymentFile, RpcUrl
+from flexgrid.cli.options import DeploymentFile, RpcUrl, TableJsonOpt
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -40,7 +40,7 @@ def audit_contracts(
         Path | None, typer.Option("--sources", help="folder holding contracts/ and node_modules/ (default: this checkout)")
     ] = None,
     solc: Annotated[Path | None, typer.Option("--solc", help="solc binary (default: the project's solc-js shim)")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+    as_json: TableJsonOpt = False,
 ) -> None:
     """Recompile the published sources with py-solc-x and compare them with the deployed code."""
     from web3 import Web3
@@ -98,7 +98,7 @@ def audit_verify(
     fresh_index: Annotated[
         bool, typer.Option("--fresh-index", help="index the whole chain into a throw-away database instead")
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+    as_json: TableJsonOpt = False,
 ) -> None:
     """Re-verify a round's committed clearing from chain data, the grid model and the published result."""
     from flexgrid.audit.verify import audit_round, load_round_publication, readings_from_json

@@ -11,15 +11,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from flexgrid.cli.options import DatabaseUrl, DeploymentFile, RpcUrl
+
 console = Console()
 chain_app = typer.Typer(help="The chain: local node, deployment, event index.", no_args_is_help=True)
-
-RpcUrl = Annotated[
-    str | None, typer.Option("--rpc-url", envvar="FLEXGRID_RPC_URL", help="JSON-RPC endpoint of the chain")
-]
-DeploymentFile = Annotated[
-    Path, typer.Option("--deployment", help="deployment JSON written by `chain deploy`")
-]
 
 
 @chain_app.command("node")
@@ -80,9 +75,7 @@ def deploy_cmd(
 def index_cmd(
     deployment_file: DeploymentFile,
     rpc_url: RpcUrl = None,
-    database_url: Annotated[
-        str | None, typer.Option("--database-url", envvar="FLEXGRID_DATABASE_URL", help="SQLAlchemy URL")
-    ] = None,
+    database_url: DatabaseUrl = None,
     confirmations: Annotated[int, typer.Option(help="only index blocks this deep")] = 0,
     follow: Annotated[bool, typer.Option("--follow", help="keep indexing new blocks until Ctrl-C")] = False,
     poll_s: Annotated[float, typer.Option(help="seconds between polls with --follow")] = 2.0,

@@ -1,4 +1,6 @@
-"""Options and error exit shared by the grid commands (`flexgrid monitor`, `flexgrid risk`)."""
+"""Options shared by several commands, each written once: the grid commands' (`flexgrid monitor`,
+`flexgrid risk`) and the chain commands' (`flexgrid chain`, `flexgrid oracle`, `flexgrid audit`);
+and the grid commands' error exit."""
 
 from __future__ import annotations
 
@@ -17,6 +19,15 @@ NetArg = Annotated[str, typer.Argument(help="built-in net name (case33bw, cigre_
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of tables")]
 PlotsOpt = Annotated[Path | None, typer.Option("--plots", help="write PNG figures into this folder")]
 VollOpt = Annotated[float, typer.Option("--voll", help="value of lost load (EUR/MWh)")]
+
+RpcUrl = Annotated[
+    str | None, typer.Option("--rpc-url", envvar="FLEXGRID_RPC_URL", help="JSON-RPC endpoint of the chain")
+]
+DeploymentFile = Annotated[Path, typer.Option("--deployment", help="deployment JSON written by `chain deploy`")]
+DatabaseUrl = Annotated[
+    str | None, typer.Option("--database-url", envvar="FLEXGRID_DATABASE_URL", help="SQLAlchemy URL")
+]
+TableJsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
 
 
 def fail(exc: Exception) -> typer.Exit:

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from flexgrid.cli.chain import DeploymentFile, RpcUrl
+from flexgrid.cli.options import DatabaseUrl, DeploymentFile, RpcUrl
 
 console = Console()
 oracle_app = typer.Typer(help="The clearing oracle: clear closed rounds, commit, publish.", no_args_is_help=True)
@@ -25,9 +25,7 @@ def run_cmd(
     ] = "FLEXGRID_ORACLE_KEY",
     once: Annotated[bool, typer.Option("--once", help="one pass over the due rounds, then exit")] = False,
     round_id: Annotated[int | None, typer.Option("--round", help="work on this round only (implies --once)")] = None,
-    database_url: Annotated[
-        str | None, typer.Option("--database-url", envvar="FLEXGRID_DATABASE_URL", help="SQLAlchemy URL")
-    ] = None,
+    database_url: DatabaseUrl = None,
     results_dir: Annotated[
         Path | None, typer.Option("--results-dir", help="publication folder (default $FLEXGRID_HOME/results)")
     ] = None,
