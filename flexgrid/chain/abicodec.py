@@ -275,6 +275,15 @@ def word_decoder(t: AbiType) -> Decode:
             return bool(value)
 
         return boolean
+    if t.base == "fixed-bytes" and t.size == 32:  # the common case (hashes, ids): no padding to check
+
+        def bytes32(data: bytes, at: int) -> str:
+            word = data[at: at + 32]
+            if len(word) != 32:
+                raise Unsupported(kind)
+            return "0x" + word.hex()
+
+        return bytes32
     if t.base == "fixed-bytes":
         size = t.size
 
