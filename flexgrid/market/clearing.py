@@ -36,12 +36,12 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pandapower as pp
-from eth_utils import keccak
 
 from flexgrid.errors import InputError
 from flexgrid.grid.profiles import Profiles
@@ -65,9 +65,9 @@ from flexgrid.trading import (
     Side,
     Trade,
     request_order_hash,
-    validate_for_round,
 )
-from flexgrid.trading.merkle import TradeTree
+from flexgrid.trading.merkle import TradeTree, keccak256
+from flexgrid.trading.models import _order_hash_bytes, check_for_round
 from flexgrid.trading.units import (
     WS_PER_MWH,
     eur_per_mwh_to_micro,
@@ -82,6 +82,7 @@ IntArray = npt.NDArray[np.int64]
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 ACCEPT_TOL_MW = 5e-7  # below half a watt after rounding to W: not accepted
 Order = FlexRequest | FlexOffer | P2POrder
+_ORDER_TYPES = (FlexRequest, FlexOffer, P2POrder)
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,27 @@ def leaf_order_id(order: Order) -> str:
         return oid.lower()
     if isinstance(order, FlexRequest) and oid.isdigit():
         return request_order_hash(int(oid))
-    return "0x" + keccak(oid.encode()).hex()
+    return "0x" + keccak256(oid.encode()).hex()
+
+
+_EXACT = 10**15  # integers below this come back exactly from a Trade's floats (units.scale_exact)
+
+
+def _trade_leaf_values(trades: Sequence[Trade], rows: Sequence[tuple[str, int, str, int, int, int]]) -> list[list[Any]]:
+    """Each trade's `leaf_values()`, from the integers of its row (leaf order id, slot, participant, watts,
+    micro-EUR/MWh, micro-EUR) where its floats (watts / 1e3, micro / 1e6) give them back exactly (below
+    10**15: the trade's own properties return the same integers), else from the trade."""
+    out: list[list[Any]] = []
+    hashes: dict[str, bytes] = {}
+    for t, (lid, _, _, power_w, price_micro, micro) in zip(trades, rows, strict=True):
+        if 0 <= power_w < _EXACT and 0 <= price_micro < _EXACT and -_EXACT < micro < _EXACT:
+            b = hashes.get(lid)
+            if b is None:
+                b = hashes[lid] = _order_hash_bytes(lid)
+            out.append([t.round_id, t.participant, b, t.slot, power_w, price_micro, micro])
+        else:
+            out.append(t.leaf_values())
+    return out
 
 
 def _order_json(order: Order) -> dict[str, Any]:
@@ -150,7 +171,7 @@ def inputs_hash(round_config: RoundConfig, grid_hash: str, orders: Sequence[Orde
     }
     if funded_only:  # only when set, so that hashes of proactive clearings stay what they were
         doc["funded_only"] = True
-    return "0x" + keccak(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hex()
+    return "0x" + keccak256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hex()
 
 
 def check_orders(orders: Sequence[Order], round_config: RoundConfig, view: GridView, now_s: int | None) -> None:
@@ -158,8 +179,10 @@ def check_orders(orders: Sequence[Order], round_config: RoundConfig, view: GridV
     price above the cap, expiry, unknown bus, inconsistent exclusive options."""
     seen: set[str] = set()
     groups: dict[tuple[str, str], FlexOffer] = {}
+    now = round_config.gate_closure_s if now_s is None else now_s
+    cap: int | None = None
     for order in orders:
-        if not isinstance(order, FlexRequest | FlexOffer | P2POrder):
+        if not isinstance(order, _ORDER_TYPES):
             raise InputError("orders", f"not an order: {type(order).__name__}")
         oid = order.order_id
         if not oid:
@@ -167,7 +190,7 @@ def check_orders(orders: Sequence[Order], round_config: RoundConfig, view: GridV
         if oid in seen:
             raise InputError("order_id", f"duplicate order id {oid!r}", order_id=oid)
         seen.add(oid)
-        validate_for_round(order, round_config, round_config.gate_closure_s if now_s is None else now_s)
+        cap = check_for_round(order, round_config, cap, now)
         view.node(order.bus, order_id=oid)
         if isinstance(order, FlexOffer) and order.exclusive_group != ZERO_BYTES32:
             key = (order.provider, order.exclusive_group)
@@ -640,22 +663,24 @@ def clear_market(
     if p2p:
         pool[built.has_pool] = -sol.z["p2p_pool"] / h
 
-    def node(bus: int) -> int:
-        return view.node(bus)
+    node_of = {b: view.node(b) for b in {o.bus for o in offers}}  # full network's node of each offer's bus
 
     # ---------------------------------------------------------------- accepted quantities
     accepted: list[Accepted] = []
-    off_acc = [(e, x) for e, x in enumerate(x_off) if x > ACCEPT_TOL_MW]
-    req_acc = [(q, y) for q, y in enumerate(y_req) if y > ACCEPT_TOL_MW]
-    p2p_acc = [(j, q) for j, q in enumerate(q_p2p) if q > ACCEPT_TOL_MW]
+    off_e = np.flatnonzero(x_off > ACCEPT_TOL_MW)
+    req_e = np.flatnonzero(y_req > ACCEPT_TOL_MW)
+    p2p_e = np.flatnonzero(q_p2p > ACCEPT_TOL_MW)
+    off_acc = list(zip(off_e.tolist(), x_off[off_e].tolist(), strict=True))  # (entry, MW)
+    req_acc = list(zip(req_e.tolist(), y_req[req_e].tolist(), strict=True))
+    p2p_acc = list(zip(p2p_e.tolist(), q_p2p[p2p_e].tolist(), strict=True))
     for e, x in off_acc:
         i, k = built.off_entries[e]
-        accepted.append(Accepted("offer", str(offers[i].order_id), offers[i].slots[k], float(x)))
+        accepted.append(Accepted("offer", str(offers[i].order_id), offers[i].slots[k], x))
     for q, y in req_acc:
         i, k = built.req_entries[q]
-        accepted.append(Accepted("request", str(requests[i].order_id), requests[i].slots[k], float(y)))
+        accepted.append(Accepted("request", str(requests[i].order_id), requests[i].slots[k], y))
     for j, q_ in p2p_acc:
-        accepted.append(Accepted("p2p", str(p2p[j].order_id), p2p[j].slot, float(q_)))
+        accepted.append(Accepted("p2p", str(p2p[j].order_id), p2p[j].slot, q_))
 
     # ---------------------------------------------------------------- prices
     smp: dict[tuple[int, int], float] = {}
@@ -676,23 +701,34 @@ def clear_market(
             vcg_price[i] = max(payment / energy, 0.0) if energy > 0 else 0.0
         timings["vcg_s"] = time.perf_counter() - tv
 
-    def offer_price(e: int) -> float:
-        i, k = built.off_entries[e]
-        o = offers[i]
+    def offer_prices(entries: Sequence[int]) -> list[float]:
+        """The rule's price of each offer entry, EUR/MWh. DLMP: the DLMP at the offer's node and slot plus
+        its flexibility price (UP), or the flexibility price minus the DLMP (DOWN), in one array operation."""
+        ent = [built.off_entries[e] for e in entries]
         if rule == PricingRule.PAY_AS_BID:
-            return o.price_eur_per_mwh
+            return [offers[i].price_eur_per_mwh for i, _ in ent]
         if rule == PricingRule.UNIFORM:
-            return smp[(o.slots[k], int(o.direction))]
+            return [smp[(offers[i].slots[k], int(offers[i].direction))] for i, k in ent]
         if rule == PricingRule.VCG:
-            return vcg_price[i]
-        lam = dlmp[node(o.bus), o.slots[k]]
-        return float(lam + rho_off[e]) if o.direction == Direction.UP else float(rho_off[e] - lam)
+            return [vcg_price[i] for i, _ in ent]
+        lam = dlmp[np.array([node_of[offers[i].bus] for i, _ in ent], dtype=np.int64),
+                   np.array([offers[i].slots[k] for i, k in ent], dtype=np.int64)]
+        rho = rho_off[np.asarray(entries, dtype=np.int64)]
+        up = np.array([offers[i].direction == Direction.UP for i, _ in ent], dtype=bool)
+        out: list[float] = np.where(up, lam + rho, rho - lam).tolist()
+        return out
+
+    pairs_of_request: dict[int, IntArray] = {}  # request entry -> its pairs, ascending
+    if rule == PricingRule.PAY_AS_BID and len(built.pairs):
+        by_q = np.argsort(built.pairs[:, 1], kind="stable")
+        qs, starts = np.unique(built.pairs[by_q, 1], return_index=True)
+        pairs_of_request = dict(zip(qs.tolist(), np.split(by_q, starts[1:]), strict=True))
 
     def request_price(q: int) -> float:
         i, k = built.req_entries[q]
         r = requests[i]
         if rule == PricingRule.PAY_AS_BID:
-            sel = np.flatnonzero(built.pairs[:, 1] == q) if len(built.pairs) else np.zeros(0, dtype=np.int64)
+            sel = pairs_of_request.get(q, np.zeros(0, dtype=np.int64))
             vol = float(a_val[sel].sum()) if len(sel) else 0.0
             if vol <= 0:
                 return 0.0
@@ -706,33 +742,35 @@ def clear_market(
         o = p2p[j]
         if rule == PricingRule.PAY_AS_BID:
             return o.limit_price_eur_per_mwh
-        return float(dlmp[node(o.bus), o.slot] + pool[o.slot])
+        return float(dlmp[view.node(o.bus), o.slot] + pool[o.slot])
 
     # ---------------------------------------------------------------- trades
-    trades: list[Trade] = []
+    # One row per leaf: (leaf order id, slot, participant, watts, micro-EUR/MWh, micro-EUR), the Trades
+    # made once the rows are sorted.
+    rows: list[tuple[str, int, str, int, int, int]] = []
     leaf_ids: dict[str, str] = {}
+    lid_of: dict[str, str] = {}  # order id -> leaf order id
+    slot_s = round_config.slot_seconds
     balance_micro = 0
 
-    def add_leaf(order: Order, participant: str | None, slot: int, power_w: int, price_micro: int, pays: bool) -> int:
+    def add_leaf(order: Order, participant: str | None, slot: int, power_w: int, price_micro: int, pays: bool) -> None:
         nonlocal balance_micro
         if power_w == 0:
-            return 0
+            return
         if pays:
-            micro = -value_micro_up(power_w, round_config.slot_seconds, price_micro)
+            micro = -value_micro_up(power_w, slot_s, price_micro)
         else:
-            micro = value_micro_down(power_w, round_config.slot_seconds, price_micro)
+            micro = value_micro_down(power_w, slot_s, price_micro)
         balance_micro -= micro
-        lid = leaf_order_id(order)
-        leaf_ids[lid] = str(order.order_id)
-        trades.append(Trade(round_id=round_config.round_id, participant=participant or ZERO_ADDRESS, order_id=lid,
-                            slot=slot, kw=power_w / 1e3, price_eur_per_mwh=price_micro / 1e6,
-                            payment_eur=micro_to_eur(micro)))
-        return micro
+        oid = str(order.order_id)
+        lid = lid_of.get(oid)
+        if lid is None:
+            lid = lid_of[oid] = leaf_order_id(order)
+        leaf_ids[lid] = oid
+        rows.append((lid, slot, participant or ZERO_ADDRESS, power_w, price_micro, micro))
 
-    def add_trade(order: Order, participant: str | None, slot: int, mw: float, price: float, pays: bool) -> int:
-        kw = round(mw * 1e3, 3)
-        price_r = max(round(price, PRICE_DECIMALS), 0.0)
-        return add_leaf(order, participant, slot, kw_to_w(kw), eur_per_mwh_to_micro(price_r), pays)
+    def add_trade(order: Order, participant: str | None, slot: int, mw: float, price: float, pays: bool) -> None:
+        add_leaf(order, participant, slot, kw_to_w(round(mw * 1e3, 3)), price_to_micro(price), pays)
 
     if funded_only:
         # Chain-settled: whole-watt pairs, offers paid their rule's price within [bid, the lowest cap
@@ -744,29 +782,34 @@ def clear_market(
             [requests[i].power_w[k] for i, k in built.req_entries])
         rule_micro = None
         if rule == PricingRule.DLMP:  # every entry, as the auditor recomputes them from the certificate
-            rule_micro = [price_to_micro(offer_price(e)) for e in range(len(built.off_entries))]
+            rule_micro = [price_to_micro(p) for p in offer_prices(range(len(built.off_entries)))]
         elif rule == PricingRule.VCG:
             rule_micro = [price_to_micro(vcg_price[i]) if i in vcg_price else offers[i].price_micro_per_mwh
                           for i, _ in built.off_entries]
         fl = funded_leaves(rule, offers, requests, built.off_entries, built.req_entries, pair_e, pair_q, pair_w,
                            round_config.slot_seconds, rule_micro)
-        for e, (i, k) in enumerate(built.off_entries):
+        for e in (e for e, w in enumerate(fl.offer_w) if w):
+            i, k = built.off_entries[e]
             add_leaf(offers[i], offers[i].provider, offers[i].slots[k], fl.offer_w[e], fl.offer_price_micro[e],
                      pays=False)
-        for q, (i, k) in enumerate(built.req_entries):
+        for q in (q for q, w in enumerate(fl.request_w) if w):
+            i, k = built.req_entries[q]
             add_leaf(requests[i], requests[i].dso, requests[i].slots[k], fl.request_w[q], fl.request_price_micro[q],
                      pays=True)
     else:
-        for e, x in off_acc:
+        for (e, x), price in zip(off_acc, offer_prices([e for e, _ in off_acc]), strict=True):
             i, k = built.off_entries[e]
-            add_trade(offers[i], offers[i].provider, offers[i].slots[k], float(x), offer_price(e), pays=False)
+            add_trade(offers[i], offers[i].provider, offers[i].slots[k], x, price, pays=False)
         for q, y in req_acc:
             i, k = built.req_entries[q]
-            add_trade(requests[i], requests[i].dso, requests[i].slots[k], float(y), request_price(q), pays=True)
+            add_trade(requests[i], requests[i].dso, requests[i].slots[k], y, request_price(q), pays=True)
     for j, q_ in p2p_acc:
-        add_trade(p2p[j], p2p[j].trader, p2p[j].slot, float(q_), p2p_price(j), pays=p2p[j].side == Side.BUY)
-    trades.sort(key=lambda t: (t.order_id, t.slot))
-    root = TradeTree(trades).root
+        add_trade(p2p[j], p2p[j].trader, p2p[j].slot, q_, p2p_price(j), pays=p2p[j].side == Side.BUY)
+    rows.sort(key=itemgetter(0, 1))  # by (order hash, slot), as the leaves are listed
+    trades = [Trade(round_id=round_config.round_id, participant=participant, order_id=lid, slot=slot,
+                    kw=power_w / 1e3, price_eur_per_mwh=price_micro / 1e6, payment_eur=micro_to_eur(micro))
+              for lid, slot, participant, power_w, price_micro, micro in rows]
+    root = TradeTree(trades, leaf_values=_trade_leaf_values(trades, rows)).root
 
     # ---------------------------------------------------------------- AC validation and certificate
     ac = None

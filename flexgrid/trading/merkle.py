@@ -108,9 +108,13 @@ class _LeafTree(Generic[L]):
     leaf_types: list[str]
     kind: str
 
-    def __init__(self, items: Sequence[L]) -> None:
+    def __init__(self, items: Sequence[L], *, leaf_values: Sequence[list[Any]] | None = None) -> None:
+        """`leaf_values`: each item's `leaf_values()`, when the caller has them already (the clearing makes
+        its trades and their leaf integers from the same numbers); not checked."""
         self.items: tuple[L, ...] = tuple(items)
-        values = [item.leaf_values() for item in self.items]
+        values = [item.leaf_values() for item in self.items] if leaf_values is None else list(leaf_values)
+        if len(values) != len(self.items):
+            raise InputError(self.kind, f"{len(values)} leaf values for {len(self.items)} items")
         types = tuple(self.leaf_types)
         hashes = [leaf_hash_bytes(v, types) for v in values]
         seen: dict[str, int] = {}

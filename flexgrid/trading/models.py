@@ -758,6 +758,12 @@ def validate_for_round(order: Order, round_config: RoundConfig, now_s: int | Non
     round's cap, and (for signed orders) the order has not expired at `now_s` (default: the
     current time; pass the round's gate closure to re-check a past round).
     """
+    check_for_round(order, round_config, None, now_s)
+
+
+def check_for_round(order: Order, round_config: RoundConfig, cap_micro: int | None, now_s: int | None) -> int:
+    """`validate_for_round`, given the round's price cap in micro-units per MWh when it is known (None:
+    computed here, where `validate_for_round` needs it); returns that cap, for the next order's check."""
     oid = order.order_id
     if order.round_id != round_config.round_id:
         raise InputError(
@@ -765,15 +771,17 @@ def validate_for_round(order: Order, round_config: RoundConfig, now_s: int | Non
             f"order is for round {order.round_id}, not round {round_config.round_id}",
             order_id=oid,
         )
-    slots_field = "slot" if isinstance(order, P2POrder) else "slots"
-    for slot in order.slots:
-        if slot >= round_config.slot_count:
-            raise InputError(
-                slots_field,
-                f"slot {slot} is outside the round (slots 0..{round_config.slot_count - 1})",
-                order_id=oid,
-            )
-    cap = round_config.price_cap_micro_per_mwh
+    is_p2p = isinstance(order, P2POrder)
+    slots = order.slots
+    if slots and max(slots) >= round_config.slot_count:
+        for slot in slots:
+            if slot >= round_config.slot_count:
+                raise InputError(
+                    "slot" if is_p2p else "slots",
+                    f"slot {slot} is outside the round (slots 0..{round_config.slot_count - 1})",
+                    order_id=oid,
+                )
+    cap = round_config.price_cap_micro_per_mwh if cap_micro is None else cap_micro
     if isinstance(order, FlexRequest):
         price_field, price = "price_cap_eur_per_mwh", order.price_cap_micro_per_mwh
     elif isinstance(order, FlexOffer):
@@ -791,6 +799,7 @@ def validate_for_round(order: Order, round_config: RoundConfig, now_s: int | Non
         now = int(time.time()) if now_s is None else now_s
         if now > order.expiry_s:
             raise InputError("expiry_s", f"order expired at {order.expiry_s}, it is now {now}", order_id=oid)
+    return cap
 
 
 def validate_orders(
