@@ -41,9 +41,9 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
 import cvxpy as cp
 import numpy as np
@@ -55,11 +55,16 @@ from flexgrid.errors import SolverError
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 ConeKind = Literal["zero", "nonneg", "soc"]
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 
 LAZY_MARGIN = 1e-3  # a left-out cone is added when s0 - |s1| < LAZY_MARGIN (s0 + |s1|) at the solution
 LAZY_ROUNDS = 3  # after as many rounds with cones added, a component is solved with all of them
 SLACK_MARGIN = 1e-3  # a left-out slack column is added when its reduced cost is below this times its cost
+CLARABEL_THREADS: int | None = None  # components solved at once (Clarabel releases the GIL while it iterates):
+# None for the machine's cores, at most MAX_CLARABEL_THREADS; 1 solves them one after the other
+MAX_CLARABEL_THREADS = 4
 
 _STATUS = {  # Clarabel's statuses in cvxpy's words, so that errors read the same whatever the backend
     "PrimalInfeasible": "infeasible",
@@ -121,6 +126,11 @@ class Group:
     # rows -x_j <= 0 (lower bound 0) whose column is left out (x_j = 0) until its reduced cost calls
     # for it: every row (soft-limit slacks), or those of a mask (e.g. offers far out of the money)
     lazy_slack: bool | npt.NDArray[np.bool_] = False
+    # lazy_slack rows that mark their component as stressed (e.g. the slacks of limits that a guess of the
+    # state says are violated): it has every lazy column in the first solve. Without them it may have no
+    # solution, and with only some of them (say, slacks without offers) it is nearly infeasible, which
+    # costs an interior point method more iterations than the larger problem.
+    slack_start: npt.NDArray[np.bool_] | None = None
 
 
 @dataclass
@@ -264,12 +274,13 @@ class ConicModel:
         return int(count), label[:self.n].astype(np.int64), label[self.n:].astype(np.int64)
 
     def _split(self) -> tuple[list[Group], sp.csr_matrix, FloatArray, IntArray, IntArray, list[tuple[slice, slice]],
-                              FloatArray]:
+                              FloatArray, IntArray]:
         """The stacked problem with its rows and columns permuted so that every component is a
         contiguous block: (groups, permuted A, permuted b, row permutation, column permutation,
-        the (rows, columns) slices of each component, permuted c). Within a component rows keep
-        the solver's order (zero, nonneg, soc, each in model order). Columns in no row are left out,
-        fixed at 0 (an error if they have a cost: the problem would be unbounded)."""
+        the (rows, columns) slices of each component, permuted c, the permuted position of the first
+        row of each permuted row's cone). Within a component rows keep the solver's order (zero,
+        nonneg, soc, each in model order), so a cone's rows stay consecutive. Columns in no row are
+        left out, fixed at 0 (an error if they have a cost: the problem would be unbounded)."""
         order, a, b, cone, _ = self._stacked()
         c = self.cost()
         count, col_label, row_label = self.components(a, cone)
@@ -285,7 +296,9 @@ class ConicModel:
         parts = [(slice(int(row_start[k]), int(row_start[k + 1])), slice(int(col_start[k]), int(col_start[k + 1])))
                  for k in range(count) if has_row[k]]
         a_perm = a[row_perm][:, col_perm].tocsr()
-        return order, a_perm, b[row_perm], row_perm, col_perm, parts, c[col_perm]
+        position = np.empty_like(row_perm)
+        position[row_perm] = np.arange(len(row_perm), dtype=np.int64)
+        return order, a_perm, b[row_perm], row_perm, col_perm, parts, c[col_perm], position[cone[row_perm]]
 
     def _unstack(self, order: list[Group], zall: FloatArray) -> dict[str, FloatArray]:
         z: dict[str, FloatArray] = {g.name: np.zeros(0) for g in self.groups}
@@ -312,7 +325,7 @@ class ConicModel:
 
         import highspy
 
-        order, a_all, b_all, row_perm, col_perm, parts, c = self._split()
+        order, a_all, b_all, row_perm, col_perm, parts, c, _ = self._split()
         is_eq = np.concatenate([np.full(g.a.shape[0], g.kind == "zero") for g in order])[row_perm]
         xp = np.zeros(self.n)
         zp = np.zeros(a_all.shape[0])
@@ -356,7 +369,7 @@ class ConicModel:
         cones, rows and slack columns left out until needed (see the module docstring)."""
         import clarabel
 
-        order, a_all, b_all, row_perm, col_perm, parts, c = self._split()
+        order, a_all, b_all, row_perm, col_perm, parts, c, head = self._split()
         kind_code = {"zero": 0, "nonneg": 1, "soc": 2}
         kinds = np.concatenate([np.full(g.a.shape[0], kind_code[g.kind], dtype=np.int64) for g in order])[row_perm]
         dims = np.concatenate([np.full(g.a.shape[0], g.cone_dim, dtype=np.int64) for g in order])[row_perm]
@@ -382,6 +395,7 @@ class ConicModel:
         lazy = np.zeros(m_all, dtype=bool)
         start = np.zeros(m_all, dtype=bool)  # lazy rows in the first solve all the same
         slack_row = np.zeros(m_all, dtype=bool)  # bound rows -x_j <= 0 of lazy columns
+        slack_first = np.zeros(m_all, dtype=bool)  # of which those in the first solve all the same
         pos = 0
         for g in order:
             m = g.a.shape[0]
@@ -391,21 +405,31 @@ class ConicModel:
                     start[pos:pos + m] = np.repeat(g.lazy_start, g.cone_dim) if g.kind == "soc" else g.lazy_start
             if np.any(g.lazy_slack):
                 slack_row[pos:pos + m] = g.lazy_slack
+                if g.slack_start is not None:
+                    slack_first[pos:pos + m] = g.slack_start
             pos += m
         lazy, start, slack_row = lazy[row_perm], start[row_perm], slack_row[row_perm]
+        slack_first = slack_first[row_perm] & slack_row
         slack_col = np.full(m_all, -1, dtype=np.int64)  # permuted column of each lazy slack row
         if np.any(slack_row):
             sr = a_all[np.flatnonzero(slack_row)]
             slack_col[slack_row] = sr.indices[sr.indptr[:-1]]
+        whole = len(parts) == 1 and (parts[0][0].stop, parts[0][1].stop) == a_all.shape
+
+        def solve_part(part: tuple[slice, slice]) -> tuple[FloatArray, FloatArray, float]:
+            """One component, its columns `cols` and rows `rows` of the permuted problem: (x, z, solver
+            seconds). Runs on a worker thread when components are solved at once (`clarabel_threads`)."""
+            rows, cols = part
+            a_comp = a_all if whole else a_all[rows, cols]
+            return _solve_component(clarabel, tries, a_comp, b_all[rows], c[cols], kinds[rows], dims[rows],
+                                    head[rows] - rows.start, lazy[rows], start[rows], slack_row[rows],
+                                    slack_col[rows] - cols.start, slack_first[rows])
+
         xp = np.zeros(self.n)
         zp = np.zeros(m_all)
         elapsed = 0.0
-        for rows, cols in parts:
-            a_comp = a_all[rows, cols].tocsr() if (rows.stop - rows.start, cols.stop - cols.start) != a_all.shape \
-                else a_all
-            xc, zc, spent = _solve_component(clarabel, tries, a_comp, b_all[rows], c[cols], kinds[rows], dims[rows],
-                                             lazy[rows], start[rows], slack_row[rows],
-                                             slack_col[rows] - cols.start)
+        for (rows, cols), (xc, zc, spent) in zip(parts, _map_ordered(solve_part, parts, clarabel_threads()),
+                                                  strict=True):
             elapsed += spent
             xp[cols] = xc
             zp[rows] = zc
@@ -475,22 +499,52 @@ class ConicModel:
 
 
 
+def clarabel_threads() -> int:
+    """Components the direct Clarabel backend solves at once: `CLARABEL_THREADS`, or the cores this
+    process may use (at most `MAX_CLARABEL_THREADS`)."""
+    if CLARABEL_THREADS is not None:
+        return max(1, int(CLARABEL_THREADS))
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, MAX_CLARABEL_THREADS))
+
+
+def _map_ordered(fn: Callable[[_T], _R], items: Sequence[_T], threads: int) -> list[_R]:
+    """`[fn(item) for item in items]`, on up to `threads` worker threads when there are several items.
+    The results (and the first exception, in the items' order) are those of the plain loop: each call
+    depends on its item only, so the threads change the time, not the answer."""
+    if threads <= 1 or len(items) <= 1:
+        return [fn(item) for item in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=min(threads, len(items)), thread_name_prefix="flexgrid-clarabel")
+    try:
+        return list(pool.map(fn, items))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _solve_component(clarabel: object, tries: list[object], a_comp: sp.csr_matrix, b: FloatArray, c: FloatArray,
-                     kr: IntArray, dr: IntArray, lz: npt.NDArray[np.bool_], start: npt.NDArray[np.bool_],
-                     slack_row: npt.NDArray[np.bool_], slack_col: IntArray) -> tuple[FloatArray, FloatArray, float]:
-    """One component with Clarabel: (x, z, solver seconds). Lazy rows (`lz`, those of `start` in the
-    first solve) and the lazy columns (each with its bound row -x_j <= 0 `slack_row`, its column
-    `slack_col`) are left out until the solution calls for them: a left-out row or cone is added when
-    the solution violates or nears it; a left-out column (fixed at 0) when its reduced cost
-    `c_j + A_j' z` is not clearly positive, e.g. when a limit's dual nears the slack's penalty. When
-    none is, the solution is optimal for the whole component: left-out rows get zero duals, left-out
-    columns' bounds the reduced cost of their column (exactly the KKT conditions of the whole). If the
-    problem has no solution without them, every left-out column is added."""
+                     kr: IntArray, dr: IntArray, hd: IntArray, lz: npt.NDArray[np.bool_],
+                     start: npt.NDArray[np.bool_], slack_row: npt.NDArray[np.bool_], slack_col: IntArray,
+                     slack_first: npt.NDArray[np.bool_]) -> tuple[FloatArray, FloatArray, float]:
+    """One component with Clarabel: (x, z, solver seconds). Rows in solver order (kind `kr`, cone size
+    `dr`, first row of the row's cone `hd`). Lazy rows (`lz`, those of `start` in the first solve) and
+    the lazy columns (each with its bound row -x_j <= 0 `slack_row`, its column `slack_col`; none if any
+    row of `slack_first` marks the component as stressed) are left out until the solution calls for them: a left-out row or cone is added when the solution violates or
+    nears it; a left-out column (fixed at 0) when its reduced cost `c_j + A_j' z` is not clearly
+    positive, e.g. when a limit's dual nears the slack's penalty. When none is, the solution is optimal
+    for the whole component: left-out rows get zero duals, left-out columns' bounds the reduced cost of
+    their column (exactly the KKT conditions of the whole). If the problem has no solution without them,
+    every left-out column is added."""
     import time
 
     n_col = a_comp.shape[1]
     m = len(kr)
-    heads = np.flatnonzero(lz & (np.arange(m) == _cone_heads(kr, dr)))  # first rows of lazy cones and rows
+    is_head = hd == np.arange(m)
+    heads = np.flatnonzero(lz & is_head)  # first rows of lazy cones and rows
     active = (~lz | start) & ~slack_row
     col_on = np.ones(n_col, dtype=bool)
     s_rows = np.flatnonzero(slack_row)
@@ -503,27 +557,32 @@ def _solve_component(clarabel: object, tries: list[object], a_comp: sp.csr_matri
         """Columns `cols` in, with their bound rows and their left-out rows of one entry (bounds)."""
         col_on[cols] = True
         active[s_rows[np.isin(s_cols, cols)]] = True
-        rows = np.unique(a_csc[:, cols].indices)
+        mask = np.zeros(n_col, dtype=bool)
+        mask[cols] = True
+        rows = np.unique(a_csc.indices[np.repeat(mask, np.diff(a_csc.indptr))])
         active[rows[lz[rows] & single[rows]]] = True
 
+    if np.any(slack_first):
+        turn_on(s_cols)
     elapsed = 0.0
     lazy_round = 0
     for _ in range(LAZY_ROUNDS + 5):
         sel = np.flatnonzero(active)
         on = np.flatnonzero(col_on)
-        cones = _clarabel_cones(clarabel, kr[sel], dr[sel])
-        a = a_csc[:, on][sel] if len(on) < n_col else a_csc[sel]
+        cones = _clarabel_cones(clarabel, kr[sel], dr[sel], is_head[sel])
+        a = a_csc[:, on] if len(on) < n_col else a_csc
+        a = a[sel] if len(sel) < m else a
         p = sp.csc_matrix((len(on), len(on)))
         for settings in tries:
             t0 = time.perf_counter()
-            result = clarabel.DefaultSolver(p, c[on], a.tocsc(), b[sel], cones, settings).solve()  # type: ignore[attr-defined]
+            result = clarabel.DefaultSolver(p, c[on], a, b[sel], cones, settings).solve()  # type: ignore[attr-defined]
             elapsed += time.perf_counter() - t0
             status = str(result.status)
             if status == "Solved" or ("Infeasible" in status and not np.all(col_on)):
                 break
         if status != "Solved":
             if not np.all(col_on):  # perhaps infeasible with hard limits: every column in (a stressed
-                # component, whose prices will call for most of them)
+                # component, whose prices will call for most of them; `slack_first` avoids this solve)
                 turn_on(np.flatnonzero(~col_on))
                 continue
             if not np.all(active):  # the partial problem can be harder for Clarabel than the whole
@@ -541,13 +600,13 @@ def _solve_component(clarabel: object, tries: list[object], a_comp: sp.csr_matri
         out = heads[~active[heads]]
         if len(out):
             d = np.maximum(dr[out], 1)
-            near_rows = _near(a_comp, b, xc, out, d, last)
+            near_rows = _near(a_comp @ xc, b, out, d, last)
             if len(near_rows):
                 active[near_rows] = True
                 added = True
         off = np.flatnonzero(~col_on)
         if len(off):
-            reduced = c[off] + a_csc[:, off].T @ zc
+            reduced = c[off] + (a_csc.T @ zc)[off]
             low = reduced < SLACK_MARGIN * np.abs(c[off])
             if np.any(low):
                 turn_on(off[low] if not last else off)
@@ -555,22 +614,21 @@ def _solve_component(clarabel: object, tries: list[object], a_comp: sp.csr_matri
         lazy_round += 1
         if not added:
             if len(off):
-                zc[s_rows[~col_on[s_cols]]] = (c[s_cols] + a_csc[:, s_cols].T @ zc)[~col_on[s_cols]]
+                zc[s_rows[~col_on[s_cols]]] = (c + a_csc.T @ zc)[s_cols][~col_on[s_cols]]
             return xc, zc, elapsed
     raise AssertionError("unreachable: the last round has every row and column")  # pragma: no cover
 
 
-def _near(a_comp: sp.csr_matrix, b: FloatArray, x: FloatArray, heads: IntArray, dims: IntArray,
-          every: bool) -> IntArray:
-    """Rows of the left-out cones (nonneg rows: cones of size 1) starting at `heads` that `x` violates
-    or comes near (within LAZY_MARGIN), all of them if `every`."""
+def _near(ax_all: FloatArray, b: FloatArray, heads: IntArray, dims: IntArray, every: bool) -> IntArray:
+    """Rows of the left-out cones (nonneg rows: cones of size 1) starting at `heads` that the point
+    `x` (`ax_all` = A x) violates or comes near (within LAZY_MARGIN), all of them if `every`."""
     out: list[IntArray] = []
     for d in np.unique(dims):
         h = heads[dims == d]
         r_idx = h[:, None] + np.arange(int(d))[None, :]
         if not every:
             flat = r_idx.ravel()
-            ax = a_comp[flat] @ x
+            ax = ax_all[flat]
             slack = (b[flat] - ax).reshape(r_idx.shape)
             if d == 1:
                 head, rest = slack[:, 0], np.zeros(len(h))
@@ -599,23 +657,20 @@ def _cone_heads(kinds: IntArray, dims: IntArray) -> IntArray:
     return head
 
 
-def _clarabel_cones(clarabel: object, kinds: IntArray, dims: IntArray) -> list[object]:
-    """Clarabel's cone list for rows in solver order (zero, nonneg, then whole soc cones)."""
+def _clarabel_cones(clarabel: object, kinds: IntArray, dims: IntArray, is_head: npt.NDArray[np.bool_]) -> list[object]:
+    """Clarabel's cone list for rows in solver order (zero, nonneg, then whole soc cones; `is_head`: the
+    first row of each row's cone): one cone object per run of soc cones of one size."""
     cones: list[object] = []
-    n_zero, n_nonneg = int(np.sum(kinds == 0)), int(np.sum(kinds == 1))
+    n_zero, n_nonneg = int(np.count_nonzero(kinds == 0)), int(np.count_nonzero(kinds == 1))
     if n_zero:
         cones.append(clarabel.ZeroConeT(n_zero))  # type: ignore[attr-defined]
     if n_nonneg:
         cones.append(clarabel.NonnegativeConeT(n_nonneg))  # type: ignore[attr-defined]
-    soc_dims = dims[kinds == 2]
-    pos = 0
-    while pos < len(soc_dims):  # runs of cones of one size
-        d = int(soc_dims[pos])
-        run = 1
-        while pos + run * d < len(soc_dims) and soc_dims[pos + run * d] == d:
-            run += 1
-        cones.extend([clarabel.SecondOrderConeT(d)] * run)  # type: ignore[attr-defined]
-        pos += run * d
+    soc_dims = dims[(kinds == 2) & is_head]  # one entry per cone
+    cut = np.flatnonzero(np.diff(soc_dims)) + 1
+    for lo, hi in zip(np.concatenate([[0], cut]), np.concatenate([cut, [len(soc_dims)]]), strict=True):
+        if hi > lo:
+            cones.extend([clarabel.SecondOrderConeT(int(soc_dims[lo]))] * int(hi - lo))  # type: ignore[attr-defined]
     return cones
 
 
