@@ -207,6 +207,8 @@ def _thermal_linear(model: ConicModel, view: GridView, t_count: int, p_idx: IntA
 
 
 LAZY_LOADING = 0.7  # thermal cones of lines the base withdrawals load beyond this are in the first solve
+SLACK_LOADING = 0.95  # slots where the base withdrawals load a line beyond this have every slack in the first solve
+SLACK_V_MIN = 0.1  # or put a node's v^2 within this share of its band above v_min
 LAZY_V_MAX = 0.5  # upper voltage limits within this share of the band (v^2) of the base voltage: in the first solve
 
 
@@ -305,6 +307,14 @@ def _distflow(model: ConicModel, view: GridView, t_count: int, wp: Withdrawal, w
     limit: dict[str, FloatArray] = {}
     rows_of: dict[str, IntArray] = {}
     base_load, v_est = _base_state(view, wp, wq)
+    # Slots where the base state violates a limit (or nearly: losses lower the voltages further) are
+    # stressed: the direct Clarabel backend has every lazy column (soft-limit slacks, offers out of the
+    # money) in their first solve (Group.slack_start). Without the slacks it has no solution (a wasted
+    # solve proving it), with only some of them it is nearly infeasible (slow for an interior point method).
+    stressed = np.any(base_load >= SLACK_LOADING, axis=0) if lb is not None else np.zeros(t_count, dtype=bool)
+    if v_est is not None and len(free):
+        band_min = view.v_max_pu[free] ** 2 - view.v_min_pu[free] ** 2
+        stressed |= np.any(v_est[free] < (view.v_min_pu[free] ** 2 + SLACK_V_MIN * band_min)[:, None], axis=0)
     if len(free):
         # Upper voltage limits bind only under reverse flows: their rows are lazy, those within
         # LAZY_V_MAX of the band of the base state's voltage in the first solve (all without a guess).
@@ -321,6 +331,7 @@ def _distflow(model: ConicModel, view: GridView, t_count: int, wp: Withdrawal, w
                       lazy=kind == "v_max" and v_est is not None,
                       lazy_start=None if v_est is None else (v_est[free] > lim[:, None] - LAZY_V_MAX * band).T.ravel())
             model.bound(f"slack_{kind}", si, 0.0, None, category="voltage", slack=True)
+            model.group(f"slack_{kind}.lower").slack_start = np.broadcast_to(stressed, si.shape).ravel()
             model.add_cost(si, penalty_v)
             soft[kind], limit[kind], rows_of[kind] = sig, lim, free
     if lb is not None:
@@ -383,6 +394,7 @@ def _distflow(model: ConicModel, view: GridView, t_count: int, wp: Withdrawal, w
             model.add("thermal", "soc", np.concatenate(rows_t), np.concatenate(cols_t), np.concatenate(vals_t),
                       b_t, cone_dim=4, category="congestion", lazy=True, lazy_start=start)
             model.bound("slack_thermal", si, 0.0, None, category="congestion", slack=True)
+            model.group("slack_thermal.lower").slack_start = np.broadcast_to(stressed, si.shape).ravel()
             model.add_cost(si, penalty_i)
             soft["thermal"], limit["thermal"], rows_of["thermal"] = sig, view.i_max_pu[lim_b] ** 2, lim_b
     else:

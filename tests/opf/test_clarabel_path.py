@@ -1,4 +1,4 @@
-"""The direct Clarabel backend's component loop: threads, errors (flexgrid.opf.conic)."""
+"""The direct Clarabel backend's component loop: threads, stressed components, errors (flexgrid.opf.conic)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import pytest
 
 from flexgrid.errors import SolverError
 from flexgrid.grid import build_view, load_net, synthetic_profiles
-from flexgrid.opf import DispatchProblem, conic
+from flexgrid.opf import DispatchProblem, check_kkt, conic
+from flexgrid.opf.problem import DispatchResult
 
 
 def _problem(load: float, slots: int = 4) -> DispatchProblem:
@@ -15,6 +16,32 @@ def _problem(load: float, slots: int = 4) -> DispatchProblem:
     view = build_view(net, "case33bw")
     prof = synthetic_profiles(net, view, slot_start_s=17 * 3600, slot_seconds=3600, slot_count=slots, load_scale=load)
     return DispatchProblem(view, prof, slot_seconds=3600, wholesale_eur_per_mwh=60.0)
+
+
+def _kkt(prob: DispatchProblem, res: DispatchResult) -> bool:
+    m = prob.model
+    groups = [(g.name, str(g.kind), g.a, g.b, g.cone_dim) for g in m.groups]
+    return check_kkt(m.cost(), groups, res.solution.x, res.solution.z).ok
+
+
+def _counting(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Statuses of every Clarabel solve, in order."""
+    import clarabel
+
+    real = clarabel.DefaultSolver
+    seen: list[str] = []
+
+    class Counted:
+        def __init__(self, *args: object) -> None:
+            self.solver = real(*args)
+
+        def solve(self) -> object:
+            result = self.solver.solve()
+            seen.append(str(result.status))
+            return result
+
+    monkeypatch.setattr(clarabel, "DefaultSolver", Counted)
+    return seen
 
 
 def test_components_on_threads_give_the_serial_result_bit_for_bit(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -32,6 +59,31 @@ def test_components_on_threads_give_the_serial_result_bit_for_bit(monkeypatch: p
     for name, z in serial.solution.z.items():
         np.testing.assert_array_equal(z, threaded.solution.z[name], err_msg=name)
     assert conic.clarabel_threads() == 2
+
+
+def test_a_stressed_slot_starts_with_its_slacks_instead_of_proving_hard_limits_infeasible(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # At twice the load the base state already violates v_min in every slot: the slacks are in the first
+    # solve, one solve per slot. Without that mark the hard-limit problem is solved first, found
+    # infeasible, and solved again with every column: the same optimum and prices, twice the solves.
+    monkeypatch.setattr(conic, "CLARABEL_THREADS", 1)
+    seen = _counting(monkeypatch)
+    marked = _problem(2.0)
+    a = marked.solve()
+    calls_marked = list(seen)
+    seen.clear()
+    unmarked = _problem(2.0)
+    unmarked.build()
+    for g in unmarked.model.groups:
+        g.slack_start = None
+    b = unmarked.solve()
+    assert calls_marked == ["Solved"] * 4
+    assert "PrimalInfeasible" in seen and len(seen) >= 8
+    assert a.violations and [(v.kind, v.element, v.slot) for v in a.violations] == [
+        (v.kind, v.element, v.slot) for v in b.violations]
+    assert a.solution.objective == pytest.approx(b.solution.objective, rel=1e-6)
+    np.testing.assert_allclose(a.dlmp_eur_per_mwh, b.dlmp_eur_per_mwh, rtol=1e-5, atol=1e-3)
+    assert _kkt(marked, a) and _kkt(unmarked, b)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
