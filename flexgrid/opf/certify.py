@@ -152,11 +152,8 @@ def certify_parts(a: sp.csr_matrix, b: FloatArray, c: FloatArray, kinds: IntArra
         e = sp.csr_matrix((np.concatenate([np.ones(len(zrows)), coef]),
                            (np.concatenate([np.arange(len(zrows)), len(zrows) + k]),
                             np.concatenate([zrows, sel_rows]))), shape=(len(zrows) + len(t_heads), m))
-        f = np.concatenate([s[zrows], s0_of(s, t_heads) ** 2 - unorm_of(s, tight_idx) ** 2])
+        f = np.concatenate([s[zrows], s[t_heads] ** 2 - unorm_of(s, tight_idx) ** 2])
         return e, f, -(e @ a_u).tocsc()
-
-    def s0_of(s: FloatArray, rows: IntArray) -> FloatArray:
-        return s[rows]
 
     def unorm_of(s: FloatArray, cones: IntArray) -> FloatArray:
         tail = np.where(is_soc & (heads != np.arange(m)), s, 0.0)
@@ -164,21 +161,19 @@ def certify_parts(a: sp.csr_matrix, b: FloatArray, c: FloatArray, kinds: IntArra
         return np.sqrt(u2[cones])
 
     tight_idx = np.flatnonzero(tight & ok[np.maximum(cone_lab, 0)])
+    f_scale = np.concatenate([scale_b[zrows], np.maximum(1.0, s[head_rows[tight_idx]]) ** 2])
     try:
-        lu = None
-        for _ in range(NEWTON_STEPS):
-            e, f, jac = system(s, tight_idx)
-            lu = spla.splu(jac)
-            step = lu.solve(-f)
+        e, f, jac = system(s, tight_idx)
+        for _ in range(NEWTON_STEPS):  # a power flow's point usually meets them already: no step
+            if np.all(np.abs(f) <= 1e-12 * f_scale):
+                break
+            step = spla.splu(jac).solve(-f)
             if not np.all(np.isfinite(step)):
                 raise RuntimeError("non-finite Newton step")
             x[ucols] += step
             s = b - a @ x
-            if np.max(np.abs(step), initial=0.0) <= 1e-13 * max(1.0, float(np.max(np.abs(x[ucols]), initial=0.0))):
-                break
-        e, f, jac = system(s, tight_idx)
-        lu = spla.splu(jac)
-        w = lu.solve(c[ucols], trans="T")
+            e, f, jac = system(s, tight_idx)
+        w = spla.splu(jac).solve(c[ucols], trans="T")
     except RuntimeError:  # a singular system (splu: "Factor is exactly singular") or a diverging step
         reasons["singular or diverging system"] = int(np.sum(ok))
         return Certified(np.zeros(n_parts, dtype=bool), np.zeros(n), np.zeros(m), reasons)
@@ -200,6 +195,8 @@ def certify_parts(a: sp.csr_matrix, b: FloatArray, c: FloatArray, kinds: IntArra
         z[zero_rows] = 0.0
     # the bound rows' duals: what their fixed columns need to balance (c_j + A_j' z + a_rj z_r = 0)
     red = c + a_csc.T @ z
+    drop(_fail(np.isin(np.arange(n), ucols[np.abs(red[ucols]) > 1e-8 * c_scale]), col_lab, n_parts),
+         "stationarity not met")
     z[act_rows] = -red[act_col] / a.data[a.indptr[act_rows]]
     neg = act_rows[z[act_rows] < -TOL_DUAL * c_scale]
     drop(_fail(np.isin(np.arange(m), neg), row_lab, n_parts), "an idle variable's reduced cost is negative")

@@ -51,6 +51,7 @@ import numpy.typing as npt
 import scipy.sparse as sp
 
 from flexgrid.errors import SolverError
+from flexgrid.opf.certify import certify_parts
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -142,6 +143,8 @@ class Solution:
     solver: str
     solve_time_s: float
     mip_gap: float | None = None
+    components: int = 0  # independent components solved apart (direct backends)
+    certified: int = 0  # of which certified from the model's start point without a solver
 
 
 @dataclass
@@ -154,6 +157,9 @@ class ConicModel:
     _cost: list[tuple[IntArray, FloatArray]] = field(default_factory=list)
     integer: list[IntArray] = field(default_factory=list)
     solver_options: dict[str, object] = field(default_factory=dict)
+    # a candidate solution (e.g. an AC operating point with the flexibility idle): the components
+    # where it is optimal are certified without Clarabel (`flexgrid.opf.certify`)
+    start: FloatArray | None = None
 
     def add_block(self, name: str, rows: int, slots: int) -> Block:
         if name in self.blocks:
@@ -367,6 +373,8 @@ class ConicModel:
     def _solve_clarabel(self) -> Solution:
         """A continuous cone program straight to Clarabel, one call per independent component, lazy
         cones, rows and slack columns left out until needed (see the module docstring)."""
+        import time
+
         import clarabel
 
         order, a_all, b_all, row_perm, col_perm, parts, c, head = self._split()
@@ -428,12 +436,24 @@ class ConicModel:
         xp = np.zeros(self.n)
         zp = np.zeros(m_all)
         elapsed = 0.0
+        n_parts, n_cert = len(parts), 0
+        if self.start is not None and len(parts):
+            t0 = time.perf_counter()
+            cert = certify_parts(a_all, b_all, c, kinds, head, self.start[col_perm], parts)
+            for (rows, cols), done in zip(parts, cert.ok, strict=True):
+                if done:
+                    xp[cols], zp[rows] = cert.x[cols], cert.z[rows]
+            parts = [p for p, done in zip(parts, cert.ok, strict=True) if not done]
+            n_cert = int(np.sum(cert.ok))
+            elapsed += time.perf_counter() - t0
         for (rows, cols), (xc, zc, spent) in zip(parts, _map_ordered(solve_part, parts, clarabel_threads()),
                                                   strict=True):
             elapsed += spent
             xp[cols] = xc
             zp[rows] = zc
-        return self._unpermuted(order, xp, zp, row_perm, col_perm, "CLARABEL", elapsed)
+        sol = self._unpermuted(order, xp, zp, row_perm, col_perm, "CLARABEL", elapsed)
+        sol.components, sol.certified = n_parts, n_cert
+        return sol
 
     def _solve_cvxpy(self, solver: str, ints: IntArray, fixed: dict[int, float] | None) -> Solution:
         import time
@@ -639,22 +659,6 @@ def _near(ax_all: FloatArray, b: FloatArray, heads: IntArray, dims: IntArray, ev
             r_idx = r_idx[head - rest < LAZY_MARGIN * scale]
         out.append(r_idx.ravel())
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
-
-def _cone_heads(kinds: IntArray, dims: IntArray) -> IntArray:
-    """For rows in solver order (zero, nonneg, then whole soc cones): the first row of each row's cone
-    (the row itself for zero and nonneg rows)."""
-    head = np.arange(len(kinds), dtype=np.int64)
-    soc = np.flatnonzero(kinds == 2)
-    pos = 0
-    while pos < len(soc):
-        d = int(dims[soc[pos]])
-        run = 1
-        while pos + run * d < len(soc) and dims[soc[pos + run * d]] == d:
-            run += 1
-        block = soc[pos:pos + run * d]
-        head[block] = block[0] + (np.arange(len(block)) // d) * d
-        pos += run * d
-    return head
 
 
 def _clarabel_cones(clarabel: object, kinds: IntArray, dims: IntArray, is_head: npt.NDArray[np.bool_]) -> list[object]:

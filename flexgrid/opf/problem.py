@@ -24,12 +24,13 @@ import numpy.typing as npt
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from flexgrid.errors import InputError
+from flexgrid.errors import InputError, SolverError
 from flexgrid.grid.profiles import Profiles
 from flexgrid.grid.topology import GridView
 from flexgrid.opf.conic import Block, ConicModel, Group, Solution
 from flexgrid.opf.devices import Devices, soc_dynamics
-from flexgrid.opf.formulations import Network, Withdrawal, build_network
+from flexgrid.opf.formulations import Network, Withdrawal, _node_shunts, build_network
+from flexgrid.opf.radial import RadialAC
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -206,7 +207,39 @@ class DispatchProblem:
         self.model.add_cost(net.slack_p.idx(), np.broadcast_to(cost[None, :], (net.slack_p.rows, self.t_count)))
         self.network = net
         self._lazy_bounds(net)
+        if self.formulation == "socp":
+            self.model.start = self._operating_point(net)
         return net
+
+    def _operating_point(self, net: Network) -> FloatArray | None:
+        """The AC power flow of the constant withdrawals (every market and device variable at 0) as a
+        point of the SOCP model, a candidate that certifies the slots where it is optimal without a
+        solver (`flexgrid.opf.certify`); None when the power flow does not apply or converge."""
+        view = self.view
+        try:
+            ac = RadialAC(view)
+            v = ac.flow(self.wp.constant_pu + 1j * self.wq.constant_pu)
+        except (InputError, SolverError):
+            return None
+        f, t = view.from_node, view.to_node
+        vf = v[f] / view.tap_ratio[:, None]  # behind the ideal transformer at the from end
+        i = (vf - v[t]) / (view.r_pu + 1j * view.x_pu)[:, None]
+        s_br = vf * np.conj(i)  # series element, sending end: the model's P + jQ
+        l2 = np.abs(i) ** 2
+        v2 = np.abs(v) ** 2
+        g_sh, b_sh = _node_shunts(view)
+        # each slack's import closes its node's balance
+        inflow = np.zeros_like(v)
+        np.add.at(inflow, t, s_br - (view.r_pu + 1j * view.x_pu)[:, None] * l2)
+        np.add.at(inflow, f, -s_br)
+        sl = view.slack_nodes
+        x = np.zeros(self.model.n)
+        m = self.model.blocks
+        x[m["P"].idx()], x[m["Q"].idx()], x[m["L"].idx()] = s_br.real, s_br.imag, l2
+        x[m["v"].idx()] = v2
+        x[net.slack_p.idx()] = self.wp.constant_pu[sl] + g_sh[sl, None] * v2[sl] - inflow[sl].real
+        x[m["q_slack"].idx()] = self.wq.constant_pu[sl] - b_sh[sl, None] * v2[sl] - inflow[sl].imag
+        return x
 
     def _lazy_bounds(self, net: Network) -> None:
         """Mark the bounds that the wholesale prices say will not bind as lazy (left out of the first

@@ -1,0 +1,99 @@
+"""Slots certified from the AC operating point without a solver (flexgrid.opf.certify): the same optimum,
+prices and KKT conditions as the solver's, and every slot where that point is not optimal left to it."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+import pandapower as pp
+import pytest
+
+from flexgrid.grid import GridView, build_view, load_net, synthetic_profiles
+from flexgrid.opf import DispatchProblem, DispatchResult, check_kkt
+
+EVENING_S = 17 * 3600
+
+
+@cache
+def _grid() -> tuple[pp.pandapowerNet, GridView]:
+    net = load_net("case33bw")
+    return net, build_view(net, "case33bw")
+
+
+def _solve(load: float, *, certify: bool = True, offer_eur_per_mwh: float | None = None,
+           perturb: float = 0.0) -> tuple[DispatchProblem, DispatchResult]:
+    """case33bw, four evening hours at `load` times the base load; optionally an offer of 0.2 MW at bus 17
+    in slot 1 at `offer_eur_per_mwh`; `certify=False` sends every slot to Clarabel."""
+    net, view = _grid()
+    prof = synthetic_profiles(net, view, slot_start_s=EVENING_S, slot_seconds=3600, slot_count=4, load_scale=load)
+    prob = DispatchProblem(view, prof, slot_seconds=3600, wholesale_eur_per_mwh=60.0)
+    if offer_eur_per_mwh is not None:
+        blk = prob.model.add_block("offer_x", 1, 1)
+        prob.model.bound("offer_x", blk.idx(), 0.0, 0.2)
+        prob.model.add_cost(blk.idx(), offer_eur_per_mwh * prob.slot_h)
+        prob.add_withdrawal_mw([view.node(17)], [1], blk.idx()[0], -1.0)
+    prob.build()
+    if not certify:
+        prob.model.start = None
+    elif perturb:
+        assert prob.model.start is not None
+        rng = np.random.default_rng(1)
+        prob.model.start = prob.model.start * (1 + perturb * rng.standard_normal(prob.model.n))
+    return prob, prob.solve()
+
+
+def _kkt(prob: DispatchProblem, res: DispatchResult, tol: float) -> bool:
+    m = prob.model
+    report = check_kkt(m.cost(), [(g.name, g.kind, g.a, g.b, g.cone_dim) for g in m.groups], res.solution.x,
+                       res.solution.z, tol_feas=tol, tol_gap=tol)
+    return report.ok
+
+
+def test_uncongested_slots_are_certified_with_the_solvers_optimum_and_prices() -> None:
+    # at 1.1 x the load two evening hours stay within every limit (certified), two fall below 0.91 pu
+    # (left to Clarabel): the whole result is the solver's, to its tolerance, and exact where certified
+    prob, fast = _solve(1.1)
+    _, slow = _solve(1.1, certify=False)
+    assert (fast.solution.components, fast.solution.certified) == (4, 2)
+    assert slow.solution.certified == 0
+    assert fast.solution.objective == pytest.approx(slow.solution.objective, rel=1e-8)
+    # prices to the interior point method's accuracy (about 1e-6 relative; the certified ones are exact)
+    np.testing.assert_allclose(fast.dlmp_eur_per_mwh, slow.dlmp_eur_per_mwh, rtol=2e-6, atol=1e-6)
+    for name in ("energy", "losses", "congestion", "voltage"):
+        np.testing.assert_allclose(fast.components[name], slow.components[name], rtol=2e-6, atol=1e-4)
+    assert fast.v_pu is not None and slow.v_pu is not None
+    np.testing.assert_allclose(fast.v_pu, slow.v_pu, atol=1e-8)
+    assert [(v.kind, v.element, v.slot) for v in fast.violations] == [(v.kind, v.element, v.slot)
+                                                                      for v in slow.violations]
+    assert _kkt(prob, fast, 1e-8)
+    assert fast.relaxation_gap_mw is not None and fast.relaxation_gap_mw < 1e-9
+
+
+def test_an_offer_in_the_money_is_not_certified_and_the_solver_takes_it() -> None:
+    # at 20 EUR/MWh against 60 the offer should run: the AC point with it idle is not optimal there
+    # (its reduced cost is negative), so its slot goes to Clarabel; one at 500 EUR/MWh stays idle, certified
+    for price, runs, certified in ((20.0, True, 3), (500.0, False, 4)):
+        prob, res = _solve(1.0, offer_eur_per_mwh=price)
+        x = res.solution.x[prob.model.blocks["offer_x"].idx()][0, 0]
+        assert res.solution.certified == certified
+        assert x == pytest.approx(0.2 if runs else 0.0, abs=1e-7)  # x in MW (withdrawal coefficient -1 MW)
+        assert _kkt(prob, res, 1e-8)
+
+
+def test_a_candidate_off_the_power_flow_is_polished_to_the_same_point() -> None:
+    # every entry of the candidate off by ~1e-9 relative (a power flow stopped early; the active set is
+    # still clear): Newton's method on the equalities and tight cones brings it back to the operating point
+    _, exact = _solve(1.0)
+    prob, polished = _solve(1.0, perturb=1e-9)
+    assert exact.solution.certified == 4
+    assert polished.solution.certified == 4
+    np.testing.assert_allclose(polished.solution.x, exact.solution.x, atol=1e-10)
+    assert _kkt(prob, polished, 1e-8)
+
+
+def test_a_candidate_that_violates_a_limit_is_left_to_the_solver() -> None:
+    # at twice the load every slot violates v_min at the AC point: nothing certified, soft violations reported
+    _, res = _solve(2.0)
+    assert (res.solution.components, res.solution.certified) == (4, 0)
+    assert res.violations
