@@ -806,8 +806,7 @@ def clear_market(
     for j, q_ in p2p_acc:
         add_trade(p2p[j], p2p[j].trader, p2p[j].slot, q_, p2p_price(j), pays=p2p[j].side == Side.BUY)
     rows.sort(key=itemgetter(0, 1))  # by (order hash, slot), as the leaves are listed
-    trades = [Trade(round_id=round_config.round_id, participant=participant, order_id=lid, slot=slot,
-                    kw=power_w / 1e3, price_eur_per_mwh=price_micro / 1e6, payment_eur=micro_to_eur(micro))
+    trades = [Trade.of_leaf(round_config.round_id, participant, lid, slot, power_w, price_micro, micro)
               for lid, slot, participant, power_w, price_micro, micro in rows]
     root = TradeTree(trades, leaf_values=_trade_leaf_values(trades, rows)).root
 

@@ -13,7 +13,7 @@ murky-tree's own helpers use eth-hash's automatic choice, which prefers pycrypto
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any, Generic, TypeVar
 
@@ -43,11 +43,12 @@ def hash_pair(a: bytes, b: bytes) -> bytes:
 # eth_abi.encode, ~55 us per trade leaf (its per-value validation dominates) against ~3 us for the
 # words below (timeit, this machine); with the C keccak a TradeTree of 8,058 trades takes 0.10 s CPU
 # instead of 0.58 s. tests/trading/test_merkle.py checks the bytes against eth_abi's and the roots,
-# proofs and JSON against murky-tree's own. A value a word encoder does not take as plainly valid
+# proofs and JSON against murky-tree's own. A value the words do not take as plainly valid
 # (wrong type, out of range, an address in another form) sends the whole leaf to eth_abi, so odd
 # inputs and errors stay eth_abi's.
-_Word = Callable[[Any], bytes | None]
 _INT_TYPE = re.compile(r"(u?)int(\d+)")
+_INT, _ADDRESS, _BYTES32 = 0, 1, 2
+_Spec = tuple[tuple[int, int, int, bool], ...]  # per value: kind, and for integers lo, hi (exclusive), signed
 
 
 @lru_cache(maxsize=65536)
@@ -55,38 +56,54 @@ def _address_word(value: str) -> bytes | None:
     return bytes(12) + to_canonical_address(value) if is_address(value) else None
 
 
-def _word_encoder(abi_type: str) -> _Word | None:
-    if abi_type == "address":
-        return lambda v: _address_word(v) if type(v) is str else None
-    if abi_type == "bytes32":
-        return lambda v: v if type(v) is bytes and len(v) == 32 else None
-    m = _INT_TYPE.fullmatch(abi_type)
-    if m is None or not 8 <= int(m.group(2)) <= 256 or int(m.group(2)) % 8:
-        return None
-    bits, signed = int(m.group(2)), not m.group(1)
-    lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1)) if signed else (0, 2**bits)
-    return lambda v: v.to_bytes(32, "big", signed=signed) if type(v) is int and lo <= v < hi else None
-
-
 @lru_cache(maxsize=32)
-def _leaf_encoder(leaf_types: tuple[str, ...]) -> tuple[_Word, ...] | None:
-    words = tuple(_word_encoder(t) for t in leaf_types)
-    return None if any(w is None for w in words) else words  # type: ignore[return-value]
+def _leaf_spec(leaf_types: tuple[str, ...]) -> _Spec | None:
+    spec = []
+    for t in leaf_types:
+        m = _INT_TYPE.fullmatch(t)
+        if t in ("address", "bytes32"):
+            spec.append((_ADDRESS if t == "address" else _BYTES32, 0, 0, False))
+        elif m is not None and 8 <= int(m.group(2)) <= 256 and int(m.group(2)) % 8 == 0:
+            bits, signed = int(m.group(2)), not m.group(1)
+            lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1)) if signed else (0, 2**bits)
+            spec.append((_INT, lo, hi, signed))
+        else:
+            return None
+    return tuple(spec)
+
+
+def _words(values: Sequence[Any], spec: _Spec) -> bytes | None:
+    out = []
+    for (kind, lo, hi, signed), v in zip(spec, values, strict=True):
+        if kind == _INT:
+            if type(v) is not int or not lo <= v < hi:
+                return None
+            out.append(v.to_bytes(32, "big", signed=signed))
+        elif kind == _ADDRESS:
+            word = _address_word(v) if type(v) is str else None
+            if word is None:
+                return None
+            out.append(word)
+        else:
+            if type(v) is not bytes or len(v) != 32:
+                return None
+            out.append(v)
+    return b"".join(out)
+
+
+def _encode(values: Sequence[Any], leaf_types: Sequence[str], spec: _Spec | None) -> bytes:
+    out = _words(values, spec) if spec is not None and len(values) == len(spec) else None
+    return bytes(abi_encode(list(leaf_types), list(values))) if out is None else out
 
 
 def encode_leaf(values: Sequence[Any], leaf_types: Sequence[str]) -> bytes:
     """`eth_abi.encode(leaf_types, values)`, faster for the static types of the leaves."""
-    words = _leaf_encoder(tuple(leaf_types))
-    if words is not None and len(values) == len(words):
-        out = [w(v) for w, v in zip(words, values, strict=True)]
-        if None not in out:
-            return b"".join(out)  # type: ignore[arg-type]
-    return bytes(abi_encode(list(leaf_types), list(values)))
+    return _encode(values, leaf_types, _leaf_spec(tuple(leaf_types)))
 
 
 def leaf_hash_bytes(values: Sequence[Any], leaf_types: Sequence[str]) -> bytes:
     """murky-tree's `standard_leaf_hash`: keccak256(keccak256(abi.encode(values)))."""
-    return keccak256(keccak256(encode_leaf(values, leaf_types)))
+    return keccak256(keccak256(_encode(values, leaf_types, _leaf_spec(tuple(leaf_types)))))
 
 
 def leaf_hash(values: Sequence[Any], leaf_types: Sequence[str]) -> str:
@@ -115,8 +132,8 @@ class _LeafTree(Generic[L]):
         values = [item.leaf_values() for item in self.items] if leaf_values is None else list(leaf_values)
         if len(values) != len(self.items):
             raise InputError(self.kind, f"{len(values)} leaf values for {len(self.items)} items")
-        types = tuple(self.leaf_types)
-        hashes = [leaf_hash_bytes(v, types) for v in values]
+        types, spec = self.leaf_types, _leaf_spec(tuple(self.leaf_types))
+        hashes = [keccak256(keccak256(_encode(v, types, spec))) for v in values]
         seen: dict[str, int] = {}
         for i, item in enumerate(self.items):
             h = "0x" + hashes[i].hex()
