@@ -99,9 +99,9 @@ def certify_parts(a: sp.csr_matrix, b: FloatArray, c: FloatArray, kinds: IntArra
     nnz_row = np.diff(a.indptr)
     is_zero, is_nonneg, is_soc = kinds == 0, kinds == 1, kinds == 2
     bound = is_nonneg & (nnz_row == 1)
-    head_rows = np.flatnonzero(is_soc & (heads == np.arange(m)))
-    cone_of = np.full(m, -1, dtype=np.int64)
-    cone_of[is_soc] = np.searchsorted(head_rows, heads[is_soc])
+    is_head = is_soc & (heads == np.arange(m))
+    head_rows = np.flatnonzero(is_head)
+    cone_of = np.where(is_soc, np.cumsum(is_head) - 1, -1)  # a cone's rows follow its head
     scale_b = np.maximum(1.0, np.abs(b))
 
     def classify(x: FloatArray) -> tuple[FloatArray, BoolArray, FloatArray, FloatArray, BoolArray]:
@@ -141,65 +141,95 @@ def certify_parts(a: sp.csr_matrix, b: FloatArray, c: FloatArray, kinds: IntArra
     ucols = np.flatnonzero(free & keep_col)
     a_csc = a.tocsc()
     a_u = a_csc[:, ucols].tocsr()
+    tail = is_soc & ~is_head
+    tight_idx = np.flatnonzero(tight & ok[np.maximum(cone_lab, 0)])
+    # the system's rows component by component (equalities, then tight cones): one block per part
+    eq_lab = np.concatenate([row_lab[zrows], cone_lab[tight_idx]])
+    eq_order = np.argsort(eq_lab, kind="stable")
+    eq_rank = np.empty_like(eq_order)
+    eq_rank[eq_order] = np.arange(len(eq_order))
+    in_parts = np.flatnonzero(ok)
+    r_bounds = np.searchsorted(eq_lab[eq_order], np.concatenate([in_parts, [n_parts]]))[:, None]
+    c_bounds = np.searchsorted(col_lab[ucols], np.concatenate([in_parts, [n_parts]]))[:, None]
+    in_tight = np.zeros(len(head_rows), dtype=bool)
+    in_tight[tight_idx] = True
+    sel_rows = np.flatnonzero(is_soc & in_tight[np.maximum(cone_of, 0)])
+    sel_k = np.searchsorted(tight_idx, cone_of[sel_rows])
 
-    def system(s: FloatArray, tight_idx: IntArray) -> tuple[sp.csr_matrix, FloatArray, sp.csr_matrix]:
-        """E (equality selector and 2 (s0, -s1:) per tight cone), F(x), J = -E A[:, free]."""
-        t_heads = head_rows[tight_idx]
-        sel = np.isin(cone_of, tight_idx) & is_soc
-        sel_rows = np.flatnonzero(sel)
-        k = np.searchsorted(tight_idx, cone_of[sel_rows])
-        coef = np.where(heads[sel_rows] == sel_rows, 2 * s[sel_rows], -2 * s[sel_rows])
+    def system(s: FloatArray) -> tuple[sp.csr_matrix, FloatArray, sp.csc_matrix]:
+        """E (equality selector and 2 (s0, -s1:) per tight cone; rows in block order), F(x) and
+        J = -E A[:, free] (block diagonal, one block per part)."""
+        coef = np.where(is_head[sel_rows], 2 * s[sel_rows], -2 * s[sel_rows])
         e = sp.csr_matrix((np.concatenate([np.ones(len(zrows)), coef]),
-                           (np.concatenate([np.arange(len(zrows)), len(zrows) + k]),
-                            np.concatenate([zrows, sel_rows]))), shape=(len(zrows) + len(t_heads), m))
-        f = np.concatenate([s[zrows], s[t_heads] ** 2 - unorm_of(s, tight_idx) ** 2])
+                           (eq_rank[np.concatenate([np.arange(len(zrows)), len(zrows) + sel_k])],
+                            np.concatenate([zrows, sel_rows]))), shape=(len(eq_lab), m))
+        u2 = np.bincount(cone_of[tail], weights=s[tail] ** 2, minlength=len(head_rows))[tight_idx]
+        f = np.concatenate([s[zrows], s[head_rows[tight_idx]] ** 2 - u2])[eq_order]
         return e, f, -(e @ a_u).tocsc()
 
-    def unorm_of(s: FloatArray, cones: IntArray) -> FloatArray:
-        tail = np.where(is_soc & (heads != np.arange(m)), s, 0.0)
-        u2 = np.bincount(cone_of[is_soc], weights=tail[is_soc] ** 2, minlength=len(head_rows))
-        return np.sqrt(u2[cones])
+    def block_solve(jac: sp.csc_matrix, rhs: FloatArray, trans: bool) -> tuple[FloatArray, BoolArray]:
+        """Solve part by part (a factorisation of each small block costs less than one of the whole);
+        a singular block fails its part only."""
+        out = np.zeros(len(rhs))
+        failed = np.zeros(n_parts, dtype=bool)
+        for k, r0, r1, c0, c1 in zip(in_parts, r_bounds[:-1, 0], r_bounds[1:, 0], c_bounds[:-1, 0],
+                                     c_bounds[1:, 0], strict=True):
+            if not ok[k]:
+                continue
+            try:
+                lu = spla.splu(jac[r0:r1, c0:c1].tocsc())
+                sol = lu.solve(rhs[c0:c1] if trans else rhs[r0:r1], trans="T" if trans else "N")
+            except RuntimeError:  # splu: "Factor is exactly singular"
+                failed[k] = True
+                continue
+            if not np.all(np.isfinite(sol)):
+                failed[k] = True
+            elif trans:
+                out[r0:r1] = sol
+            else:
+                out[c0:c1] = sol
+        return out, failed
 
-    tight_idx = np.flatnonzero(tight & ok[np.maximum(cone_lab, 0)])
-    f_scale = np.concatenate([scale_b[zrows], np.maximum(1.0, s[head_rows[tight_idx]]) ** 2])
-    try:
-        e, f, jac = system(s, tight_idx)
-        for _ in range(NEWTON_STEPS):  # a power flow's point usually meets them already: no step
-            if np.all(np.abs(f) <= 1e-12 * f_scale):
-                break
-            step = spla.splu(jac).solve(-f)
-            if not np.all(np.isfinite(step)):
-                raise RuntimeError("non-finite Newton step")
-            x[ucols] += step
-            s = b - a @ x
-            e, f, jac = system(s, tight_idx)
-        w = spla.splu(jac).solve(c[ucols], trans="T")
-    except RuntimeError:  # a singular system (splu: "Factor is exactly singular") or a diverging step
-        reasons["singular or diverging system"] = int(np.sum(ok))
-        return Certified(np.zeros(n_parts, dtype=bool), np.zeros(n), np.zeros(m), reasons)
+    f_scale = np.concatenate([scale_b[zrows], np.maximum(1.0, s[head_rows[tight_idx]]) ** 2])[eq_order]
+    e, f, jac = system(s)
+    moved = False
+    for _ in range(NEWTON_STEPS):  # a power flow's point usually meets them already: no step
+        if np.all(np.abs(f) <= 1e-12 * f_scale):
+            break
+        step, failed = block_solve(jac, -f, trans=False)
+        drop(failed, "singular or diverging system")
+        x[ucols] += np.where(ok[col_lab[ucols]], step, 0.0)
+        moved = True
+        s = b - a @ x
+        e, f, jac = system(s)
+    w, failed = block_solve(jac, c[ucols], trans=True)
+    drop(failed, "singular or diverging system")
 
     # the polished point: the same active set, feasible to rounding
-    s, active2, s0, unorm, tight2 = classify(x)
-    drop(_fail(keep_row & (active2 != active), row_lab, n_parts), "the active set moved")
+    if moved:
+        s, active2, s0, unorm, tight2 = classify(x)
+        drop(_fail(keep_row & (active2 != active), row_lab, n_parts), "the active set moved")
+        drop(_fail(is_nonneg & ~active & (s <= TOL_ACTIVE * scale_b), row_lab, n_parts), "a limit is active")
+        drop(_fail(tight2 != tight, cone_lab, n_parts), "the active set moved")
     drop(_fail(is_zero & (np.abs(s) > TOL_FEAS * scale_b), row_lab, n_parts), "equalities not met")
-    drop(_fail(is_nonneg & ~active & (s <= TOL_ACTIVE * scale_b), row_lab, n_parts), "a limit is active")
-    drop(_fail(tight2 != tight, cone_lab, n_parts), "the active set moved")
     z = e.T @ w  # equality duals and 2 w_k (s0, -s1:) on the tight cones
-    alpha = w[len(zrows):]
+    alpha = w[eq_rank[len(zrows):]]
     c_scale = max(1.0, float(np.max(np.abs(c), initial=0.0)))
-    drop(_fail(np.isin(np.arange(len(head_rows)), tight_idx[alpha < -TOL_DUAL * c_scale]), cone_lab, n_parts),
-         "a cone's multiplier is negative")
-    neg_cones = tight_idx[(alpha < 0) & (alpha >= -TOL_DUAL * c_scale)]
-    if len(neg_cones):  # rounding: the multiplier is 0
-        zero_rows = np.flatnonzero(np.isin(cone_of, neg_cones) & is_soc)
-        z[zero_rows] = 0.0
+    neg_cone = np.zeros(len(head_rows), dtype=bool)
+    neg_cone[tight_idx[alpha < -TOL_DUAL * c_scale]] = True
+    drop(_fail(neg_cone, cone_lab, n_parts), "a cone's multiplier is negative")
+    round_cone = np.zeros(len(head_rows), dtype=bool)
+    round_cone[tight_idx[(alpha < 0) & (alpha >= -TOL_DUAL * c_scale)]] = True
+    z[is_soc & round_cone[np.maximum(cone_of, 0)]] = 0.0  # rounding: the multiplier is 0
     # the bound rows' duals: what their fixed columns need to balance (c_j + A_j' z + a_rj z_r = 0)
     red = c + a_csc.T @ z
-    drop(_fail(np.isin(np.arange(n), ucols[np.abs(red[ucols]) > 1e-8 * c_scale]), col_lab, n_parts),
-         "stationarity not met")
+    off = np.zeros(n, dtype=bool)
+    off[ucols[np.abs(red[ucols]) > 1e-8 * c_scale]] = True
+    drop(_fail(off, col_lab, n_parts), "stationarity not met")
     z[act_rows] = -red[act_col] / a.data[a.indptr[act_rows]]
-    neg = act_rows[z[act_rows] < -TOL_DUAL * c_scale]
-    drop(_fail(np.isin(np.arange(m), neg), row_lab, n_parts), "an idle variable's reduced cost is negative")
+    neg = np.zeros(m, dtype=bool)
+    neg[act_rows[z[act_rows] < -TOL_DUAL * c_scale]] = True
+    drop(_fail(neg, row_lab, n_parts), "an idle variable's reduced cost is negative")
     z[act_rows] = np.maximum(z[act_rows], 0.0)
     keep_row = ok[np.maximum(row_lab, 0)] & (row_lab >= 0)
     keep_col = ok[np.maximum(col_lab, 0)] & (col_lab >= 0)
