@@ -104,3 +104,32 @@ def test_an_infeasible_component_among_others_names_its_status(threads: int,
     model.groups = [g for g in model.groups if g.name != "low"]
     sol = model.solve()
     assert sol.x[0] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_the_solved_test_on_reported_residuals_agrees_with_clarabels_own() -> None:
+    # An AlmostSolved component is accepted when its reported residuals and gap pass Clarabel's test for
+    # Solved at the last try's tolerances: on a real SOCP stopped after 1, 2, ... iterations, that test
+    # says Solved exactly when Clarabel does.
+    import clarabel
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(3)
+    n, m = 12, 20
+    a_ineq = rng.normal(size=(m, n))
+    x0 = rng.normal(size=n) / 10
+    # min q'x with A x <= A x0 + 1 (strictly feasible at x0) and |x| <= 10
+    big_a = sp.vstack([sp.csc_matrix(a_ineq), sp.csc_matrix((1, n)), -sp.eye(n)]).tocsc()
+    big_b = np.concatenate([a_ineq @ x0 + 1.0, [10.0], np.zeros(n)])
+    cones = [clarabel.NonnegativeConeT(m), clarabel.SecondOrderConeT(n + 1)]
+    q = rng.normal(size=n)
+    seen = set()
+    for max_iter in range(1, 12):
+        settings = clarabel.DefaultSettings()
+        settings.verbose = False
+        settings.max_iter = max_iter
+        result = clarabel.DefaultSolver(sp.csc_matrix((n, n)), q, big_a, big_b, cones, settings).solve()
+        status = str(result.status)
+        seen.add(status)
+        # stopped by max_iter: AlmostSolved (the reduced tolerances met) and MaxIterations are not Solved
+        assert conic._solved_at(result, settings) is (status == "Solved"), (max_iter, status)
+    assert seen == {"Solved", "AlmostSolved", "MaxIterations"}
