@@ -301,26 +301,32 @@ class DispatchProblem:
             return comps
         m = self.model
         # The loss variable's own condition is implied, and the soft-limit slacks appear in no
-        # balance or internal row: leaving them out makes the system square.
+        # balance or internal row: leaving them out makes the system square. Columns slot-major
+        # (slot, block, row), so that the system is block-diagonal by slot in this order.
         skip = {"L", *(b.name for b in net.soft.values())}
-        cols = np.concatenate([m.blocks[b].idx().ravel() for b in net.blocks if b not in skip])
+        names = [b for b in net.blocks if b not in skip]
+        cols = np.vstack([m.blocks[b].idx() for b in names]).T.ravel()
         unknown = [g for g in m.groups if g.category in ("balance", "internal")]
         # Shunt terms (v in the nodal balances) are losses: keep them out of the system and put
         # their contribution, at the actual duals, in the losses component.
         is_v = np.zeros(m.n, dtype=bool)
         if "v" in m.blocks:
             is_v[m.blocks["v"].idx().ravel()] = True
-        shunt_cols = sp.diags(is_v[cols].astype(float))
-        blocks_ = []
-        shunt_rhs = np.zeros(len(cols))
-        for g in unknown:
-            a = g.a[:, cols]
-            if g.category == "balance":
-                shunt = a @ shunt_cols
-                shunt_rhs += shunt.T @ sol.z[g.name]
-                a = a - shunt
-            blocks_.append(a)
-        mat = sp.vstack(blocks_).T.tocsc()
+        pos = np.full(m.n, -1, dtype=np.int64)
+        pos[cols] = np.arange(len(cols))
+        stacked = sp.vstack([g.a for g in unknown], format="csr")
+        n_rows = stacked.shape[0]
+        row = np.repeat(np.arange(n_rows), np.diff(stacked.indptr))
+        balance_row = np.repeat(np.array([g.category == "balance" for g in unknown]),
+                                [g.a.shape[0] for g in unknown])
+        z_unknown = np.concatenate([sol.z[g.name] for g in unknown])
+        col = pos[stacked.indices]
+        shunt = is_v[stacked.indices] & balance_row[row]
+        shunt_rhs = np.bincount(col[shunt], weights=stacked.data[shunt] * z_unknown[row[shunt]], minlength=len(cols))
+        keep = (col >= 0) & ~shunt
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(row[keep], minlength=n_rows))])
+        # the system's transpose: one row per unknown dual, one column per network variable
+        a_all = sp.csr_matrix((stacked.data[keep], col[keep], indptr), shape=(n_rows, len(cols)))
         c = m.cost()
         owner = {"energy": [net.slack_p.name], "voltage": [b.name for k, b in net.soft.items() if k != "thermal"],
                  "congestion": [b.name for k, b in net.soft.items() if k == "thermal"], "losses": []}
@@ -338,11 +344,14 @@ class DispatchProblem:
                     r += (g.a.T @ sol.z[g.name])[cols]
             rhs_all.append(-r)
         rhs = np.column_stack(rhs_all)
-        lu = spla.splu(mat) if mat.shape[0] == mat.shape[1] else None
-        if lu is not None:
-            y = lu.solve(rhs)
-        else:  # pragma: no cover - non-square only for unusual data
-            y = np.column_stack([spla.lsqr(mat, rhs[:, j], atol=1e-14, btol=1e-14)[0] for j in range(rhs.shape[1])])
+        y = _solve_by_slot(a_all, rhs, t_count)
+        if y is None:
+            mat = a_all.T.tocsc()
+            if mat.shape[0] == mat.shape[1]:
+                y = spla.splu(mat).solve(rhs)
+            else:  # pragma: no cover - non-square only for unusual data
+                y = np.column_stack([spla.lsqr(mat, rhs[:, j], atol=1e-14, btol=1e-14)[0]
+                                     for j in range(rhs.shape[1])])
         n_bal = n * t_count
         scale = -1.0 / (self.price_base * self.slot_h)
         for j, comp in enumerate(COMPONENTS):
@@ -413,3 +422,46 @@ class DispatchProblem:
         self.build()
         sol = self.model.solve(fixed=fixed, backend=backend)
         return self.result(sol)
+
+
+def _solve_by_slot(a: sp.csr_matrix, rhs: FloatArray, t_count: int) -> FloatArray | None:
+    """y with `a.T y = rhs`, when `a`'s columns are slot-major (slot after slot, as many each) and every
+    row lies in one slot, with the same matrix in every slot (up to the order of the rows in the slot):
+    one small factorisation for all slots instead of one of the whole system. None otherwise (or when
+    the system is not square)."""
+    n_row, n_col = a.shape
+    if n_row != n_col or t_count < 2 or n_col % t_count or not n_row:
+        return None
+    k = n_col // t_count
+    count = np.diff(a.indptr)
+    if np.any(count == 0):
+        return None
+    a = a.copy()
+    a.sort_indices()
+    slot = a.indices[a.indptr[:-1]] // k  # slot of each row's first column
+    if np.any(a.indices // k != np.repeat(slot, count)):
+        return None
+    order = np.argsort(slot, kind="stable")
+    if np.any(np.bincount(slot, minlength=t_count) != k):
+        return None
+    b = a[order]  # block-diagonal: rows s k .. (s + 1) k - 1 on the columns of slot s
+    cnt = np.diff(b.indptr).reshape(t_count, k)
+    if np.any(cnt != cnt[0]):
+        return None
+    nnz = int(cnt[0].sum())
+    local = (b.indices - np.repeat(np.arange(t_count) * k, nnz)).reshape(t_count, nnz)
+    data = b.data.reshape(t_count, nnz)
+    if np.any(local != local[0]) or np.any(data != data[0]):
+        return None
+    m0 = sp.csr_matrix((data[0], local[0], b.indptr[:k + 1]), shape=(k, k))
+    lu = spla.splu(m0.T.tocsc())
+    n_rhs = rhs.shape[1]
+    r = rhs.reshape(t_count, k, n_rhs).transpose(1, 0, 2).reshape(k, t_count * n_rhs)
+    solved = np.zeros((k, t_count * n_rhs))
+    busy = np.flatnonzero(np.any(r != 0, axis=0))  # e.g. congestion in a slot without a binding limit: 0
+    if len(busy):
+        solved[:, busy] = lu.solve(np.asfortranarray(r[:, busy]))
+    ys = solved.reshape(k, t_count, n_rhs).transpose(1, 0, 2)
+    y = np.empty((n_row, n_rhs))
+    y[order] = ys.reshape(n_row, n_rhs)
+    return y
