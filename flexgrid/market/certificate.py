@@ -16,17 +16,18 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from eth_utils import keccak
 
 from flexgrid.errors import InputError
 from flexgrid.opf.conic import ConicModel, KKTReport, Solution, check_kkt
+from flexgrid.trading.merkle import keccak256
 
 PRICE_DECIMALS = 6
 CERTIFICATE_VERSION = 1
 
 
 def _floats(values: Any) -> list[float]:
-    return [float(v) for v in np.asarray(values, dtype=float).ravel()]
+    out: list[float] = np.asarray(values, dtype=float).ravel().tolist()  # Python floats, as float(v) gives
+    return out
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class Certificate:
             order = np.lexsort((coo.col, coo.row))
             groups.append({
                 "name": g.name, "kind": g.kind, "cone_dim": int(g.cone_dim), "rows": int(g.a.shape[0]),
-                "i": [int(v) for v in coo.row[order]], "j": [int(v) for v in coo.col[order]],
+                "i": coo.row[order].tolist(), "j": coo.col[order].tolist(),
                 "v": _floats(coo.data[order]), "b": _floats(g.b),
             })
         doc = {
@@ -73,7 +74,8 @@ class Certificate:
             "z": {name: _floats(v) for name, v in sorted(sol.z.items())},
             "objective": float(sol.objective),
             "mip_gap": None if mip_gap is None else float(mip_gap),
-            "dlmp_eur_per_mwh": [[round(float(v), PRICE_DECIMALS) for v in row] for row in dlmp_eur_per_mwh],
+            "dlmp_eur_per_mwh": [[round(v, PRICE_DECIMALS) for v in row]
+                                 for row in np.asarray(dlmp_eur_per_mwh, dtype=float).tolist()],
         }
         if price_nodes is not None:  # only then, so that certificates of unreduced clearings stay what they were
             doc["price_nodes"] = [int(v) for v in price_nodes]
@@ -95,7 +97,7 @@ class Certificate:
 
     def hash(self) -> str:
         """`0x` keccak256 of the canonical JSON: the certificate hash committed on chain."""
-        return "0x" + keccak(self.to_json().encode()).hex()
+        return "0x" + keccak256(self.to_json().encode()).hex()
 
 
 def _prices(d: dict[str, Any], zb: np.ndarray) -> np.ndarray:
