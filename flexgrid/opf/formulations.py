@@ -58,10 +58,11 @@ class Withdrawal:
     def value(self, x: FloatArray) -> FloatArray:
         """The withdrawal (n_node, slots) at solution `x`."""
         n, t = self.constant_pu.shape
-        out = self.constant_pu.T.ravel().copy()
         r, c, v = self.triplets()
-        np.add.at(out, r, v * x[c])
-        return out.reshape(t, n).T
+        # the constant, then each term in order (np.add.at's sums), by np.bincount
+        out = np.bincount(np.concatenate([np.arange(n * t), r]),
+                          weights=np.concatenate([self.constant_pu.T.ravel(), v * x[c]]), minlength=n * t)
+        return np.asarray(out, dtype=np.float64).reshape(t, n).T
 
 
 @dataclass

@@ -76,6 +76,16 @@ def opf_base_mva(view: GridView, profiles: Profiles) -> float:
     return target if view.base_mva >= 100 * target else view.base_mva
 
 
+def _sum_rows(n: int, idx: IntArray, vals: npt.NDArray[np.complex128]) -> npt.NDArray[np.complex128]:
+    """`out[idx[i]] += vals[i]` over the rows of `vals` (rows x slots) in order, into n rows: np.add.at's
+    sums, by np.bincount."""
+    t = vals.shape[1]
+    flat = (np.asarray(idx, dtype=np.int64)[:, None] * t + np.arange(t)).ravel()
+    re = np.bincount(flat, weights=vals.real.ravel(), minlength=n * t)
+    im = np.bincount(flat, weights=vals.imag.ravel(), minlength=n * t)
+    return (re + 1j * im).reshape(n, t)
+
+
 class DispatchProblem:
     """Data in, `DispatchResult` out; see the module docstring."""
 
@@ -229,9 +239,8 @@ class DispatchProblem:
         v2 = np.abs(v) ** 2
         g_sh, b_sh = _node_shunts(view)
         # each slack's import closes its node's balance
-        inflow = np.zeros_like(v)
-        np.add.at(inflow, t, s_br - (view.r_pu + 1j * view.x_pu)[:, None] * l2)
-        np.add.at(inflow, f, -s_br)
+        inflow = _sum_rows(view.n_node, np.concatenate([t, f]),
+                           np.concatenate([s_br - (view.r_pu + 1j * view.x_pu)[:, None] * l2, -s_br]))
         sl = view.slack_nodes
         x = np.zeros(self.model.n)
         m = self.model.blocks
@@ -253,26 +262,26 @@ class DispatchProblem:
         m = self.model
         m.finalise()
         balance = {net.balance_p, *([net.balance_q] if net.balance_q else [])}
-        used = np.zeros(m.n, dtype=np.int64)
-        in_bounds = np.zeros(m.n, dtype=np.int64)
+        # the variables used in a row that is neither a simple bound nor a nodal balance
+        elsewhere = np.zeros(m.n, dtype=bool)
         simple: list[tuple[Group, float]] = []
         for g in m.groups:
-            cnt = np.bincount(g.a.indices, minlength=m.n)
-            used += cnt
             single = g.kind == "nonneg" and g.a.shape[0] > 0 and np.all(np.diff(g.a.indptr) == 1)
             if g.name in balance:
-                in_bounds += cnt
-            elif single and not g.lazy and not np.any(g.lazy_slack) and np.all(np.abs(g.a.data) == 1.0):
-                in_bounds += cnt
+                continue
+            if single and not g.lazy and not np.any(g.lazy_slack) and np.all(np.abs(g.a.data) == 1.0):
                 if np.all(g.a.data == g.a.data[0]):
                     simple.append((g, float(g.a.data[0])))
+            else:
+                elsewhere[g.a.indices] = True
         if not simple:
             return
         r, cols, vals = self.wp.triplets()
-        value = np.zeros(m.n)  # EUR saved per unit of the variable at the wholesale price
-        np.add.at(value, cols, -vals * self.base * self.wholesale[r // self.view.n_node] * self.slot_h)
+        # EUR saved per unit of the variable at the wholesale price
+        value = np.bincount(cols, weights=-vals * self.base * self.wholesale[r // self.view.n_node] * self.slot_h,
+                            minlength=m.n)
         c = m.cost()
-        alone = used == in_bounds
+        alone = ~elsewhere
         idle = alone & (c > LAZY_PRICE_FACTOR * np.maximum(value, 0.0)) & (c > 0)  # stays at its lower bound
         full = alone & (value > LAZY_PRICE_FACTOR * np.maximum(c, 0.0)) & (value > 0)  # stays at its upper bound
         for g, sign in simple:
@@ -436,8 +445,7 @@ def _solve_by_slot(a: sp.csr_matrix, rhs: FloatArray, t_count: int) -> FloatArra
     count = np.diff(a.indptr)
     if np.any(count == 0):
         return None
-    a = a.copy()
-    a.sort_indices()
+    # rows keep the order of their columns: the same in every slot when the slots' matrices are equal
     slot = a.indices[a.indptr[:-1]] // k  # slot of each row's first column
     if np.any(a.indices // k != np.repeat(slot, count)):
         return None
