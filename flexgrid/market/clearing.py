@@ -37,7 +37,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -67,7 +67,7 @@ from flexgrid.trading import (
     request_order_hash,
 )
 from flexgrid.trading.merkle import TradeTree, keccak256
-from flexgrid.trading.models import _order_hash_bytes, check_for_round
+from flexgrid.trading.models import _order_hash_bytes, check_for_round, order_kinds
 from flexgrid.trading.units import (
     WS_PER_MWH,
     eur_per_mwh_to_micro,
@@ -82,7 +82,6 @@ IntArray = npt.NDArray[np.int64]
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 ACCEPT_TOL_MW = 5e-7  # below half a watt after rounding to W: not accepted
 Order = FlexRequest | FlexOffer | P2POrder
-_ORDER_TYPES = (FlexRequest, FlexOffer, P2POrder)
 
 
 @dataclass(frozen=True)
@@ -181,8 +180,10 @@ def check_orders(orders: Sequence[Order], round_config: RoundConfig, view: GridV
     groups: dict[tuple[str, str], FlexOffer] = {}
     now = round_config.gate_closure_s if now_s is None else now_s
     cap: int | None = None
+    nodes = view.node_of_bus
     for order in orders:
-        if not isinstance(order, _ORDER_TYPES):
+        is_request, is_offer, is_p2p = order_kinds(type(order))
+        if not (is_request or is_offer or is_p2p):
             raise InputError("orders", f"not an order: {type(order).__name__}")
         oid = order.order_id
         if not oid:
@@ -191,11 +192,12 @@ def check_orders(orders: Sequence[Order], round_config: RoundConfig, view: GridV
             raise InputError("order_id", f"duplicate order id {oid!r}", order_id=oid)
         seen.add(oid)
         cap = check_for_round(order, round_config, cap, now)
-        view.node(order.bus, order_id=oid)
-        if isinstance(order, FlexOffer) and order.exclusive_group != ZERO_BYTES32:
-            key = (order.provider, order.exclusive_group)
-            first = groups.setdefault(key, order)
-            if first.asset_id != order.asset_id or first.direction != order.direction:
+        if type(order.bus) is not int or order.bus not in nodes:  # else view.node finds it
+            view.node(order.bus, order_id=oid)
+        if is_offer and (offer := cast(FlexOffer, order)).exclusive_group != ZERO_BYTES32:
+            key = (offer.provider, offer.exclusive_group)
+            first = groups.setdefault(key, offer)
+            if first.asset_id != offer.asset_id or first.direction != offer.direction:
                 raise InputError(
                     "exclusive_group",
                     f"options of one group must share asset and direction; {first.order_id!r} differs",
