@@ -271,11 +271,21 @@ class ConicModel:
         (count, label of each column, label of each row)."""
         from scipy.sparse.csgraph import connected_components
 
-        m = a.shape[0]
-        coo = a.tocoo()
-        rows = np.concatenate([coo.row + self.n, cone + self.n])
-        cols = np.concatenate([coo.col, np.arange(m) + self.n])
-        graph = sp.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(self.n + m, self.n + m))
+        # nodes: the columns, then the rows; row i links to its columns and to its cone's first row.
+        # Written straight in CSR (the column nodes have no entries of their own; undirected, the
+        # links count both ways): each row of `a` with one more entry at its end.
+        a = sp.csr_matrix(a)
+        m, n = a.shape[0], self.n
+        indptr = a.indptr.astype(np.int64)
+        last = indptr[1:] + np.arange(m)  # where each row's extra entry goes
+        indices = np.empty(a.nnz + m, dtype=np.int64)
+        own = np.ones(a.nnz + m, dtype=bool)
+        own[last] = False
+        indices[own] = a.indices
+        indices[last] = n + np.asarray(cone, dtype=np.int64)
+        graph = sp.csr_matrix((np.ones(len(indices), dtype=np.int8), indices,
+                               np.concatenate([np.zeros(n, dtype=np.int64), indptr + np.arange(m + 1)])),
+                              shape=(n + m, n + m))
         count, label = connected_components(graph, directed=False)
         return int(count), label[:self.n].astype(np.int64), label[self.n:].astype(np.int64)
 
@@ -301,7 +311,11 @@ class ConicModel:
         row_start = np.searchsorted(row_label[row_perm], np.arange(count + 1))
         parts = [(slice(int(row_start[k]), int(row_start[k + 1])), slice(int(col_start[k]), int(col_start[k + 1])))
                  for k in range(count) if has_row[k]]
-        a_perm = a[row_perm][:, col_perm].tocsr()
+        a_rows = a[row_perm]
+        new_col = np.empty_like(col_perm)
+        new_col[col_perm] = np.arange(len(col_perm), dtype=np.int64)
+        a_perm = sp.csr_matrix((a_rows.data, new_col[a_rows.indices], a_rows.indptr), shape=a_rows.shape)
+        a_perm.sort_indices()  # the same matrix as a[row_perm][:, col_perm], without a column gather
         position = np.empty_like(row_perm)
         position[row_perm] = np.arange(len(row_perm), dtype=np.int64)
         return order, a_perm, b[row_perm], row_perm, col_perm, parts, c[col_perm], position[cone[row_perm]]
@@ -585,8 +599,11 @@ def _solve_component(clarabel: object, tries: list[object], a_comp: sp.csr_matri
         rows = np.unique(a_csc.indices[np.repeat(mask, np.diff(a_csc.indptr))])
         active[rows[lz[rows] & single[rows]]] = True
 
-    if np.any(slack_first):
-        turn_on(s_cols)
+    if np.any(slack_first):  # every lazy column that a row of the first solve uses (the others, e.g. the
+        # slacks of left-out limits, could only sit at 0 there; their reduced costs call for them later)
+        used = np.zeros(n_col, dtype=bool)
+        used[a_comp.indices[np.repeat(active, np.diff(a_comp.indptr))]] = True
+        turn_on(s_cols[used[s_cols]])
     elapsed = 0.0
     lazy_round = 0
     for _ in range(LAZY_ROUNDS + 5):
