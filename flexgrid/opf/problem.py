@@ -16,6 +16,7 @@ duals satisfy the KKT conditions.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -23,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
+from threadpoolctl import ThreadpoolController
 
 from flexgrid.errors import InputError, SolverError
 from flexgrid.grid.profiles import Profiles
@@ -352,19 +354,19 @@ class DispatchProblem:
                 if g.category == comp and g.a.shape[0]:
                     r += (g.a.T @ sol.z[g.name])[cols]
             rhs_all.append(-r)
-        rhs = np.column_stack(rhs_all)
-        y = _solve_by_slot(a_all, rhs, t_count)
+        n_bal = n * t_count  # the balance_p duals, the first unknowns
+        y = _solve_by_slot(a_all, np.stack(rhs_all), t_count, np.arange(n_bal))
         if y is None:
             mat = a_all.T.tocsc()
+            rhs = np.column_stack(rhs_all)
             if mat.shape[0] == mat.shape[1]:
-                y = spla.splu(mat).solve(rhs)
+                y = spla.splu(mat).solve(rhs)[:n_bal]
             else:  # pragma: no cover - non-square only for unusual data
-                y = np.column_stack([spla.lsqr(mat, rhs[:, j], atol=1e-14, btol=1e-14)[0]
+                y = np.column_stack([spla.lsqr(mat, rhs[:, j], atol=1e-14, btol=1e-14)[0][:n_bal]
                                      for j in range(rhs.shape[1])])
-        n_bal = n * t_count
         scale = -1.0 / (self.price_base * self.slot_h)
         for j, comp in enumerate(COMPONENTS):
-            comps[comp] = (y[:n_bal, j] * scale).reshape(t_count, n).T
+            comps[comp] = (y[:, j] * scale).reshape(t_count, n).T
         return comps
 
     def voltages(self, sol: Solution) -> FloatArray | None:
@@ -433,11 +435,17 @@ class DispatchProblem:
         return self.result(sol)
 
 
-def _solve_by_slot(a: sp.csr_matrix, rhs: FloatArray, t_count: int) -> FloatArray | None:
-    """y with `a.T y = rhs`, when `a`'s columns are slot-major (slot after slot, as many each) and every
-    row lies in one slot, with the same matrix in every slot (up to the order of the rows in the slot):
-    one small factorisation for all slots instead of one of the whole system. None otherwise (or when
-    the system is not square)."""
+@functools.cache
+def _blas() -> ThreadpoolController:
+    return ThreadpoolController()  # inspects the loaded libraries once
+
+
+def _solve_by_slot(a: sp.csr_matrix, rhs: FloatArray, t_count: int, rows: IntArray) -> FloatArray | None:
+    """Rows `rows` of y with `a.T y = rhs[j]` for each right-hand side j (`rhs` is right-hand sides x
+    columns of `a`; the result rows x right-hand sides), when `a`'s columns are slot-major (slot after
+    slot, as many each) and every row lies in one slot, with the same matrix in every slot (up to the
+    order of the rows in the slot): one small factorisation for all slots instead of one of the whole
+    system. None otherwise (or when the system is not square)."""
     n_row, n_col = a.shape
     if n_row != n_col or t_count < 2 or n_col % t_count or not n_row:
         return None
@@ -463,13 +471,16 @@ def _solve_by_slot(a: sp.csr_matrix, rhs: FloatArray, t_count: int) -> FloatArra
         return None
     m0 = sp.csr_matrix((data[0], local[0], b.indptr[:k + 1]), shape=(k, k))
     lu = spla.splu(m0.T.tocsc())
-    n_rhs = rhs.shape[1]
-    r = rhs.reshape(t_count, k, n_rhs).transpose(1, 0, 2).reshape(k, t_count * n_rhs)
-    solved = np.zeros((k, t_count * n_rhs))
+    n_rhs = rhs.shape[0]
+    # column j * t_count + s: right-hand side j in slot s (a view: rhs's rows are slot-major)
+    r = np.ascontiguousarray(rhs).reshape(n_rhs * t_count, k).T
+    solved = np.zeros((k, n_rhs * t_count), order="F")
     busy = np.flatnonzero(np.any(r != 0, axis=0))  # e.g. congestion in a slot without a binding limit: 0
     if len(busy):
-        solved[:, busy] = lu.solve(np.asfortranarray(r[:, busy]))
-    ys = solved.reshape(k, t_count, n_rhs).transpose(1, 0, 2)
-    y = np.empty((n_row, n_rhs))
-    y[order] = ys.reshape(n_row, n_rhs)
-    return y
+        # SuperLU's many-column solve calls BLAS on small supernodes: extra BLAS threads only spin
+        with _blas().limit(limits=1, user_api="blas"):
+            solved[:, busy] = lu.solve(np.asfortranarray(r[:, busy]))
+    where = np.empty(n_row, dtype=np.int64)
+    where[order] = np.arange(n_row)  # position of each row in the slot-sorted system
+    q = where[np.asarray(rows, dtype=np.int64)]
+    return solved[(q % k)[:, None], np.arange(n_rhs)[None, :] * t_count + (q // k)[:, None]]

@@ -35,14 +35,14 @@ def test_decomposition_by_slot_equals_the_whole_system_solve(
     calls: list[bool] = []
     by_slot = problem_mod._solve_by_slot
 
-    def spy(a: sp.csr_matrix, rhs: np.ndarray, t_count: int) -> np.ndarray | None:
-        y = by_slot(a, rhs, t_count)
+    def spy(a: sp.csr_matrix, rhs: np.ndarray, t_count: int, rows: np.ndarray) -> np.ndarray | None:
+        y = by_slot(a, rhs, t_count, rows)
         calls.append(y is not None)
         return y
 
     monkeypatch.setattr(problem_mod, "_solve_by_slot", spy)
     fast = prob.decompose(res.solution)
-    monkeypatch.setattr(problem_mod, "_solve_by_slot", lambda a, rhs, t_count: None)
+    monkeypatch.setattr(problem_mod, "_solve_by_slot", lambda a, rhs, t_count, rows: None)
     whole = prob.decompose(res.solution)
     assert calls == [True]
     for comp in problem_mod.COMPONENTS:
@@ -55,10 +55,12 @@ def test_decomposition_by_slot_equals_the_whole_system_solve(
 def test_a_slot_with_another_matrix_is_solved_as_one_system() -> None:
     block = sp.csr_matrix(np.array([[2.0, 1.0], [0.0, 3.0]]))
     other = sp.csr_matrix(np.array([[2.0, 1.0], [0.0, 4.0]]))
-    rhs = np.arange(8.0).reshape(4, 2)
-    same = problem_mod._solve_by_slot(sp.block_diag([block, block], format="csr"), rhs, 2)
+    rhs = np.arange(8.0).reshape(2, 4)  # two right-hand sides over the four columns
+    rows = np.array([3, 0, 2])
+    same = problem_mod._solve_by_slot(sp.block_diag([block, block], format="csr"), rhs, 2, rows)
     assert same is not None
-    assert np.allclose(sp.block_diag([block, block]).T @ same, rhs)
-    assert problem_mod._solve_by_slot(sp.block_diag([block, other], format="csr"), rhs, 2) is None
+    whole = np.linalg.solve(sp.block_diag([block, block]).T.toarray(), rhs.T)
+    assert np.allclose(same, whole[rows])
+    assert problem_mod._solve_by_slot(sp.block_diag([block, other], format="csr"), rhs, 2, rows) is None
     coupled = sp.csr_matrix(np.kron(np.eye(2), block.toarray()) + np.eye(4, k=2))
-    assert problem_mod._solve_by_slot(coupled, rhs, 2) is None
+    assert problem_mod._solve_by_slot(coupled, rhs, 2, rows) is None
