@@ -469,6 +469,15 @@ def _solve(b: _Built, view: GridView, profiles: Profiles, rc: RoundConfig, whole
 
 
 
+def _groups(owner: IntArray, count: int) -> list[tuple[int, IntArray]]:
+    """(idx, np.flatnonzero(owner == idx)) for each idx in range(count) that occurs in `owner`, ascending,
+    from one stable sort instead of a scan of `owner` per idx."""
+    owner = np.asarray(owner, dtype=np.int64)
+    by = np.argsort(owner, kind="stable")
+    values, starts = np.unique(owner[by], return_index=True)
+    return [(v, sel) for v, sel in zip(values.tolist(), np.split(by, starts[1:]), strict=True) if 0 <= v < count]
+
+
 def funded_allocation_w(pair_e: IntArray, pair_q: IntArray, a_mw: FloatArray, offer_max_w: Sequence[int],
                         request_max_w: Sequence[int]) -> IntArray:
     """Whole watts of each offer-to-request assignment of a funded clearing: the solved MW rounded to
@@ -477,8 +486,7 @@ def funded_allocation_w(pair_e: IntArray, pair_q: IntArray, a_mw: FloatArray, of
     request's leaf the sum of its pairs, so both sides of the funding balance count the same watts."""
     w = np.floor(np.maximum(np.asarray(a_mw, dtype=float), 0.0) * 1e6 + 0.5).astype(np.int64)
     for owner, limits in ((pair_e, offer_max_w), (pair_q, request_max_w)):
-        for idx in range(len(limits)):
-            sel = np.flatnonzero(owner == idx)
+        for idx, sel in _groups(owner, len(limits)):
             excess = int(w[sel].sum()) - int(limits[idx])
             for s in sel[::-1]:
                 if excess <= 0:
@@ -534,7 +542,11 @@ def funded_leaves(rule: PricingRule, offers: Sequence[FlexOffer], requests: Sequ
         if w > 0:
             offer_w[e] += w
             request_w[q] += w
-    bid = [offers[i].price_micro_per_mwh for i, _ in off_entries]
+    bid_of: dict[int, int] = {}  # per offer, computed once
+    for i, _ in off_entries:
+        if i not in bid_of:
+            bid_of[i] = offers[i].price_micro_per_mwh
+    bid = [bid_of[i] for i, _ in off_entries]
     if rule == PricingRule.PAY_AS_BID:
         base = bid
     elif rule == PricingRule.UNIFORM:
@@ -562,8 +574,11 @@ def funded_leaves(rule: PricingRule, offers: Sequence[FlexOffer], requests: Sequ
     # request would then add up beyond its escrow (its budget at the cap, rounded up once over all
     # its slots): there the last slots are charged rounded down, which still covers what it owes.
     charge = [-(-request_value[q] * slot_seconds // WS_PER_MWH) for q in range(n_req)]
+    entries_of: dict[int, list[int]] = {}
+    for q, (j, _) in enumerate(req_entries):
+        entries_of.setdefault(j, []).append(q)
     for i, r in enumerate(requests):
-        entries = [q for q, (j, _) in enumerate(req_entries) if j == i]
+        entries = entries_of.get(i, [])
         excess = sum(charge[q] for q in entries) - r.budget_micro(slot_seconds)
         for q in reversed(entries):
             if excess <= 0:
@@ -779,9 +794,11 @@ def clear_market(
         # they serve], requests charged the mean of their offers' prices rounded up (`funded_leaves`).
         pair_e = built.pairs[:, 0] if len(built.pairs) else np.zeros(0, dtype=np.int64)
         pair_q = built.pairs[:, 1] if len(built.pairs) else np.zeros(0, dtype=np.int64)
+        max_w = [o.max_power_w for o in offers]  # each offer's watts per slot, computed once per offer
+        req_w = [r.power_w for r in requests]
         pair_w = funded_allocation_w(
-            pair_e, pair_q, a_val, [offers[i].max_power_w[k] for i, k in built.off_entries],
-            [requests[i].power_w[k] for i, k in built.req_entries])
+            pair_e, pair_q, a_val, [max_w[i][k] for i, k in built.off_entries],
+            [req_w[i][k] for i, k in built.req_entries])
         rule_micro = None
         if rule == PricingRule.DLMP:  # every entry, as the auditor recomputes them from the certificate
             rule_micro = [price_to_micro(p) for p in offer_prices(range(len(built.off_entries)))]
