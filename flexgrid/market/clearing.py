@@ -473,6 +473,8 @@ def _groups(owner: IntArray, count: int) -> list[tuple[int, IntArray]]:
     """(idx, np.flatnonzero(owner == idx)) for each idx in range(count) that occurs in `owner`, ascending,
     from one stable sort instead of a scan of `owner` per idx."""
     owner = np.asarray(owner, dtype=np.int64)
+    if not len(owner):
+        return []
     by = np.argsort(owner, kind="stable")
     values, starts = np.unique(owner[by], return_index=True)
     return [(v, sel) for v, sel in zip(values.tolist(), np.split(by, starts[1:]), strict=True) if 0 <= v < count]
