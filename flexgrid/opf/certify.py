@@ -139,10 +139,11 @@ def certify_parts(a: sp.csr_matrix, b: FloatArray, c: FloatArray, kinds: IntArra
     keep_col = ok[np.maximum(col_lab, 0)] & (col_lab >= 0)
     zrows = np.flatnonzero(is_zero & keep_row)
     ucols = np.flatnonzero(free & keep_col)
+    ucols = ucols[np.argsort(col_lab[ucols], kind="stable")]  # part by part, in the order given
     a_csc = a.tocsc()
     a_u = a_csc[:, ucols].tocsr()
     tail = is_soc & ~is_head
-    tight_idx = np.flatnonzero(tight & ok[np.maximum(cone_lab, 0)])
+    tight_idx = np.flatnonzero(tight & (cone_lab >= 0) & ok[np.maximum(cone_lab, 0)])
     # the system's rows component by component (equalities, then tight cones): one block per part
     eq_lab = np.concatenate([row_lab[zrows], cone_lab[tight_idx]])
     eq_order = np.argsort(eq_lab, kind="stable")
@@ -214,7 +215,10 @@ def certify_parts(a: sp.csr_matrix, b: FloatArray, c: FloatArray, kinds: IntArra
     drop(_fail(is_zero & (np.abs(s) > TOL_FEAS * scale_b), row_lab, n_parts), "equalities not met")
     z = e.T @ w  # equality duals and 2 w_k (s0, -s1:) on the tight cones
     alpha = w[eq_rank[len(zrows):]]
-    c_scale = max(1.0, float(np.max(np.abs(c), initial=0.0)))
+    # The duals' scale is that of the free columns' costs (the energy): a penalty on a slack column
+    # that stays at 0 sets no dual, and taken as the scale it would pass a negative multiplier or
+    # reduced cost of a thousandth of that penalty as rounding (an offer in the money left idle).
+    c_scale = max(1.0, float(np.max(np.abs(c[ucols]), initial=0.0)))
     neg_cone = np.zeros(len(head_rows), dtype=bool)
     neg_cone[tight_idx[alpha < -TOL_DUAL * c_scale]] = True
     drop(_fail(neg_cone, cone_lab, n_parts), "a cone's multiplier is negative")
@@ -226,9 +230,11 @@ def certify_parts(a: sp.csr_matrix, b: FloatArray, c: FloatArray, kinds: IntArra
     off = np.zeros(n, dtype=bool)
     off[ucols[np.abs(red[ucols]) > 1e-8 * c_scale]] = True
     drop(_fail(off, col_lab, n_parts), "stationarity not met")
+    # a fixed column's reduced cost is rounding only relative to the terms it sums (its cost, A_j' z)
+    terms = np.maximum(1.0, np.abs(c[act_col]) + (abs(a_csc[:, act_col]).T @ np.abs(z)))
     z[act_rows] = -red[act_col] / a.data[a.indptr[act_rows]]
     neg = np.zeros(m, dtype=bool)
-    neg[act_rows[z[act_rows] < -TOL_DUAL * c_scale]] = True
+    neg[act_rows[z[act_rows] < -TOL_DUAL * terms]] = True
     drop(_fail(neg, row_lab, n_parts), "an idle variable's reduced cost is negative")
     z[act_rows] = np.maximum(z[act_rows], 0.0)
     keep_row = ok[np.maximum(row_lab, 0)] & (row_lab >= 0)

@@ -1,0 +1,85 @@
+"""Review of the certified path (flexgrid.opf.certify): cases where the AC operating point looks optimal
+to a loose test but is not, and cases the other certify tests do not cover."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+import pandapower as pp
+
+from flexgrid.grid import GridView, build_view, load_net, synthetic_profiles
+from flexgrid.opf import DispatchProblem, DispatchResult
+from flexgrid.opf.certify import certify_parts
+
+EVENING_S = 17 * 3600
+
+
+@cache
+def _grid() -> tuple[pp.pandapowerNet, GridView]:
+    net = load_net("case33bw")
+    return net, build_view(net, "case33bw")
+
+
+def _with_offer(price: float, *, penalty_v_eur: float, certify: bool = True) -> tuple[DispatchProblem, DispatchResult]:
+    """case33bw, two evening hours, an offer of up to 0.2 MW at bus 17 in slot 1 at `price` EUR/MWh."""
+    net, view = _grid()
+    prof = synthetic_profiles(net, view, slot_start_s=EVENING_S, slot_seconds=3600, slot_count=2, load_scale=1.0)
+    prob = DispatchProblem(view, prof, slot_seconds=3600, wholesale_eur_per_mwh=60.0, penalty_v_eur=penalty_v_eur)
+    blk = prob.model.add_block("offer_x", 1, 1)
+    prob.model.bound("offer_x", blk.idx(), 0.0, 0.2)
+    prob.model.add_cost(blk.idx(), price * prob.slot_h)
+    prob.add_withdrawal_mw([view.node(17)], [1], blk.idx()[0], -1.0)
+    prob.build()
+    if not certify:
+        prob.model.start = None
+    return prob, prob.solve()
+
+
+def _offer_mw(prob: DispatchProblem, res: DispatchResult) -> float:
+    return float(res.solution.x[prob.model.blocks["offer_x"].idx()][0, 0])
+
+
+def test_an_offer_slightly_in_the_money_is_not_certified_idle_under_a_large_penalty() -> None:
+    # A large voltage penalty (1e8 EUR per pu^2 h, a user's way to make the band nearly hard) must not
+    # loosen the test of the idle offer's reduced cost: priced 0.05 EUR/MWh below its node's price, the
+    # offer runs at the optimum (Clarabel dispatches it and reaches a lower cost), so its slot is no
+    # longer one the idle AC point solves.
+    pen = 1e8
+    _, idle = _with_offer(500.0, penalty_v_eur=pen)
+    price = float(idle.dlmp_eur_per_mwh[_grid()[1].node(17), 1]) - 0.05
+    prob, fast = _with_offer(price, penalty_v_eur=pen)
+    slow_prob, slow = _with_offer(price, penalty_v_eur=pen, certify=False)
+    assert _offer_mw(slow_prob, slow) > 1e-3
+    assert _offer_mw(prob, fast) > 1e-3
+    assert fast.solution.certified == 1
+    assert fast.solution.objective <= slow.solution.objective + 1e-8 * abs(slow.solution.objective)
+    np.testing.assert_allclose(fast.dlmp_eur_per_mwh, slow.dlmp_eur_per_mwh, rtol=2e-6, atol=1e-5)
+
+
+def _parts_problem() -> tuple[DispatchProblem, tuple[object, ...]]:
+    """case33bw, four evening hours (every slot certified), split into its components as Clarabel gets them."""
+    net, view = _grid()
+    prof = synthetic_profiles(net, view, slot_start_s=EVENING_S, slot_seconds=3600, slot_count=4, load_scale=1.0)
+    prob = DispatchProblem(view, prof, slot_seconds=3600, wholesale_eur_per_mwh=60.0)
+    prob.build()
+    order, a, b, row_perm, col_perm, parts, c, head = prob.model._split()
+    kind_code = {"zero": 0, "nonneg": 1, "soc": 2}
+    kinds = np.concatenate([np.full(g.a.shape[0], kind_code[g.kind], dtype=np.int64) for g in order])[row_perm]
+    assert prob.model.start is not None
+    return prob, (a, b, c, kinds, head, prob.model.start[col_perm], parts)
+
+
+def test_certifying_some_of_the_components_gives_what_certifying_all_gives_for_them() -> None:
+    # certify_parts takes the slices of any independent components: rows and columns of the others
+    # (label -1) must stay out of the Newton system, its cones included
+    _, (a, b, c, kinds, head, x0, parts) = _parts_problem()
+    assert isinstance(parts, list) and len(parts) == 4
+    whole = certify_parts(a, b, c, kinds, head, x0, parts)  # type: ignore[arg-type]
+    assert whole.ok.all()
+    for subset in (parts[1:], parts[2:3], [parts[3], parts[0]]):
+        some = certify_parts(a, b, c, kinds, head, x0, subset)  # type: ignore[arg-type]
+        assert some.ok.all()
+        for rows, cols in subset:
+            np.testing.assert_array_equal(some.x[cols], whole.x[cols])
+            np.testing.assert_allclose(some.z[rows], whole.z[rows], rtol=1e-12, atol=1e-12)
