@@ -41,9 +41,9 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import Literal
 
 import cvxpy as cp
 import numpy as np
@@ -56,8 +56,6 @@ from flexgrid.opf.certify import certify_parts
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 ConeKind = Literal["zero", "nonneg", "soc"]
-_T = TypeVar("_T")
-_R = TypeVar("_R")
 
 
 LAZY_MARGIN = 1e-3  # a left-out cone is added when s0 - |s1| < LAZY_MARGIN (s0 + |s1|) at the solution
@@ -454,20 +452,36 @@ class ConicModel:
         zp = np.zeros(m_all)
         elapsed = 0.0
         n_parts, n_cert = len(parts), 0
-        if self.start is not None and len(parts):
-            t0 = time.perf_counter()
-            cert = certify_parts(a_all, b_all, c, kinds, head, self.start[col_perm], parts)
-            for (rows, cols), done in zip(parts, cert.ok, strict=True):
-                if done:
-                    xp[cols], zp[rows] = cert.x[cols], cert.z[rows]
-            parts = [p for p, done in zip(parts, cert.ok, strict=True) if not done]
-            n_cert = int(np.sum(cert.ok))
-            elapsed += time.perf_counter() - t0
-        for (rows, cols), (xc, zc, spent) in zip(parts, _map_ordered(solve_part, parts, clarabel_threads()),
-                                                  strict=True):
-            elapsed += spent
-            xp[cols] = xc
-            zp[rows] = zc
+        # Stressed components (the formulation's base state loads a limit: `slack_first`), which the
+        # start point seldom certifies, go to Clarabel at once on the worker threads while every
+        # component is checked against the start point on this one (`flexgrid.opf.certify`); a certified
+        # component's solution is the certified one (its Clarabel job, if any, is dropped), the others
+        # follow to Clarabel. Whatever the threads and timing, a component's answer is the same.
+        pool = _Pool(solve_part, clarabel_threads())
+        try:
+            point = self.start
+            for k, (rows, _) in enumerate(parts):
+                if point is None or np.any(slack_first[rows]):
+                    pool.submit(k, parts[k])
+            if point is not None and parts:
+                t0 = time.perf_counter()
+                cert = certify_parts(a_all, b_all, c, kinds, head, point[col_perm], parts)
+                for k, done in enumerate(cert.ok):
+                    rows, cols = parts[k]
+                    if done:
+                        pool.drop(k)
+                        xp[cols], zp[rows] = cert.x[cols], cert.z[rows]
+                    elif not pool.has(k):
+                        pool.submit(k, parts[k])
+                n_cert = int(np.sum(cert.ok))
+                elapsed += time.perf_counter() - t0
+            for k, (xc, zc, spent) in pool.results():
+                rows, cols = parts[k]
+                elapsed += spent
+                xp[cols] = xc
+                zp[rows] = zc
+        finally:
+            pool.close()
         sol = self._unpermuted(order, xp, zp, row_perm, col_perm, "CLARABEL", elapsed)
         sol.components, sol.certified = n_parts, n_cert
         return sol
@@ -548,19 +562,52 @@ def clarabel_threads() -> int:
     return max(1, min(cores, MAX_CLARABEL_THREADS))
 
 
-def _map_ordered(fn: Callable[[_T], _R], items: Sequence[_T], threads: int) -> list[_R]:
-    """`[fn(item) for item in items]`, on up to `threads` worker threads when there are several items.
-    The results (and the first exception, in the items' order) are those of the plain loop: each call
-    depends on its item only, so the threads change the time, not the answer."""
-    if threads <= 1 or len(items) <= 1:
-        return [fn(item) for item in items]
-    from concurrent.futures import ThreadPoolExecutor
+_PartResult = tuple[FloatArray, FloatArray, float]  # a component's x, z and solver seconds
 
-    pool = ThreadPoolExecutor(max_workers=min(threads, len(items)), thread_name_prefix="flexgrid-clarabel")
-    try:
-        return list(pool.map(fn, items))
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+
+class _Pool:
+    """Components submitted one by one (by their position `k` in the round) to up to `threads` worker
+    threads, or solved in the calling thread with one. `results()` waits for all of them and gives
+    them in the order of `k`; a failure raises the exception of the first failing component in that
+    order, as the plain loop over the components in order would."""
+
+    def __init__(self, fn: Callable[[tuple[slice, slice]], _PartResult], threads: int) -> None:
+        from concurrent.futures import Future, ThreadPoolExecutor
+
+        self.fn = fn
+        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="flexgrid-clarabel") \
+            if threads > 1 else None
+        self.jobs: dict[int, Future[_PartResult]] = {}
+
+    def submit(self, k: int, part: tuple[slice, slice]) -> None:
+        from concurrent.futures import Future
+
+        if self.pool is not None:
+            self.jobs[k] = self.pool.submit(self.fn, part)
+            return
+        fut: Future[_PartResult] = Future()
+        try:
+            fut.set_result(self.fn(part))
+        except Exception as exc:  # kept for `results`, raised in the components' order
+            fut.set_exception(exc)
+        self.jobs[k] = fut
+
+    def has(self, k: int) -> bool:
+        return k in self.jobs
+
+    def drop(self, k: int) -> None:
+        """Component `k`'s answer is not needed: its job is cancelled if it has not started (a running
+        one finishes, unused)."""
+        job = self.jobs.pop(k, None)
+        if job is not None:
+            job.cancel()
+
+    def results(self) -> list[tuple[int, _PartResult]]:
+        return [(k, self.jobs[k].result()) for k in sorted(self.jobs)]
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _solve_component(clarabel: object, tries: list[object], a_comp: sp.csr_matrix, b: FloatArray, c: FloatArray,
