@@ -16,7 +16,6 @@ duals satisfy the KKT conditions.
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass, field
 
@@ -24,7 +23,6 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
-from threadpoolctl import ThreadpoolController
 
 from flexgrid.errors import InputError, SolverError
 from flexgrid.grid.profiles import Profiles
@@ -32,7 +30,7 @@ from flexgrid.grid.topology import GridView
 from flexgrid.opf.conic import Block, ConicModel, Group, Solution
 from flexgrid.opf.devices import Devices, soc_dynamics
 from flexgrid.opf.formulations import Network, Withdrawal, _node_shunts, build_network
-from flexgrid.opf.radial import RadialAC
+from flexgrid.opf.radial import RadialAC, blas_one_thread
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -435,11 +433,6 @@ class DispatchProblem:
         return self.result(sol)
 
 
-@functools.cache
-def _blas() -> ThreadpoolController:
-    return ThreadpoolController()  # inspects the loaded libraries once
-
-
 def _solve_by_slot(a: sp.csr_matrix, rhs: FloatArray, t_count: int, rows: IntArray) -> FloatArray | None:
     """Rows `rows` of y with `a.T y = rhs[j]` for each right-hand side j (`rhs` is right-hand sides x
     columns of `a`; the result rows x right-hand sides), when `a`'s columns are slot-major (slot after
@@ -477,8 +470,7 @@ def _solve_by_slot(a: sp.csr_matrix, rhs: FloatArray, t_count: int, rows: IntArr
     solved = np.zeros((k, n_rhs * t_count), order="F")
     busy = np.flatnonzero(np.any(r != 0, axis=0))  # e.g. congestion in a slot without a binding limit: 0
     if len(busy):
-        # SuperLU's many-column solve calls BLAS on small supernodes: extra BLAS threads only spin
-        with _blas().limit(limits=1, user_api="blas"):
+        with blas_one_thread():
             solved[:, busy] = lu.solve(np.asfortranarray(r[:, busy]))
     where = np.empty(n_row, dtype=np.int64)
     where[order] = np.arange(n_row)  # position of each row in the slot-sorted system

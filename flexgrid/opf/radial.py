@@ -10,9 +10,15 @@ point as the candidate that certifies uncongested slots without a solver (`flexg
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+from threadpoolctl import ThreadpoolController
 
 from flexgrid.errors import InputError, SolverError
 from flexgrid.grid.topology import GridView
@@ -25,6 +31,22 @@ ComplexArray = npt.NDArray[np.complex128]
 ADJOINT_CHUNK = 1024  # adjoint right-hand sides solved at once
 V_MAX, V_MIN, I_FROM, I_TO = 0, 1, 2, 3  # kinds of constraint rows of `RadialAC.sensitivities`
 WHAT = "the radial AC power flow"
+# the path matrix (entries: branches times the branches above them) is used up to this many entries per
+# branch, a triangular factorisation beyond (its solve costs ~25-50 path entries per branch)
+PATH_ENTRIES_PER_BRANCH = 24
+
+
+@functools.cache
+def _blas() -> ThreadpoolController:
+    return ThreadpoolController()  # inspects the loaded libraries once
+
+
+@contextmanager
+def blas_one_thread() -> Iterator[None]:
+    """BLAS limited to one thread: SuperLU's many-column solves call BLAS on small supernodes, where
+    more threads only spin."""
+    with _blas().limit(limits=1, user_api="blas"):
+        yield
 
 
 class RadialAC:
@@ -55,22 +77,34 @@ class RadialAC:
         g_sh, b_sh = _node_shunts(view)
         self.y_sh = g_sh + 1j * b_sh
         # M I = J[to]: I_k - sum over children k' of I_k' / tap_k' = J_to(k); forward with M^T. M = 1 - P
-        # with P nilpotent (a tree), so M^-1 = sum of the powers of P: the (sparse) path matrix.
+        # with P nilpotent (a tree), so M^-1 = sum of the powers of P: the (sparse) path matrix, with one
+        # entry per branch and branch above it. On deep trees (long LV feeders) that is many entries per
+        # branch: there M, unit upper triangular with parents before children, is factored instead (LU
+        # without fill), a solve then costing the tree's size (but more per entry).
         up = kin[f]
         child = np.flatnonzero(up >= 0)
         p = sp.csr_matrix((self.inv_tap[child], (up[child], child)), shape=(nb, nb))
-        path = sp.identity(nb, format="csr")
-        term = path
-        while term.nnz:  # at most the tree's height
-            term = term @ p
-            path = path + term
-        self.path = path.tocsr()
-        self.path_t = path.T.tocsr()
         self.from_slack = np.flatnonzero(up < 0)
+        depth = self._depth()
+        self.path: sp.csr_matrix | None = None
+        self.path_t: sp.csr_matrix | None = None
+        self._lu: spla.SuperLU | None = None
+        self.order = np.argsort(depth[t], kind="stable")  # branch positions, parents before children
+        if int(depth[t].sum()) <= PATH_ENTRIES_PER_BRANCH * nb or nb == 0:
+            path = sp.identity(nb, format="csr")
+            term = path
+            while term.nnz:  # at most the tree's height
+                term = term @ p
+                path = path + term
+            self.path = path.tocsr()
+            self.path_t = path.T.tocsr()
+        else:
+            m_tri = (sp.identity(nb, format="csr") - p)[self.order][:, self.order].tocsc()
+            self._lu = spla.splu(m_tri, permc_spec="NATURAL", diag_pivot_thresh=0.0)
         # component of every node: the slack it hangs from
         comp = np.full(n, -1, dtype=np.int64)
         comp[view.slack_nodes] = np.arange(len(view.slack_nodes))
-        order = np.argsort(self._depth(), kind="stable")  # parents before children
+        order = np.argsort(depth, kind="stable")  # parents before children
         for node in order:
             if comp[node] < 0:
                 comp[node] = comp[f[kin[node]]]
@@ -103,7 +137,18 @@ class RadialAC:
 
     def _solve(self, rhs: ComplexArray, trans: bool) -> ComplexArray:
         """M^-1 rhs (currents up the tree) or M^-T rhs (voltage drops down it)."""
-        return np.asarray((self.path_t if trans else self.path) @ rhs)
+        if self._lu is None:
+            assert self.path is not None and self.path_t is not None
+            return np.asarray((self.path_t if trans else self.path) @ rhs)
+        out = np.empty(rhs.shape, dtype=complex)
+        if not out.size:
+            return out
+        x = np.ascontiguousarray(rhs[self.order], dtype=complex)
+        # M is real: one real solve for the real and imaginary parts side by side
+        with blas_one_thread():
+            y = self._lu.solve(x.view(np.float64), trans="T" if trans else "N")
+        out[self.order] = np.ascontiguousarray(y).view(np.complex128)
+        return out
 
     def flow(self, s_w: ComplexArray, v_init: ComplexArray | None = None, *, tol_pu: float = 1e-11,
              max_iter: int = 200) -> ComplexArray:
