@@ -212,6 +212,9 @@ def certify_parts(a: sp.csr_matrix, b: FloatArray, c: FloatArray, kinds: IntArra
         drop(_fail(keep_row & (active2 != active), row_lab, n_parts), "the active set moved")
         drop(_fail(is_nonneg & ~active & (s <= TOL_ACTIVE * scale_b), row_lab, n_parts), "a limit is active")
         drop(_fail(tight2 != tight, cone_lab, n_parts), "the active set moved")
+        # s0^2 = |s1:|^2 also holds on the cone's mirror image (s0 < 0): the point must be in the cone
+        drop(_fail(s0 - unorm < -1e-6 * np.maximum(1.0, s0 + unorm), cone_lab, n_parts), "candidate outside a cone")
+        drop(_fail(tight & (s0 <= TOL_ACTIVE), cone_lab, n_parts), "a cone at its apex")
     drop(_fail(is_zero & (np.abs(s) > TOL_FEAS * scale_b), row_lab, n_parts), "equalities not met")
     z = e.T @ w  # equality duals and 2 w_k (s0, -s1:) on the tight cones
     alpha = w[eq_rank[len(zrows):]]

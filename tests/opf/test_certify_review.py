@@ -8,6 +8,7 @@ from functools import cache
 import numpy as np
 import pandapower as pp
 import pytest
+import scipy.sparse as sp
 
 from flexgrid.grid import GridView, build_view, load_net, synthetic_profiles
 from flexgrid.opf import DispatchProblem, DispatchResult
@@ -139,3 +140,24 @@ def test_two_substations_with_off_nominal_taps_and_transformer_shunts_are_certif
     assert fast.v_pu is not None and slow.v_pu is not None
     np.testing.assert_allclose(fast.v_pu, slow.v_pu, atol=1e-6)
     np.testing.assert_allclose(fast.dlmp_eur_per_mwh, slow.dlmp_eur_per_mwh, rtol=1e-4)
+
+
+def test_newton_landing_outside_a_cone_is_not_certified() -> None:
+    # min t s.t. t + (d - 1) y = -d, t >= |y| (d = 1e-5) is infeasible. The candidate (1, 1) is on the
+    # cone and 2e-5 off the equality; the system (equality, t^2 = y^2) is nearly singular along (1, 1),
+    # and one Newton step takes it to (-1, -1): both equations met, t^2 = y^2 with t < 0, i.e. on the
+    # cone's mirror image, outside the cone. Duals then solve with a positive multiplier, so only a
+    # check of the polished point against the cone itself keeps it from being certified.
+    d = 1e-5
+    a = sp.csr_matrix(np.array([[1.0, d - 1.0], [-1.0, 0.0], [0.0, -1.0]]))
+    b = np.array([-d, 0.0, 0.0])
+    c = np.array([1.0, 0.0])
+    kinds = np.array([0, 2, 2], dtype=np.int64)
+    heads = np.array([0, 1, 1], dtype=np.int64)
+    out = certify_parts(a, b, c, kinds, heads, np.array([1.0, 1.0]), [(slice(0, 3), slice(0, 2))])
+    assert not out.ok[0]
+    # made feasible (right-hand side +d) and maximising t, the optimum is t = y = 1: certified there
+    b[0], c[0] = d, -1.0
+    out = certify_parts(a, b, c, kinds, heads, np.array([1.0, 1.0 + 1e-6]), [(slice(0, 3), slice(0, 2))])
+    assert out.ok[0]
+    np.testing.assert_allclose(out.x, [1.0, 1.0], rtol=1e-6)  # conditioned ~1/d
