@@ -126,6 +126,11 @@ def certify_parts(a: sp.csr_matrix, b: FloatArray, c: FloatArray, kinds: IntArra
     act_col = a.indices[a.indptr[act_rows]]
     per_col = np.bincount(act_col, minlength=n)
     drop(_fail(per_col > 1, col_lab, n_parts), "a column on two bounds")
+    # and put on it: the candidate may be up to TOL_ACTIVE off, which the bound's dual would not forgive
+    on = per_col[act_col] == 1
+    snap = b[act_rows[on]] / a.data[a.indptr[act_rows[on]]] + 0.0  # (+0.0: no -0.0 from 0 / -1)
+    snapped = bool(np.any(x[act_col[on]] != snap))
+    x[act_col[on]] = snap
     free = per_col == 0
     n_unk = np.bincount(col_lab[free & (col_lab >= 0)], minlength=n_parts)
     n_eq = (np.bincount(row_lab[is_zero & (row_lab >= 0)], minlength=n_parts)
@@ -154,7 +159,8 @@ def certify_parts(a: sp.csr_matrix, b: FloatArray, c: FloatArray, kinds: IntArra
     c_bounds = np.searchsorted(col_lab[ucols], np.concatenate([in_parts, [n_parts]]))[:, None]
     in_tight = np.zeros(len(head_rows), dtype=bool)
     in_tight[tight_idx] = True
-    sel_rows = np.flatnonzero(is_soc & in_tight[np.maximum(cone_of, 0)])
+    soc_rows = np.flatnonzero(is_soc)
+    sel_rows = soc_rows[in_tight[cone_of[soc_rows]]]  # (no cone at all: none)
     sel_k = np.searchsorted(tight_idx, cone_of[sel_rows])
 
     def system(s: FloatArray) -> tuple[sp.csr_matrix, FloatArray, sp.csc_matrix]:
@@ -191,9 +197,11 @@ def certify_parts(a: sp.csr_matrix, b: FloatArray, c: FloatArray, kinds: IntArra
                 out[c0:c1] = sol
         return out, failed
 
+    if snapped:
+        s = b - a @ x
     f_scale = np.concatenate([scale_b[zrows], np.maximum(1.0, s[head_rows[tight_idx]]) ** 2])[eq_order]
     e, f, jac = system(s)
-    moved = False
+    moved = snapped
     for _ in range(NEWTON_STEPS):  # a power flow's point usually meets them already: no step
         if np.all(np.abs(f) <= 1e-12 * f_scale):
             break
@@ -227,7 +235,7 @@ def certify_parts(a: sp.csr_matrix, b: FloatArray, c: FloatArray, kinds: IntArra
     drop(_fail(neg_cone, cone_lab, n_parts), "a cone's multiplier is negative")
     round_cone = np.zeros(len(head_rows), dtype=bool)
     round_cone[tight_idx[(alpha < 0) & (alpha >= -TOL_DUAL * c_scale)]] = True
-    z[is_soc & round_cone[np.maximum(cone_of, 0)]] = 0.0  # rounding: the multiplier is 0
+    z[soc_rows[round_cone[cone_of[soc_rows]]]] = 0.0  # rounding: the multiplier is 0
     # the bound rows' duals: what their fixed columns need to balance (c_j + A_j' z + a_rj z_r = 0)
     red = c + a_csc.T @ z
     off = np.zeros(n, dtype=bool)

@@ -161,3 +161,18 @@ def test_newton_landing_outside_a_cone_is_not_certified() -> None:
     out = certify_parts(a, b, c, kinds, heads, np.array([1.0, 1.0 + 1e-6]), [(slice(0, 3), slice(0, 2))])
     assert out.ok[0]
     np.testing.assert_allclose(out.x, [1.0, 1.0], rtol=1e-6)  # conditioned ~1/d
+
+
+def test_a_column_taken_as_on_its_bound_is_certified_on_it() -> None:
+    # min 2x + y s.t. x + y = 1, x >= 0: optimum x = 0, y = 1. A candidate with x = 5e-8 counts x's
+    # bound as active (within the tolerance); the certified point must then have x on it, not 5e-8
+    # off with a positive bound dual (complementarity broken, the objective 5e-8 too high)
+    a = sp.csr_matrix(np.array([[1.0, 1.0], [-1.0, 0.0]]))
+    b = np.array([1.0, 0.0])
+    c = np.array([2.0, 1.0])
+    kinds = np.array([0, 1], dtype=np.int64)
+    heads = np.array([0, 1], dtype=np.int64)
+    out = certify_parts(a, b, c, kinds, heads, np.array([5e-8, 1.0 - 5e-8]), [(slice(0, 2), slice(0, 2))])
+    assert out.ok[0]  # (a program without cones once raised IndexError here)
+    assert out.x.tolist() == [0.0, 1.0] and not np.signbit(out.x[0])
+    assert out.z.tolist() == [-1.0, 1.0]
