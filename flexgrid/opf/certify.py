@@ -242,7 +242,8 @@ def certify_parts(a: sp.csr_matrix, b: FloatArray, c: FloatArray, kinds: IntArra
     off[ucols[np.abs(red[ucols]) > 1e-8 * c_scale]] = True
     drop(_fail(off, col_lab, n_parts), "stationarity not met")
     # a fixed column's reduced cost is rounding only relative to the terms it sums (its cost, A_j' z)
-    terms = np.maximum(1.0, np.abs(c[act_col]) + (abs(a_csc[:, act_col]).T @ np.abs(z)))
+    az = sp.csr_matrix((np.abs(a.data), a.indices, a.indptr), shape=a.shape).T @ np.abs(z)
+    terms = np.maximum(1.0, np.abs(c[act_col]) + az[act_col])
     z[act_rows] = -red[act_col] / a.data[a.indptr[act_rows]]
     neg = np.zeros(m, dtype=bool)
     neg[act_rows[z[act_rows] < -TOL_DUAL * terms]] = True
