@@ -459,7 +459,8 @@ class ConicModel:
         # follow to Clarabel. Whatever the threads and timing, a component's answer is the same.
         pool = _Pool(solve_part, clarabel_threads())
         try:
-            point = self.start
+            # a start point from before columns were added does not describe this model: not used
+            point = self.start if self.start is not None and len(self.start) == self.n else None
             for k, (rows, _) in enumerate(parts):
                 if point is None or np.any(slack_first[rows]):
                     pool.submit(k, parts[k])
