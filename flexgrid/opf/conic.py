@@ -617,8 +617,9 @@ def _solve_component(clarabel: object, tries: list[object], a_comp: sp.csr_matri
                      slack_first: npt.NDArray[np.bool_]) -> tuple[FloatArray, FloatArray, float]:
     """One component with Clarabel: (x, z, solver seconds). Rows in solver order (kind `kr`, cone size
     `dr`, first row of the row's cone `hd`). Lazy rows (`lz`, those of `start` in the first solve) and
-    the lazy columns (each with its bound row -x_j <= 0 `slack_row`, its column `slack_col`; none if any
-    row of `slack_first` marks the component as stressed) are left out until the solution calls for them: a left-out row or cone is added when the solution violates or
+    the lazy columns (each with its bound row -x_j <= 0 `slack_row`, its column `slack_col`; but those
+    whose bound row is marked `slack_first`, the stressed slots', when a row of the first solve uses
+    them) are left out until the solution calls for them: a left-out row or cone is added when the solution violates or
     nears it; a left-out column (fixed at 0) when its reduced cost `c_j + A_j' z` is not clearly
     positive, e.g. when a limit's dual nears the slack's penalty. When none is, the solution is optimal
     for the whole component: left-out rows get zero duals, left-out columns' bounds the reduced cost of
@@ -647,11 +648,12 @@ def _solve_component(clarabel: object, tries: list[object], a_comp: sp.csr_matri
         rows = np.unique(a_csc.indices[np.repeat(mask, np.diff(a_csc.indptr))])
         active[rows[lz[rows] & single[rows]]] = True
 
-    if np.any(slack_first):  # every lazy column that a row of the first solve uses (the others, e.g. the
-        # slacks of left-out limits, could only sit at 0 there; their reduced costs call for them later)
+    if np.any(slack_first):  # the marked lazy columns (those of stressed slots) that a row of the first
+        # solve uses (the others, e.g. the slacks of left-out limits, could only sit at 0 there; their
+        # reduced costs call for them later)
         used = np.zeros(n_col, dtype=bool)
         used[a_comp.indices[np.repeat(active, np.diff(a_comp.indptr))]] = True
-        turn_on(s_cols[used[s_cols]])
+        turn_on(s_cols[used[s_cols] & slack_first[s_rows]])
     elapsed = 0.0
     lazy_round = 0
     for _ in range(LAZY_ROUNDS + 5):

@@ -78,6 +78,9 @@ class Network:
     soft: dict[str, Block]  # kind -> slack block (v_max, v_min, thermal)
     soft_limit: dict[str, FloatArray]  # kind -> limit per row (v_max^2, v_min^2, i_max^2 or s_max)
     soft_rows: dict[str, IntArray]  # kind -> node/branch position of each row of the slack block
+    # slots whose base state (no flexibility) loads a limit: the direct Clarabel backend starts them with
+    # their lazy columns in (`Group.slack_start`; DispatchProblem marks the market's idle columns of them)
+    stressed: npt.NDArray[np.bool_] | None = None
 
 
 def _row(nodes: IntArray, n: int, t_count: int) -> IntArray:
@@ -404,4 +407,5 @@ def _distflow(model: ConicModel, view: GridView, t_count: int, wp: Withdrawal, w
         limit.update(l2)
         rows_of.update(r2_)
     names = ["P", "Q", "v", "p_slack", "q_slack", *([] if lb is None else ["L"]), *[b.name for b in soft.values()]]
-    return Network("socp" if losses else "lindistflow", ps, names, "balance_p", "balance_q", True, soft, limit, rows_of)
+    return Network("socp" if losses else "lindistflow", ps, names, "balance_p", "balance_q", True, soft, limit, rows_of,
+                   stressed)

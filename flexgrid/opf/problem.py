@@ -215,6 +215,14 @@ class DispatchProblem:
                             balance_scale=k)
         cost = self.wholesale * self.base * self.slot_h
         self.model.add_cost(net.slack_p.idx(), np.broadcast_to(cost[None, :], (net.slack_p.rows, self.t_count)))
+        if self.device_blocks and net.stressed is not None:
+            # Devices with state couple the slots into one component, whose first solve with the hard
+            # limits usually has a solution (the devices and other slots' offers relieve the stressed
+            # slots): starting with the stressed slots' lazy columns only makes it larger (case33bw, 96
+            # slots, 6 batteries, 200 offers at 1.25 x the load: 0.37 s without, 0.44 s with them).
+            net.stressed = None
+            for g in self.model.groups:
+                g.slack_start = None
         self.network = net
         self._lazy_bounds(net)
         if self.formulation == "socp":
@@ -284,12 +292,18 @@ class DispatchProblem:
         alone = ~elsewhere
         idle = alone & (c > LAZY_PRICE_FACTOR * np.maximum(value, 0.0)) & (c > 0)  # stays at its lower bound
         full = alone & (value > LAZY_PRICE_FACTOR * np.maximum(c, 0.0)) & (value > 0)  # stays at its upper bound
+        stressed_col = None
+        if net.stressed is not None and np.any(net.stressed):
+            stressed_col = np.zeros(m.n, dtype=bool)  # columns withdrawing at a node in a stressed slot
+            stressed_col[cols[net.stressed[r // self.view.n_node]]] = True
         for g, sign in simple:
             out = (idle if sign > 0 else full)[g.a.indices]
             if np.any(out):
                 g.lazy, g.lazy_start = True, ~out
             if sign < 0 and not np.any(g.b):  # lower bounds 0: an idle variable is left out altogether
                 g.lazy_slack = idle[g.a.indices]
+                if stressed_col is not None:  # except in the stressed slots' first solve (see Network)
+                    g.slack_start = g.lazy_slack & stressed_col[g.a.indices]
 
     # ----------------------------------------------------------------------------- extraction
     def dlmp(self, sol: Solution) -> FloatArray:

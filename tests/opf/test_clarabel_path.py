@@ -7,15 +7,15 @@ import pytest
 
 from flexgrid.errors import SolverError
 from flexgrid.grid import build_view, load_net, synthetic_profiles
-from flexgrid.opf import DispatchProblem, check_kkt, conic
+from flexgrid.opf import Battery, Devices, DispatchProblem, check_kkt, conic
 from flexgrid.opf.problem import DispatchResult
 
 
-def _problem(load: float, slots: int = 4) -> DispatchProblem:
+def _problem(load: float, slots: int = 4, devices: Devices | None = None) -> DispatchProblem:
     net = load_net("case33bw")
     view = build_view(net, "case33bw")
     prof = synthetic_profiles(net, view, slot_start_s=17 * 3600, slot_seconds=3600, slot_count=slots, load_scale=load)
-    return DispatchProblem(view, prof, slot_seconds=3600, wholesale_eur_per_mwh=60.0)
+    return DispatchProblem(view, prof, slot_seconds=3600, wholesale_eur_per_mwh=60.0, devices=devices)
 
 
 def _kkt(prob: DispatchProblem, res: DispatchResult) -> bool:
@@ -84,6 +84,31 @@ def test_a_stressed_slot_starts_with_its_slacks_instead_of_proving_hard_limits_i
     assert a.solution.objective == pytest.approx(b.solution.objective, rel=1e-6)
     np.testing.assert_allclose(a.dlmp_eur_per_mwh, b.dlmp_eur_per_mwh, rtol=1e-5, atol=1e-3)
     assert _kkt(marked, a) and _kkt(unmarked, b)
+
+
+def test_only_the_stressed_slots_idle_offers_start_in_and_none_when_devices_couple_the_slots() -> None:
+    # case33bw at 1.1 x the load, four evening hours: the base state comes near v_min in some slots only.
+    # An idle offer (priced far above the energy) in every slot starts in the first solve only in those
+    # stressed slots; with a battery coupling the slots into one component nothing is marked (its first
+    # solve with hard limits has a solution, the marks would only make it larger). Same optimum either way.
+    results = []
+    for devices in (None, Devices(batteries=(Battery("b", 17, 0.4, 0.2, 0.2, 0.1),))):
+        prob = _problem(1.1, devices=devices)
+        blk = prob.model.add_block("offer_x", 1, prob.t_count)
+        prob.model.bound("offer_x", blk.idx(), 0.0, 0.1)
+        prob.model.add_cost(blk.idx(), 5000.0 * prob.slot_h)
+        prob.add_withdrawal_mw(np.full(prob.t_count, prob.view.node(17)), np.arange(prob.t_count), blk.idx()[0], -1.0)
+        net = prob.build()
+        lower = prob.model.group("offer_x.lower")
+        results.append((prob, net, lower, prob.solve()))
+    (_, net, lower, res), (_, net_dev, lower_dev, res_dev) = results
+    assert net.stressed is not None and 0 < int(np.sum(net.stressed)) < 4
+    assert lower.slack_start is not None
+    np.testing.assert_array_equal(lower.slack_start, net.stressed)  # one offer column per slot
+    assert net_dev.stressed is None and lower_dev.slack_start is None
+    assert all(g.slack_start is None for g in results[1][0].model.groups)
+    assert res.solution.x[results[0][0].model.blocks["offer_x"].idx()].max() < 1e-7  # idle: out of the money
+    assert _kkt(results[0][0], res) and _kkt(results[1][0], res_dev)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
