@@ -36,6 +36,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from operator import itemgetter
 from typing import Any, cast
 
@@ -243,9 +244,11 @@ def _entry_columns(
     """A block `name` with one column per (order, slot position) entry: the block, its column
     indices, and each entry's grid node and slot."""
     blk = m.add_block(name, len(entries), 1)
-    node_of = {o.bus: view.node(o.bus) for o in orders}  # once per bus, not per entry
-    node = np.array([node_of[orders[i].bus] for i, _ in entries], dtype=np.int64)
-    slot = np.array([orders[i].slots[k] for i, k in entries], dtype=np.int64)
+    node_of = {b: view.node(b) for b in {o.bus for o in orders}}  # once per bus, not per entry
+    # `entries` are every order's slots in order (as `_build` makes them): per order, then repeated
+    counts = np.array([len(o.slots) for o in orders], dtype=np.int64)
+    node = np.repeat(np.array([node_of[o.bus] for o in orders], dtype=np.int64), counts)
+    slot = np.fromiter(chain.from_iterable(o.slots for o in orders), dtype=np.int64, count=len(entries))
     return blk, blk.idx().ravel(), node, slot
 
 
@@ -264,12 +267,13 @@ def _build(view: GridView, profiles: Profiles, rc: RoundConfig, offers: list[Fle
     xo = None
     if off_entries:
         xo, xi, o_node, o_slot = _entry_columns(m, view, "offer_x", offers, off_entries)
-        o_max = np.array([offers[i].max_kw[k] / 1e3 for i, k in off_entries])
+        o_count = np.array([len(o.slots) for o in offers], dtype=np.int64)
+        o_max = np.fromiter(chain.from_iterable(o.max_kw for o in offers), dtype=float, count=len(off_entries)) / 1e3
         if exclude_offer is not None:
-            o_max = np.where(np.array([i for i, _ in off_entries]) == exclude_offer, 0.0, o_max)
-        o_sign = np.array([-1.0 if offers[i].direction == Direction.UP else 1.0 for i, _ in off_entries])
+            o_max = np.where(np.repeat(np.arange(len(offers)), o_count) == exclude_offer, 0.0, o_max)
+        o_sign = np.repeat(np.array([-1.0 if o.direction == Direction.UP else 1.0 for o in offers]), o_count)
         m.bound("offer_x", xi, 0.0, o_max, category="market")
-        m.add_cost(xi, np.array([offers[i].price_eur_per_mwh * h for i, _ in off_entries]))
+        m.add_cost(xi, np.repeat(np.array([o.price_eur_per_mwh * h for o in offers]), o_count))
         pr.add_withdrawal_mw(o_node, o_slot, xi, o_sign)
         needs_int = [j for j, o in enumerate(offers) if o.min_activation > 0 or max(o.min_kw, default=0.0) > 0
                      or o.exclusive_group != ZERO_BYTES32]
