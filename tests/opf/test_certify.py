@@ -3,51 +3,19 @@ prices and KKT conditions as the solver's, and every slot where that point is no
 
 from __future__ import annotations
 
-from functools import cache
+from typing import Any
 
 import numpy as np
-import pandapower as pp
 import pytest
 
-from flexgrid.grid import GridView, build_view, load_net, synthetic_profiles
-from flexgrid.opf import DispatchProblem, DispatchResult, check_kkt
+from flexgrid.opf import DispatchProblem, DispatchResult
+from tests.opf.helpers import case33bw_evening, kkt_ok
 
 EVENING_S = 17 * 3600
 
 
-@cache
-def _grid() -> tuple[pp.pandapowerNet, GridView]:
-    net = load_net("case33bw")
-    return net, build_view(net, "case33bw")
-
-
-def _solve(load: float, *, certify: bool = True, offer_eur_per_mwh: float | None = None,
-           perturb: float = 0.0) -> tuple[DispatchProblem, DispatchResult]:
-    """case33bw, four evening hours at `load` times the base load; optionally an offer of 0.2 MW at bus 17
-    in slot 1 at `offer_eur_per_mwh`; `certify=False` sends every slot to Clarabel."""
-    net, view = _grid()
-    prof = synthetic_profiles(net, view, slot_start_s=EVENING_S, slot_seconds=3600, slot_count=4, load_scale=load)
-    prob = DispatchProblem(view, prof, slot_seconds=3600, wholesale_eur_per_mwh=60.0)
-    if offer_eur_per_mwh is not None:
-        blk = prob.model.add_block("offer_x", 1, 1)
-        prob.model.bound("offer_x", blk.idx(), 0.0, 0.2)
-        prob.model.add_cost(blk.idx(), offer_eur_per_mwh * prob.slot_h)
-        prob.add_withdrawal_mw([view.node(17)], [1], blk.idx()[0], -1.0)
-    prob.build()
-    if not certify:
-        prob.model.start = None
-    elif perturb:
-        assert prob.model.start is not None
-        rng = np.random.default_rng(1)
-        prob.model.start = prob.model.start * (1 + perturb * rng.standard_normal(prob.model.n))
-    return prob, prob.solve()
-
-
-def _kkt(prob: DispatchProblem, res: DispatchResult, tol: float) -> bool:
-    m = prob.model
-    report = check_kkt(m.cost(), [(g.name, g.kind, g.a, g.b, g.cone_dim) for g in m.groups], res.solution.x,
-                       res.solution.z, tol_feas=tol, tol_gap=tol)
-    return report.ok
+def _solve(load: float, **kw: Any) -> tuple[DispatchProblem, DispatchResult]:
+    return case33bw_evening(load, **kw)
 
 
 def test_uncongested_slots_are_certified_with_the_solvers_optimum_and_prices() -> None:
@@ -66,7 +34,7 @@ def test_uncongested_slots_are_certified_with_the_solvers_optimum_and_prices() -
     np.testing.assert_allclose(fast.v_pu, slow.v_pu, atol=1e-8)
     assert [(v.kind, v.element, v.slot) for v in fast.violations] == [(v.kind, v.element, v.slot)
                                                                       for v in slow.violations]
-    assert _kkt(prob, fast, 1e-8)
+    assert kkt_ok(prob, fast.solution, 1e-8)
     assert fast.relaxation_gap_mw is not None and fast.relaxation_gap_mw < 1e-9
 
 
@@ -78,7 +46,7 @@ def test_an_offer_in_the_money_is_not_certified_and_the_solver_takes_it() -> Non
         x = res.solution.x[prob.model.blocks["offer_x"].idx()][0, 0]
         assert res.solution.certified == certified
         assert x == pytest.approx(0.2 if runs else 0.0, abs=1e-7)  # x in MW (withdrawal coefficient -1 MW)
-        assert _kkt(prob, res, 1e-8)
+        assert kkt_ok(prob, res.solution, 1e-8)
 
 
 def test_a_candidate_off_the_power_flow_is_polished_to_the_same_point() -> None:
@@ -89,7 +57,7 @@ def test_a_candidate_off_the_power_flow_is_polished_to_the_same_point() -> None:
     assert exact.solution.certified == 4
     assert polished.solution.certified == 4
     np.testing.assert_allclose(polished.solution.x, exact.solution.x, atol=1e-10)
-    assert _kkt(prob, polished, 1e-8)
+    assert kkt_ok(prob, polished.solution, 1e-8)
 
 
 def test_a_candidate_that_violates_a_limit_is_left_to_the_solver() -> None:

@@ -13,6 +13,7 @@ import scipy.sparse as sp
 from flexgrid.grid import GridView, build_view, load_net, synthetic_profiles
 from flexgrid.opf import DispatchProblem, DispatchResult
 from flexgrid.opf.certify import certify_parts
+from tests.opf.helpers import case33bw_evening
 
 EVENING_S = 17 * 3600
 
@@ -25,17 +26,7 @@ def _grid() -> tuple[pp.pandapowerNet, GridView]:
 
 def _with_offer(price: float, *, penalty_v_eur: float, certify: bool = True) -> tuple[DispatchProblem, DispatchResult]:
     """case33bw, two evening hours, an offer of up to 0.2 MW at bus 17 in slot 1 at `price` EUR/MWh."""
-    net, view = _grid()
-    prof = synthetic_profiles(net, view, slot_start_s=EVENING_S, slot_seconds=3600, slot_count=2, load_scale=1.0)
-    prob = DispatchProblem(view, prof, slot_seconds=3600, wholesale_eur_per_mwh=60.0, penalty_v_eur=penalty_v_eur)
-    blk = prob.model.add_block("offer_x", 1, 1)
-    prob.model.bound("offer_x", blk.idx(), 0.0, 0.2)
-    prob.model.add_cost(blk.idx(), price * prob.slot_h)
-    prob.add_withdrawal_mw([view.node(17)], [1], blk.idx()[0], -1.0)
-    prob.build()
-    if not certify:
-        prob.model.start = None
-    return prob, prob.solve()
+    return case33bw_evening(1.0, slots=2, offer_eur_per_mwh=price, penalty_v_eur=penalty_v_eur, certify=certify)
 
 
 def _offer_mw(prob: DispatchProblem, res: DispatchResult) -> float:

@@ -7,8 +7,8 @@ import pytest
 
 from flexgrid.errors import SolverError
 from flexgrid.grid import build_view, load_net, synthetic_profiles
-from flexgrid.opf import Battery, Devices, DispatchProblem, check_kkt, conic
-from flexgrid.opf.problem import DispatchResult
+from flexgrid.opf import Battery, Devices, DispatchProblem, conic
+from tests.opf.helpers import kkt_ok
 
 
 def _problem(load: float, slots: int = 4, devices: Devices | None = None) -> DispatchProblem:
@@ -16,12 +16,6 @@ def _problem(load: float, slots: int = 4, devices: Devices | None = None) -> Dis
     view = build_view(net, "case33bw")
     prof = synthetic_profiles(net, view, slot_start_s=17 * 3600, slot_seconds=3600, slot_count=slots, load_scale=load)
     return DispatchProblem(view, prof, slot_seconds=3600, wholesale_eur_per_mwh=60.0, devices=devices)
-
-
-def _kkt(prob: DispatchProblem, res: DispatchResult) -> bool:
-    m = prob.model
-    groups = [(g.name, str(g.kind), g.a, g.b, g.cone_dim) for g in m.groups]
-    return check_kkt(m.cost(), groups, res.solution.x, res.solution.z).ok
 
 
 def _counting(monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -83,7 +77,7 @@ def test_a_stressed_slot_starts_with_its_slacks_instead_of_proving_hard_limits_i
         (v.kind, v.element, v.slot) for v in b.violations]
     assert a.solution.objective == pytest.approx(b.solution.objective, rel=1e-6)
     np.testing.assert_allclose(a.dlmp_eur_per_mwh, b.dlmp_eur_per_mwh, rtol=1e-5, atol=1e-3)
-    assert _kkt(marked, a) and _kkt(unmarked, b)
+    assert kkt_ok(marked, a.solution) and kkt_ok(unmarked, b.solution)
 
 
 def test_only_the_stressed_slots_idle_offers_start_in_and_none_when_devices_couple_the_slots() -> None:
@@ -108,7 +102,7 @@ def test_only_the_stressed_slots_idle_offers_start_in_and_none_when_devices_coup
     assert net_dev.stressed is None and lower_dev.slack_start is None
     assert all(g.slack_start is None for g in results[1][0].model.groups)
     assert res.solution.x[results[0][0].model.blocks["offer_x"].idx()].max() < 1e-7  # idle: out of the money
-    assert _kkt(results[0][0], res) and _kkt(results[1][0], res_dev)
+    assert kkt_ok(results[0][0], res.solution) and kkt_ok(results[1][0], res_dev.solution)
 
 
 @pytest.mark.parametrize("threads", [1, 2])

@@ -18,10 +18,10 @@ from flexgrid.opf import (
     DispatchProblem,
     EVCharger,
     ShiftableLoad,
-    check_kkt,
     validate_ac,
 )
 from flexgrid.opf.problem import PENALTY_I_EUR
+from tests.opf.helpers import kkt_ok
 
 EVENING_S = 17 * 3600
 
@@ -37,12 +37,6 @@ def _profiles(name: str, slots: int = 4, slot_s: int = 3600, start_s: int = EVEN
     return synthetic_profiles(net, view, slot_start_s=start_s, slot_seconds=slot_s, slot_count=slots, load_scale=load)
 
 
-def _kkt_ok(problem: DispatchProblem, sol) -> bool:  # type: ignore[no-untyped-def]
-    m = problem.model
-    report = check_kkt(m.cost(), [(g.name, g.kind, g.a, g.b, g.cone_dim) for g in m.groups], sol.x, sol.z)
-    return report.ok
-
-
 @pytest.mark.parametrize("name", ["case33bw", "cigre_mv", "mv_oberrhein"])
 def test_socp_matches_an_ac_power_flow(name: str) -> None:
     # cigre_mv: open switches and dangling lines; mv_oberrhein: two substations, off-nominal taps
@@ -52,7 +46,7 @@ def test_socp_matches_an_ac_power_flow(name: str) -> None:
     assert res.relaxation_gap_mw is not None and res.relaxation_gap_mw < 1e-5  # below 10 W: exact
     ac = validate_ac(net, view, res.withdrawal_p_mw, res.withdrawal_q_mvar, res.v_pu, slots=[0, 3])
     assert ac.max_v_error_pu is not None and ac.max_v_error_pu < 1e-4
-    assert _kkt_ok(prob, res.solution)
+    assert kkt_ok(prob, res.solution)
 
 
 @pytest.mark.parametrize("formulation", ["socp", "lindistflow"])
@@ -65,7 +59,7 @@ def test_direct_solver_calls_and_cvxpy_give_the_same_optimum(formulation: str) -
     a, b = direct.solve(backend="direct"), via_cvxpy.solve(backend="cvxpy")
     assert a.solution.objective == pytest.approx(b.solution.objective, rel=1e-7)
     np.testing.assert_allclose(a.dlmp_eur_per_mwh, b.dlmp_eur_per_mwh, rtol=1e-5, atol=1e-3)
-    assert _kkt_ok(direct, a.solution) and _kkt_ok(via_cvxpy, b.solution)
+    assert kkt_ok(direct, a.solution) and kkt_ok(via_cvxpy, b.solution)
 
 
 @pytest.mark.parametrize("name", ["case33bw", "kerber_dorfnetz"])
@@ -76,7 +70,7 @@ def test_lindistflow_is_an_approximation_within_a_few_percent(name: str) -> None
     res = prob.solve()
     ac = validate_ac(net, view, res.withdrawal_p_mw, res.withdrawal_q_mvar, res.v_pu, slots=[0])
     assert ac.max_v_error_pu is not None and 0 < ac.max_v_error_pu < 0.03
-    assert _kkt_ok(prob, res.solution)
+    assert kkt_ok(prob, res.solution)
 
 
 @pytest.mark.parametrize(("name", "formulation"), [("case118", "dc"), ("case33bw", "dc"),
@@ -241,7 +235,7 @@ def test_a_grid_on_a_far_too_large_power_base_is_rebased_with_the_same_results()
     np.testing.assert_allclose(b.v_pu, a.v_pu, atol=1e-7)
     z = far.model.group("balance_p")
     assert np.allclose(b.dlmp_eur_per_mwh, (-b.solution.z[z.name] / big.base_mva).reshape(4, -1).T)
-    assert _kkt_ok(far, b.solution)
+    assert kkt_ok(far, b.solution)
 
 
 def test_independent_slots_are_solved_apart_and_coupled_ones_together() -> None:
@@ -259,7 +253,7 @@ def test_independent_slots_are_solved_apart_and_coupled_ones_together() -> None:
         whole_problem.model.solver_options.update(tol_feas=1e-10, tol_gap_abs=1e-10, tol_gap_rel=1e-10)
         whole = whole_problem.solve(backend="cvxpy")  # one problem, tight tolerances
         assert res.solution.objective == pytest.approx(whole.solution.objective, rel=1e-6)  # the certificate gap
-        assert _kkt_ok(prob, res.solution)
+        assert kkt_ok(prob, res.solution)
 
 
 def test_lazy_thermal_cones_give_the_optimum_of_the_whole_problem() -> None:
@@ -274,7 +268,7 @@ def test_lazy_thermal_cones_give_the_optimum_of_the_whole_problem() -> None:
     assert a.solution.objective == pytest.approx(b.solution.objective, rel=1e-6)
     np.testing.assert_allclose(a.dlmp_eur_per_mwh, b.dlmp_eur_per_mwh, rtol=1e-5, atol=1e-3)
     assert np.max(np.abs(a.components["congestion"])) > 1.0
-    assert _kkt_ok(lazy, a.solution)
+    assert kkt_ok(lazy, a.solution)
 
 
 def test_soft_limit_slacks_left_out_first_still_give_the_soft_optimum() -> None:
@@ -291,7 +285,7 @@ def test_soft_limit_slacks_left_out_first_still_give_the_soft_optimum() -> None:
         assert [(v.kind, v.element, v.slot) for v in a.violations] == [(v.kind, v.element, v.slot) for v in b.violations]
         assert a.solution.objective == pytest.approx(b.solution.objective, rel=1e-6)
         np.testing.assert_allclose(a.dlmp_eur_per_mwh, b.dlmp_eur_per_mwh, rtol=1e-5, atol=1e-3)
-        assert _kkt_ok(lazy, a.solution)
+        assert kkt_ok(lazy, a.solution)
         if not violated:  # every slack left out: its bound's dual is its reduced cost, positive
             assert np.all(a.solution.z["slack_v_min.lower"] > 0)
 
@@ -321,7 +315,7 @@ def test_an_offer_left_out_as_far_out_of_the_money_is_taken_when_prices_call_for
     np.testing.assert_allclose(xa, xb, atol=1e-5)
     assert a.solution.objective == pytest.approx(b.solution.objective, rel=1e-6)
     np.testing.assert_allclose(a.dlmp_eur_per_mwh, b.dlmp_eur_per_mwh, rtol=1e-5, atol=1e-3)
-    assert _kkt_ok(lazy, a.solution)
+    assert kkt_ok(lazy, a.solution)
 
 
 def test_an_upper_voltage_limit_left_out_is_added_when_injections_reach_it() -> None:
@@ -347,4 +341,4 @@ def test_an_upper_voltage_limit_left_out_is_added_when_injections_reach_it() -> 
     assert np.any(a.solution.z["v_max"] > 1e-3)
     assert a.solution.objective == pytest.approx(b.solution.objective, rel=1e-6)
     np.testing.assert_allclose(a.dlmp_eur_per_mwh, b.dlmp_eur_per_mwh, rtol=1e-5, atol=1e-3)
-    assert _kkt_ok(lazy, a.solution)
+    assert kkt_ok(lazy, a.solution)
