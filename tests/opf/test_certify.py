@@ -3,26 +3,17 @@ prices and KKT conditions as the solver's, and every slot where that point is no
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pytest
 
-from flexgrid.opf import DispatchProblem, DispatchResult
 from tests.opf.helpers import case33bw_evening, kkt_ok
-
-EVENING_S = 17 * 3600
-
-
-def _solve(load: float, **kw: Any) -> tuple[DispatchProblem, DispatchResult]:
-    return case33bw_evening(load, **kw)
 
 
 def test_uncongested_slots_are_certified_with_the_solvers_optimum_and_prices() -> None:
     # at 1.1 x the load two evening hours stay within every limit (certified), two fall below 0.91 pu
     # (left to Clarabel): the whole result is the solver's, to its tolerance, and exact where certified
-    prob, fast = _solve(1.1)
-    _, slow = _solve(1.1, certify=False)
+    prob, fast = case33bw_evening(1.1)
+    _, slow = case33bw_evening(1.1, certify=False)
     assert (fast.solution.components, fast.solution.certified) == (4, 2)
     assert slow.solution.certified == 0
     assert fast.solution.objective == pytest.approx(slow.solution.objective, rel=1e-8)
@@ -42,7 +33,7 @@ def test_an_offer_in_the_money_is_not_certified_and_the_solver_takes_it() -> Non
     # at 20 EUR/MWh against 60 the offer should run: the AC point with it idle is not optimal there
     # (its reduced cost is negative), so its slot goes to Clarabel; one at 500 EUR/MWh stays idle, certified
     for price, runs, certified in ((20.0, True, 3), (500.0, False, 4)):
-        prob, res = _solve(1.0, offer_eur_per_mwh=price)
+        prob, res = case33bw_evening(1.0, offer_eur_per_mwh=price)
         x = res.solution.x[prob.model.blocks["offer_x"].idx()][0, 0]
         assert res.solution.certified == certified
         assert x == pytest.approx(0.2 if runs else 0.0, abs=1e-7)  # x in MW (withdrawal coefficient -1 MW)
@@ -52,8 +43,8 @@ def test_an_offer_in_the_money_is_not_certified_and_the_solver_takes_it() -> Non
 def test_a_candidate_off_the_power_flow_is_polished_to_the_same_point() -> None:
     # every entry of the candidate off by ~1e-9 relative (a power flow stopped early; the active set is
     # still clear): Newton's method on the equalities and tight cones brings it back to the operating point
-    _, exact = _solve(1.0)
-    prob, polished = _solve(1.0, perturb=1e-9)
+    _, exact = case33bw_evening(1.0)
+    prob, polished = case33bw_evening(1.0, perturb=1e-9)
     assert exact.solution.certified == 4
     assert polished.solution.certified == 4
     np.testing.assert_allclose(polished.solution.x, exact.solution.x, atol=1e-10)
@@ -62,6 +53,6 @@ def test_a_candidate_off_the_power_flow_is_polished_to_the_same_point() -> None:
 
 def test_a_candidate_that_violates_a_limit_is_left_to_the_solver() -> None:
     # at twice the load every slot violates v_min at the AC point: nothing certified, soft violations reported
-    _, res = _solve(2.0)
+    _, res = case33bw_evening(2.0)
     assert (res.solution.components, res.solution.certified) == (4, 0)
     assert res.violations
