@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import cache
 
 import numpy as np
+import numpy.typing as npt
 import pandapower as pp
 
 from flexgrid.grid import GridView, build_view, load_net, synthetic_profiles
@@ -13,6 +14,7 @@ from flexgrid.opf.conic import Solution
 from flexgrid.opf.problem import PENALTY_V_EUR
 
 EVENING_S = 17 * 3600
+IntArray = npt.NDArray[np.int64]
 
 
 def kkt_ok(problem: DispatchProblem, solution: Solution, tol: float = 1e-6) -> bool:
@@ -20,6 +22,19 @@ def kkt_ok(problem: DispatchProblem, solution: Solution, tol: float = 1e-6) -> b
     m = problem.model
     groups = [(g.name, str(g.kind), g.a, g.b, g.cone_dim) for g in m.groups]
     return check_kkt(m.cost(), groups, solution.x, solution.z, tol_feas=tol, tol_gap=tol).ok
+
+
+def add_offers(prob: DispatchProblem, view: GridView, buses: tuple[int, ...], max_mw: float,
+               eur_per_mwh: npt.ArrayLike) -> IntArray:
+    """An offer block `offer_x` (one row per bus, every slot: 0..`max_mw` MW injected at the bus, at
+    `eur_per_mwh`, per row or one for all); its column indices (bus x slot)."""
+    idx = prob.model.add_block("offer_x", len(buses), prob.t_count).idx()
+    prob.model.bound("offer_x", idx, 0.0, max_mw)
+    prob.model.add_cost(idx, np.asarray(eur_per_mwh, dtype=float) * prob.slot_h)
+    slots = np.arange(prob.t_count)
+    for k, bus in enumerate(buses):
+        prob.add_withdrawal_mw(np.full(prob.t_count, view.node(bus)), slots, idx[k], -1.0)
+    return idx
 
 
 @cache

@@ -21,7 +21,7 @@ from flexgrid.opf import (
     validate_ac,
 )
 from flexgrid.opf.problem import PENALTY_I_EUR
-from tests.opf.helpers import kkt_ok
+from tests.opf.helpers import add_offers, kkt_ok
 
 EVENING_S = 17 * 3600
 
@@ -299,13 +299,7 @@ def test_an_offer_left_out_as_far_out_of_the_money_is_taken_when_prices_call_for
     results = []
     for backend in ("direct", "cvxpy"):
         prob = DispatchProblem(view, _profiles("case33bw", load=2.0), slot_seconds=3600, wholesale_eur_per_mwh=60.0)
-        blk = prob.model.add_block("offer_x", 2, prob.t_count)
-        idx = blk.idx()
-        prob.model.bound("offer_x", idx, 0.0, 0.2)
-        prob.model.add_cost(idx, np.array([[500.0], [1e6]]) * prob.slot_h)
-        slots = np.arange(prob.t_count)
-        for k, bus in enumerate((17, 17)):
-            prob.add_withdrawal_mw(np.full(prob.t_count, view.node(bus)), slots, idx[k], -1.0)
+        idx = add_offers(prob, view, (17, 17), 0.2, [[500.0], [1e6]])
         res = prob.solve(backend=backend)
         results.append((prob, res, res.solution.x[idx]))
     (lazy, a, xa), (_, b, xb) = results
@@ -327,11 +321,7 @@ def test_an_upper_voltage_limit_left_out_is_added_when_injections_reach_it() -> 
     results = []
     for backend in ("direct", "cvxpy"):
         prob = DispatchProblem(view, _profiles("case33bw", load=0.5), slot_seconds=3600, wholesale_eur_per_mwh=60.0)
-        blk = prob.model.add_block("offer_x", 1, prob.t_count)
-        idx = blk.idx()
-        prob.model.bound("offer_x", idx, 0.0, 30.0)
-        prob.model.add_cost(idx, -100.0 * prob.slot_h)
-        prob.add_withdrawal_mw(np.full(prob.t_count, view.node(17)), np.arange(prob.t_count), idx[0], -1.0)
+        add_offers(prob, view, (17,), 30.0, -100.0)
         res = prob.solve(backend=backend)
         results.append((prob, res))
     (lazy, a), (_, b) = results
