@@ -69,6 +69,11 @@ def _labels(parts: list[tuple[slice, slice]], m: int, n: int) -> tuple[IntArray,
     return row_lab, col_lab
 
 
+def _in(ok: BoolArray, labels: IntArray) -> BoolArray:
+    """Rows or columns (by their part label, -1 for none) of the parts still `ok`."""
+    return (labels >= 0) & ok[np.maximum(labels, 0)]
+
+
 def _fail(bad: BoolArray, labels: IntArray, n_parts: int) -> BoolArray:
     """Parts with at least one flagged row or column (labels -1 ignored)."""
     out = np.zeros(n_parts, dtype=bool)
@@ -100,27 +105,36 @@ def certify_parts(a: sp.csr_matrix, b: FloatArray, c: FloatArray, kinds: IntArra
     is_zero, is_nonneg, is_soc = kinds == 0, kinds == 1, kinds == 2
     bound = is_nonneg & (nnz_row == 1)
     is_head = is_soc & (heads == np.arange(m))
+    tail = is_soc & ~is_head
     head_rows = np.flatnonzero(is_head)
     cone_of = np.where(is_soc, np.cumsum(is_head) - 1, -1)  # a cone's rows follow its head
+    cone_lab = row_lab[head_rows]
     scale_b = np.maximum(1.0, np.abs(b))
+
+    def tail_norm2(s: FloatArray) -> FloatArray:
+        """|s1:|^2 of every cone."""
+        return np.asarray(np.bincount(cone_of[tail], weights=s[tail] ** 2, minlength=len(head_rows)), dtype=float)
 
     def classify(x: FloatArray) -> tuple[FloatArray, BoolArray, FloatArray, FloatArray, BoolArray]:
         """Slacks, active bounds, cone heads s0, the norms |s1:|, tight cones."""
         s = b - a @ x
         s0 = s[head_rows]
-        tail = np.where(is_soc & (heads != np.arange(m)), s, 0.0)
-        unorm = np.sqrt(np.bincount(cone_of[is_soc], weights=tail[is_soc] ** 2, minlength=len(head_rows)))
+        unorm = np.sqrt(tail_norm2(s))
         tight = s0 - unorm <= TOL_ACTIVE * np.maximum(1.0, s0 + unorm)
         active = bound & (s <= TOL_ACTIVE * scale_b)
         return s, active, s0, unorm, tight
 
+    def check_point(s: FloatArray, active: BoolArray, s0: FloatArray, unorm: FloatArray, tight: BoolArray) -> None:
+        """Drop the parts where the point violates a limit or a cone (s0^2 = |s1:|^2 also holds on the
+        cone's mirror image, s0 < 0), sits at a cone's apex, or where a limit other than a bound is active."""
+        drop(_fail(is_nonneg & (s < -TOL_FEAS * scale_b), row_lab, n_parts), "the point violates a limit")
+        drop(_fail(is_nonneg & ~active & (s <= TOL_ACTIVE * scale_b), row_lab, n_parts), "a limit is active")
+        drop(_fail(s0 - unorm < -1e-6 * np.maximum(1.0, s0 + unorm), cone_lab, n_parts), "the point is outside a cone")
+        drop(_fail(tight & (s0 <= TOL_ACTIVE), cone_lab, n_parts), "a cone at its apex")
+
     s, active, s0, unorm, tight = classify(x)
     drop(_fail(is_zero & (np.abs(s) > 1e-4 * scale_b), row_lab, n_parts), "candidate far from the equalities")
-    drop(_fail(is_nonneg & (s < -TOL_FEAS * scale_b), row_lab, n_parts), "candidate violates a limit")
-    drop(_fail(is_nonneg & ~bound & (s <= TOL_ACTIVE * scale_b), row_lab, n_parts), "a limit is active")
-    cone_lab = row_lab[head_rows]
-    drop(_fail(s0 - unorm < -1e-6 * np.maximum(1.0, s0 + unorm), cone_lab, n_parts), "candidate outside a cone")
-    drop(_fail(tight & (s0 <= TOL_ACTIVE), cone_lab, n_parts), "a cone at its apex")
+    check_point(s, active, s0, unorm, tight)
     # columns on an active bound are fixed (one bound at most); the others are the unknowns
     act_rows = np.flatnonzero(active)
     act_col = a.indices[a.indptr[act_rows]]
@@ -140,15 +154,13 @@ def certify_parts(a: sp.csr_matrix, b: FloatArray, c: FloatArray, kinds: IntArra
         return Certified(ok, np.zeros(n), np.zeros(m), reasons)
 
     # the parts still in: Newton on their equalities and tight cones, in their free columns
-    keep_row = ok[np.maximum(row_lab, 0)] & (row_lab >= 0)
-    keep_col = ok[np.maximum(col_lab, 0)] & (col_lab >= 0)
+    keep_row = _in(ok, row_lab)
     zrows = np.flatnonzero(is_zero & keep_row)
-    ucols = np.flatnonzero(free & keep_col)
+    ucols = np.flatnonzero(free & _in(ok, col_lab))
     ucols = ucols[np.argsort(col_lab[ucols], kind="stable")]  # part by part, in the order given
     a_csc = a.tocsc()
     a_u = a_csc[:, ucols].tocsr()
-    tail = is_soc & ~is_head
-    tight_idx = np.flatnonzero(tight & (cone_lab >= 0) & ok[np.maximum(cone_lab, 0)])
+    tight_idx = np.flatnonzero(tight & _in(ok, cone_lab))
     # the system's rows component by component (equalities, then tight cones): one block per part
     eq_lab = np.concatenate([row_lab[zrows], cone_lab[tight_idx]])
     eq_order = np.argsort(eq_lab, kind="stable")
@@ -170,8 +182,7 @@ def certify_parts(a: sp.csr_matrix, b: FloatArray, c: FloatArray, kinds: IntArra
         e = sp.csr_matrix((np.concatenate([np.ones(len(zrows)), coef]),
                            (eq_rank[np.concatenate([np.arange(len(zrows)), len(zrows) + sel_k])],
                             np.concatenate([zrows, sel_rows]))), shape=(len(eq_lab), m))
-        u2 = np.bincount(cone_of[tail], weights=s[tail] ** 2, minlength=len(head_rows))[tight_idx]
-        f = np.concatenate([s[zrows], s[head_rows[tight_idx]] ** 2 - u2])[eq_order]
+        f = np.concatenate([s[zrows], s[head_rows[tight_idx]] ** 2 - tail_norm2(s)[tight_idx]])[eq_order]
         return e, f, -(e @ a_u).tocsc()
 
     def block_solve(jac: sp.csc_matrix, rhs: FloatArray, trans: bool) -> tuple[FloatArray, BoolArray]:
@@ -218,11 +229,8 @@ def certify_parts(a: sp.csr_matrix, b: FloatArray, c: FloatArray, kinds: IntArra
     if moved:
         s, active2, s0, unorm, tight2 = classify(x)
         drop(_fail(keep_row & (active2 != active), row_lab, n_parts), "the active set moved")
-        drop(_fail(is_nonneg & ~active & (s <= TOL_ACTIVE * scale_b), row_lab, n_parts), "a limit is active")
         drop(_fail(tight2 != tight, cone_lab, n_parts), "the active set moved")
-        # s0^2 = |s1:|^2 also holds on the cone's mirror image (s0 < 0): the point must be in the cone
-        drop(_fail(s0 - unorm < -1e-6 * np.maximum(1.0, s0 + unorm), cone_lab, n_parts), "candidate outside a cone")
-        drop(_fail(tight & (s0 <= TOL_ACTIVE), cone_lab, n_parts), "a cone at its apex")
+        check_point(s, active, s0, unorm, tight)
     drop(_fail(is_zero & (np.abs(s) > TOL_FEAS * scale_b), row_lab, n_parts), "equalities not met")
     z = e.T @ w  # equality duals and 2 w_k (s0, -s1:) on the tight cones
     alpha = w[eq_rank[len(zrows):]]
@@ -249,6 +257,4 @@ def certify_parts(a: sp.csr_matrix, b: FloatArray, c: FloatArray, kinds: IntArra
     neg[act_rows[z[act_rows] < -TOL_DUAL * terms]] = True
     drop(_fail(neg, row_lab, n_parts), "an idle variable's reduced cost is negative")
     z[act_rows] = np.maximum(z[act_rows], 0.0)
-    keep_row = ok[np.maximum(row_lab, 0)] & (row_lab >= 0)
-    keep_col = ok[np.maximum(col_lab, 0)] & (col_lab >= 0)
-    return Certified(ok, np.where(keep_col, x, 0.0), np.where(keep_row, z, 0.0), reasons)
+    return Certified(ok, np.where(_in(ok, col_lab), x, 0.0), np.where(_in(ok, row_lab), z, 0.0), reasons)
