@@ -212,17 +212,9 @@ class DispatchProblem:
         net = build_network(self.model, self.view, self.t_count, self.wp, self.wq, self.formulation,
                             penalty_v=self.penalty_v,
                             penalty_i=self.penalty_i * (k**2 if self.formulation == "socp" else k),
-                            balance_scale=k)
+                            balance_scale=k, with_devices=bool(self.device_blocks))
         cost = self.wholesale * self.base * self.slot_h
         self.model.add_cost(net.slack_p.idx(), np.broadcast_to(cost[None, :], (net.slack_p.rows, self.t_count)))
-        if self.device_blocks and net.stressed is not None:
-            # Devices with state couple the slots into one component, whose first solve with the hard
-            # limits usually has a solution (the devices and other slots' offers relieve the stressed
-            # slots): starting with the stressed slots' lazy columns only makes it larger (case33bw, 96
-            # slots, 6 batteries, 200 offers at 1.25 x the load: 0.37 s without, 0.44 s with them).
-            net.stressed = None
-            for g in self.model.groups:
-                g.slack_start = None
         self.network = net
         self._lazy_bounds(net)
         if self.formulation == "socp":
